@@ -1,0 +1,95 @@
+"""Drive a searcher in-process, without Tune: the benchmark harness and Ray-less (GPU image) runs.
+
+The same ``suggest`` / ``on_trial_complete`` calls Tune makes, one trial at a time, with an evaluator
+(any callable from trial config to result dict: the table lookup, or the in-process supernet worker).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tune_spacenas.searchers.base import FINISHED
+from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SearchSpace
+
+Evaluator = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def resolve_config(param_space: Mapping[str, Any] | None, suggestion: Mapping[str, Any]) -> dict[str, Any]:
+    """What Tune would hand the trainable: the param_space's constants with the suggestion merged in."""
+    config: dict[str, Any] = {}
+    for key, value in (param_space or {}).items():
+        if isinstance(value, Mapping):
+            config[key] = resolve_config(value, {})
+        elif not hasattr(value, "sample"):  # Tune search domains are left for the searcher to fill
+            config[key] = copy.deepcopy(value)
+    for key, value in suggestion.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), Mapping):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def run_in_process(
+    searcher: Any,
+    evaluate: Evaluator,
+    max_queries: int | None = None,
+    max_trials: int = 1_000_000,
+    param_space: Mapping[str, Any] | None = None,
+    space: SearchSpace | None = None,
+    on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> int:
+    """Run ``searcher`` to its end (or a budget); returns the number of trials evaluated.
+
+    ``max_queries`` counts distinct architectures: for searchers that are not ours (Tune's
+    ``OptunaSearch``), a repeated architecture is answered from this run's cache at no cost, as our
+    searchers do themselves. ``space`` identifies architectures in configs for that cache.
+    """
+    cache: dict[Any, dict[str, Any]] = {}
+    trials = queries = 0
+    while trials < max_trials and (max_queries is None or queries < max_queries):
+        trial_id = f"t{trials:06d}-{id(cache)}"
+        suggestion = searcher.suggest(trial_id)
+        if suggestion is None or suggestion == FINISHED:
+            break
+        config = resolve_config(param_space, suggestion)
+        key = _arch_key(config, space)
+        if key is not None and key in cache:
+            searcher.on_trial_complete(trial_id, result=cache[key])
+            continue
+        result = evaluate(config)
+        trials += 1
+        queries += 1 if key is not None else 0
+        if key is not None:
+            cache[key] = result
+        searcher.on_trial_complete(trial_id, result=result)
+        if on_result is not None:
+            on_result(config, result)
+    return trials
+
+
+def _arch_key(config: Mapping[str, Any], space: SearchSpace | None) -> Any:
+    if ARCH_KEY in config and "archs" not in config:
+        return config[ARCH_KEY] if space is None else space.arch_from_config(config)
+    if space is not None and OPS_KEY in config and config.get("task", "evaluate") == "evaluate":
+        return space.arch_from_config(config)
+    return None
+
+
+class InProcessSupernet:
+    """A supernet and its weight table in this process: ``run_in_process``'s evaluator for one-shot
+    searches without Ray (benchmarks, GPU images), doing exactly what the Tune trainable does."""
+
+    def __init__(self, spec: Any, device: Any = None):
+        from tune_spacenas.store.table import WeightTable
+        from tune_spacenas.trainables.worker import SupernetWorker
+
+        self.store = WeightTable(spec.initial_weights(), {"spec": spec.to_dict()})
+        self.worker = SupernetWorker(spec, self.store, device)
+        self.trials = 0
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        self.trials += 1
+        return self.worker.run(config, trial_id=f"local-{self.trials}")

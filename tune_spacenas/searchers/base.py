@@ -1,0 +1,254 @@
+"""``ArchSearcher``: the small base every method's Tune searcher is built on.
+
+It owns what every method needs and no method should rewrite: metric and mode (from the constructor or
+from Tune), the space (explicit, or from the ``param_space``'s ``space`` constant), the matching of
+trial ids to the jobs that produced them, the history of (architecture, result) with its Parquet export,
+a cache that answers repeated evaluations without a trial, a budget of distinct architecture queries,
+and ``save``/``restore`` of the whole state as one pickle.
+
+A method implements two hooks:
+
+* ``propose() -> job | None | FINISHED``: the next job (see ``tune_spacenas.jobs``), ``None`` to wait
+  for results in flight, or ``FINISHED``;
+* ``observe(job, result)``: learn from a finished job (``result`` is ``None`` when the trial failed).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, TASK_KEY, TRAIN
+from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SPACE_KEY, Architecture, SearchSpace, space_from_spec
+
+try:
+    from ray.tune.search import Searcher
+except ImportError:  # Ray is a dependency; this only keeps the methods usable in-process on GPU images without it.
+
+    class Searcher:  # type: ignore[no-redef]
+        FINISHED = "FINISHED"
+
+        def __init__(self, metric: str | None = None, mode: str | None = None):
+            self._metric, self._mode = metric, mode
+
+
+FINISHED = Searcher.FINISHED
+# Repeated suggestions answered from the cache in one ``suggest`` call before giving the loop back.
+_MAX_CACHED_ANSWERS = 10_000
+
+
+def check_mode(mode: str | None) -> str | None:
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    return mode
+
+
+class ArchSearcher(Searcher):
+    """Base class of our searchers: a Tune ``Searcher`` over one ``SearchSpace``.
+
+    Args:
+        space: the space to search; if omitted, Tune passes it through ``set_search_properties`` from
+            the ``param_space`` (``config=space.param_space()``). An explicit space wins.
+        metric, mode: what to optimise; if omitted here, taken from ``tune.run``/``TuneConfig``.
+        seed: seeds the searcher's ``numpy.random.Generator``; same seed, same suggestions.
+        max_queries: budget of *distinct* architectures evaluated; ``FINISHED`` once spent.
+        cache_evaluations: answer a repeated single-architecture evaluation from the run's cache
+            instead of a trial (the benchmark protocol); the cache empties when the supernet trains.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        seed: int = 0,
+        max_queries: int | None = None,
+        cache_evaluations: bool = True,
+    ):
+        super().__init__(metric=metric, mode=check_mode(mode))
+        if space is not None and not isinstance(space, SearchSpace):
+            raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"max_queries must be positive, got {max_queries}")
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.max_queries = max_queries
+        self.cache_evaluations = cache_evaluations
+        self.history: list[dict[str, Any]] = []
+        self.queries = 0
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._live: dict[str, dict[str, Any]] = {}
+        self._ready = False
+
+    # ------------------------------------------------------------------------------------------
+    # Tune's side
+    # ------------------------------------------------------------------------------------------
+    @property
+    def metric(self) -> str | None:
+        return self._metric
+
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: Mapping, **spec: Any) -> bool:
+        self._metric = self._metric or metric
+        self._mode = self._mode or check_mode(mode)
+        if self.space is None and config and SPACE_KEY in config:
+            self.space = space_from_spec(config[SPACE_KEY])
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self._check_ready()
+        for _ in range(_MAX_CACHED_ANSWERS):
+            if self.max_queries is not None and self.queries >= self.max_queries:
+                return FINISHED
+            job = self.propose()
+            if job is None or job == FINISHED:
+                return job
+            cached = self._cached_result(job)
+            if cached is not None:
+                self._complete(job, cached)
+                continue
+            if job.get(TASK_KEY, EVALUATE) == EVALUATE:
+                self.queries += len(job.get(ARCHS_KEY, [None]))
+            self._live[trial_id] = job
+            # Jobs that name no single architecture blank the param_space's per-slot choices.
+            return {OPS_KEY: None, **job}
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        job = self._live.pop(trial_id, None)
+        if job is None:  # a trial this searcher did not suggest, or one already answered before a restore
+            return
+        self._complete(job, None if error else result, trial_id)
+
+    def _check_ready(self) -> None:
+        if self._ready:
+            return
+        problems = []
+        if not self._metric or not self._mode:
+            problems.append(
+                "no metric/mode: pass metric= and mode= to the searcher or to tune.run / TuneConfig"
+            )
+        if self.space is None:
+            problems.append(
+                "no search space: pass space= to the searcher or config=space.param_space() to tune.run"
+            )
+        if problems:
+            raise ValueError(f"{type(self).__name__} cannot suggest yet: " + "; ".join(problems))
+        self._ready = True
+        self.setup()
+
+    # ------------------------------------------------------------------------------------------
+    # Method hooks
+    # ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Called once, when metric, mode and space are all known (before the first ``propose``)."""
+
+    def propose(self) -> dict[str, Any] | str | None:
+        raise NotImplementedError
+
+    def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------
+    # Results
+    # ------------------------------------------------------------------------------------------
+    def score(self, value: float) -> float:
+        """The metric as a quantity to maximise (negated for ``mode='min'``)."""
+        return value if self._mode == "max" else -value
+
+    def arch_values(self, job: Mapping[str, Any], result: Mapping[str, Any]) -> list[tuple[Architecture, float]]:
+        """(architecture, metric value) for every architecture an evaluation job named."""
+        if ARCHS_KEY in job:
+            # Tune hands searchers flattened results ("per_arch/accuracy"); in-process runs keep them nested.
+            flat = f"{PER_ARCH_KEY}/{self._metric}"
+            values = result[flat] if flat in result else self._metric_of(result.get(PER_ARCH_KEY) or {})
+            if len(values) != len(job[ARCHS_KEY]):
+                raise ValueError(f"a batch evaluation must report {PER_ARCH_KEY!r}: {{metric: [one value per architecture]}}")
+            return [(self.space.from_string(s), float(v)) for s, v in zip(job[ARCHS_KEY], values)]
+        return [(self.space.arch_from_config(job), float(self._metric_of(result)))]
+
+    def _metric_of(self, result: Mapping[str, Any]) -> Any:
+        if self._metric not in result:
+            reported = sorted(k for k, v in result.items() if isinstance(v, (int, float, list)))
+            raise ValueError(
+                f"trial result has no metric {self._metric!r}; the trainable reports {reported}. "
+                "Pass one of those as metric="
+            )
+        return result[self._metric]
+
+    def _complete(self, job: dict[str, Any], result: dict[str, Any] | None, trial_id: str | None = None) -> None:
+        task = job.get(TASK_KEY, EVALUATE)
+        if task == TRAIN:
+            self._cache.clear()  # weights moved: earlier supernet evaluations are stale
+        elif result is not None:
+            for arch, value in self.arch_values(job, result):
+                text = self.space.to_string(arch)
+                record = {"order": len(self.history), "trial_id": trial_id or "cache", "arch": text,
+                          self._metric: value}
+                self.history.append(record)
+                if self.cache_evaluations and ARCHS_KEY not in job:
+                    self._cache[text] = result
+        self.observe(job, result)
+
+    def _cached_result(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
+        if not self.cache_evaluations or job.get(TASK_KEY, EVALUATE) != EVALUATE or ARCHS_KEY in job:
+            return None
+        return self._cache.get(job.get(ARCH_KEY))
+
+    def best_architecture(self) -> str | None:
+        """The best architecture evaluated so far (by metric and mode); methods may define their own."""
+        record = self.best_record()
+        return None if record is None else record["arch"]
+
+    def best_record(self) -> dict[str, Any] | None:
+        if not self.history:
+            return None
+        return max(self.history, key=lambda r: self.score(r[self._metric]))
+
+    def export_history(self, path: str | os.PathLike) -> None:
+        """Write the (architecture, metric) history to Parquet."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(self.history) if self.history else pa.table({"arch": pa.array([], pa.string())})
+        pq.write_table(table, path)
+
+    # ------------------------------------------------------------------------------------------
+    # State
+    # ------------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The complete search state as plain data; methods with torch modules override to use state_dicts."""
+        state = dict(self.__dict__)
+        state["space"] = None if self.space is None else self.space.to_spec()
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        spec = state.pop("space")
+        saved = None if spec is None else space_from_spec(spec)
+        if self.space is not None and saved is not None and saved.full_space() != self.space.full_space():
+            raise ValueError(
+                f"checkpoint is of space {saved!r}, but this searcher searches {self.space!r}; "
+                "restore it into a searcher of the same space"
+            )
+        self.__dict__.update(state)
+        self.space = saved if saved is not None else self.space
+
+    def save(self, checkpoint_path: str) -> None:
+        directory = os.path.dirname(os.path.abspath(checkpoint_path))
+        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
+            pickle.dump(self.get_state(), f)
+        os.replace(f.name, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))

@@ -1,0 +1,165 @@
+"""``WeightTable``: the weight store's state and rules, in plain numpy, without Ray.
+
+The Ray actor (``store.actor``) wraps one; an in-process run (benchmarks, Ray-less GPU images) uses one
+directly. Both answer the same calls, so the supernet worker cannot tell them apart.
+
+Key scheme (plain strings):
+  ``<param>``              a supernet parameter, shared by every path that uses it;
+  ``<param>#<variant>``    an expanded copy (SE-NAS 3.4): independent weights of one partial model,
+                           created from the shared tensor on first use;
+  snapshots                whole-table copies by name (SE-NAS Eq. 4), averaged on request.
+
+Every key has a version that grows with each change. Pushes carry (trial id, step): a step at or below
+the last one applied for that trial is a replay (Tune retried the trial from a checkpoint) and is
+ignored, so no delta is ever added twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+VARIANT_SEP = "#"
+
+
+def variant_key(param: str, variant: str) -> str:
+    return f"{param}{VARIANT_SEP}{variant}"
+
+
+class WeightTable:
+    """Tensors as float32 numpy arrays with per-key versions, deduplicated delta pushes, snapshots and
+    checkpoints.
+
+    Args:
+        arrays: the initial tensors (ignored when ``checkpoint_path`` holds a checkpoint: a restarted
+            store resumes from its last checkpoint).
+        meta: plain data describing what the tensors are (the supernet spec); checked by clients.
+        checkpoint_path: where ``checkpoint()`` writes (atomically) and where a new table looks first.
+        checkpoint_every: also checkpoint after this many applied pushes (0: only on demand; 1: every
+            push, so a crash loses nothing).
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
+                 checkpoint_path: str | None = None, checkpoint_every: int = 0):
+        self.checkpoint_path, self.checkpoint_every = checkpoint_path, checkpoint_every
+        self.incarnation = uuid.uuid4().hex
+        self.meta = dict(meta or {})
+        self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in arrays.items()}
+        self.versions = {k: 0 for k in self.arrays}
+        self.last_step: dict[str, int] = {}
+        self.snapshots: dict[str, dict[str, np.ndarray]] = {}
+        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "checkpoints": 0, "restored_from": None}
+        self._since_checkpoint = 0
+        if checkpoint_path and os.path.exists(checkpoint_path):
+            self.load(checkpoint_path)
+
+    # --- reading -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"meta": self.meta, "incarnation": self.incarnation, "keys": len(self.arrays),
+                "bytes": int(sum(a.nbytes for a in self.arrays.values())), "stats": dict(self.stats),
+                "snapshots": sorted(self.snapshots)}
+
+    def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
+             incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
+        """Tensors whose version differs from ``known`` (all of them for another incarnation)."""
+        known = known if incarnation == self.incarnation and known else {}
+        wanted = self.arrays.keys() if keys is None else keys
+        missing = [k for k in wanted if k not in self.arrays]
+        if missing:
+            raise KeyError(f"weight store has no tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        return self.incarnation, {k: (self.versions[k], self.arrays[k]) for k in wanted
+                                  if known.get(k) != self.versions[k]}
+
+    # --- writing -------------------------------------------------------------------------------
+    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
+        """Add ``deltas``; False (nothing applied) if (trial, step) was applied before."""
+        self.stats["pushes"] += 1
+        if step <= self.last_step.get(trial_id, -1):
+            self.stats["duplicates"] += 1
+            return False
+        unknown = [k for k in deltas if k not in self.arrays]
+        if unknown:
+            raise KeyError(f"push names tensors the store does not hold: {unknown[:5]}")
+        for key, delta in deltas.items():
+            if np.shape(delta) != self.arrays[key].shape:
+                raise ValueError(f"delta for {key!r} has shape {np.shape(delta)}, the tensor {self.arrays[key].shape}")
+            self.arrays[key] += delta
+            self.versions[key] += 1
+        self.last_step[trial_id] = step
+        self.stats["applied"] += 1
+        self._after_change()
+        return True
+
+    def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Set tensors outright (new keys, or fresh initialisation of replenished operations)."""
+        for key, value in arrays.items():
+            self.arrays[key] = np.array(value, dtype=np.float32, copy=True)
+            self.versions[key] = self.versions.get(key, -1) + 1
+        self._after_change()
+
+    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]:
+        """Create each missing key ``variant -> source`` as a copy of the source tensor; returns created keys."""
+        created = [v for v, src in mapping.items() if v not in self.arrays]
+        self.assign({v: self.arrays[mapping[v]] for v in created})
+        return created
+
+    def _after_change(self) -> None:
+        self._since_checkpoint += 1
+        if self.checkpoint_path and self.checkpoint_every and self._since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
+
+    # --- snapshots (SE-NAS Eq. 4) --------------------------------------------------------------
+    def snapshot(self, name: str) -> None:
+        self.snapshots[name] = {k: v.copy() for k, v in self.arrays.items()}
+
+    def average(self, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """Element-wise mean of named snapshots: ``(1/K) sum_k W_k``."""
+        names = list(names)
+        missing = [n for n in names if n not in self.snapshots]
+        if not names or missing:
+            raise KeyError(f"unknown snapshots {missing or names}; taken: {sorted(self.snapshots)}")
+        keys = self.snapshots[names[0]].keys()
+        return {k: np.mean([self.snapshots[n][k] for n in names], axis=0).astype(np.float32) for k in keys}
+
+    def drop_snapshots(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.snapshots.pop(name, None)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, path: str | None = None) -> str:
+        """Write every tensor, version and dedup mark atomically (temp file, then rename)."""
+        path = path or self.checkpoint_path
+        if not path:
+            raise ValueError("no checkpoint path: pass one here or to the store at creation")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        state = {"meta": self.meta, "versions": self.versions, "last_step": self.last_step,
+                 "snapshots": sorted(self.snapshots), "time": time.time()}
+        payload = {f"w:{k}": v for k, v in self.arrays.items()}
+        for name, arrays in self.snapshots.items():
+            payload.update({f"s:{name}:{k}": v for k, v in arrays.items()})
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, __state__=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **payload)
+        os.replace(tmp, path)
+        self._since_checkpoint = 0
+        self.stats["checkpoints"] += 1
+        return path
+
+    def load(self, path: str) -> None:
+        with np.load(path) as f:
+            state = json.loads(bytes(f["__state__"]).decode())
+            if self.meta and state["meta"] and state["meta"] != self.meta:
+                raise ValueError(f"checkpoint {path} holds another supernet (its spec differs from this store's)")
+            self.arrays = {k[2:]: f[k].copy() for k in f.files if k.startswith("w:")}
+            self.snapshots = {n: {k[len(n) + 3:]: f[k].copy() for k in f.files if k.startswith(f"s:{n}:")}
+                              for n in state["snapshots"]}
+        self.meta = state["meta"] or self.meta
+        self.versions = {k: int(v) for k, v in state["versions"].items()}
+        self.last_step = {k: int(v) for k, v in state["last_step"].items()}
+        self.stats["restored_from"] = path

@@ -1,0 +1,35 @@
+"""Weight-sharing supernets: the operation registry, one skeleton per space, BatchNorm recalibration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tune_spacenas.spaces.base import SearchSpace
+from tune_spacenas.supernet.base import Supernet
+from tune_spacenas.supernet.bn import recalibrate_batchnorm
+from tune_spacenas.supernet.mobilenet import MobileNetSupernet
+from tune_spacenas.supernet.nasbench201 import NASBench201Supernet
+from tune_spacenas.supernet.ops import build_op, register_op, register_op_pattern
+
+_SKELETONS: dict[str, Callable[..., Supernet]] = {
+    "nasbench201": NASBench201Supernet,
+    "mobilenet": MobileNetSupernet,
+}
+
+
+def register_supernet(kind: str, factory: Callable[..., Supernet]) -> None:
+    """Make ``build_supernet`` build ``factory(space, num_classes=...)`` for spaces of ``kind``."""
+    _SKELETONS[kind] = factory
+
+
+def build_supernet(space: SearchSpace, num_classes: int | None = None) -> Supernet:
+    """The supernet skeleton of ``space``'s kind; ValueError for a space without one."""
+    if space.kind not in _SKELETONS:
+        raise ValueError(f"no supernet skeleton for space kind {space.kind!r}; known: {sorted(_SKELETONS)}")
+    return _SKELETONS[space.kind](space.full_space(), num_classes=num_classes)
+
+
+__all__ = [
+    "MobileNetSupernet", "NASBench201Supernet", "Supernet", "build_op", "build_supernet", "recalibrate_batchnorm",
+    "register_op", "register_op_pattern", "register_supernet",
+]

@@ -1,0 +1,279 @@
+"""``SupernetWorker``: does one job (train or evaluate) on the shared supernet, without knowing Tune.
+
+It pulls tensors from a store (the Ray actor's client, or a ``WeightTable`` in-process), trains or
+evaluates on its device, and pushes weight deltas back. The Tune trainable (``trainables.supernet``)
+and the in-process runner wrap the same worker, so a search gives the same answers with and without
+Ray. One worker per process and store is cached, so ``reuse_actors=True`` pays the build once.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tune_spacenas.data import DeviceData, load_data
+from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, SUBSPACE_KEY, TRAIN, archs_of, task_of
+from tune_spacenas.spaces.base import ARCH_KEY, Architecture
+from tune_spacenas.store.table import variant_key
+from tune_spacenas.supernet.bn import recalibrate_batchnorm
+from tune_spacenas.supernet.spec import SupernetSpec
+
+Reporter = Callable[[dict[str, Any], int | None], None]
+
+
+class StoreLike(Protocol):
+    def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
+             incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]: ...
+    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool: ...
+    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]: ...
+    def snapshot(self, name: str) -> None: ...
+    def average(self, names: Iterable[str]) -> dict[str, np.ndarray]: ...
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SupernetWorker:
+    """Trains and evaluates paths of one supernet against one store.
+
+    Job keys it understands (besides those of ``tune_spacenas.jobs``):
+      train:    ``steps``, ``subspace`` or ``arch``, ``lr``, ``seed``, ``sync_every`` (push/pull period
+                in steps), ``snapshots`` (``{"name": prefix, "count": K}``: K evenly spaced snapshots in
+                the trial, SE-NAS Eq. 4), ``expanded`` (SE-NAS merged slot groups with private weights),
+                ``report_every``.
+      evaluate: ``arch``/``archs``, ``weights`` (``{"average": [snapshot names]}``), ``expanded``,
+                ``split`` ("val" or "test"), ``images`` (how many images score an architecture).
+    """
+
+    def __init__(self, spec: SupernetSpec, store: StoreLike, device: torch.device | str | None = None):
+        self.spec, self.store = spec, store
+        self.space = spec.space.full_space()
+        self.device = torch.device(device) if device is not None else default_device()
+        self.net = spec.build().to(self.device)
+        self.params = dict(self.net.named_parameters())
+        self.data = DeviceData(load_data(spec.data), self.device, augment=spec.data.augment)
+        self.versions: dict[str, int] = {}
+        self.incarnation: str | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Weights in and out
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sync(self, keys: Iterable[str] | None = None) -> int:
+        """Load every tensor whose version changed in the store; returns how many were copied."""
+        self.incarnation, fresh = self.store.pull(self.versions, keys, self.incarnation)
+        for key, (version, array) in fresh.items():
+            self.params[key].copy_(_as_tensor(array), non_blocking=True)
+            self.versions[key] = version
+        return len(fresh)
+
+    @torch.no_grad()
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Overwrite parameters with given arrays (averaged snapshots); the next ``sync`` restores them."""
+        for key, array in arrays.items():
+            if key in self.params:
+                self.params[key].copy_(_as_tensor(array))
+                self.versions.pop(key, None)
+
+    @torch.no_grad()
+    def _deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[str, np.ndarray]:
+        return {k: (self.params[k] - base[k]).cpu().numpy() for k in keys}
+
+    # ------------------------------------------------------------------------------------------
+    # Jobs
+    # ------------------------------------------------------------------------------------------
+    def run(self, job: Mapping[str, Any], trial_id: str = "local", report: Reporter | None = None,
+            start_step: int = 0) -> dict[str, Any]:
+        """Do ``job``; ``report(metrics, synced_step)`` is called along the way, the final result returned."""
+        report = report or (lambda metrics, step: None)
+        if task_of(job) == TRAIN:
+            return self.train(job, trial_id, report, start_step)
+        return self.evaluate(job, report)
+
+    def train(self, job: Mapping[str, Any], trial_id: str, report: Reporter, start_step: int = 0) -> dict[str, Any]:
+        spec, net = self.spec, self.net
+        steps = int(job["steps"])
+        subspace = self.space.restrict(job[SUBSPACE_KEY]) if SUBSPACE_KEY in job else self.space
+        fixed = self.space.from_string(job[ARCH_KEY]) if ARCH_KEY in job else None
+        sync_every = int(job.get("sync_every") or steps)
+        report_every = int(job.get("report_every") or sync_every)
+        snapshot_at = _snapshot_steps(job.get("snapshots"), steps)
+        expanded = [list(g) for g in job.get("expanded", [])]
+        rng = np.random.default_rng([int(job.get("seed", 0)), start_step])
+        stream = self.data.train_stream(spec.batch_size, seed=int(job.get("seed", 0)) * 100_003 + start_step)
+        optimizer = torch.optim.SGD(net.parameters(), lr=float(job.get("lr", spec.lr)), momentum=spec.momentum,
+                                    nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        self.sync()
+        base = {k: p.detach().clone() for k, p in self.params.items()}
+        private = _PrivateWeights(self, expanded)
+        touched: set[str] = set()
+        window_loss = window_correct = window_images = 0.0
+        window_start = time.perf_counter()
+        result: dict[str, Any] = {}
+        net.train()
+        for step in range(start_step + 1, steps + 1):
+            arch = fixed if fixed is not None else net.sample_path(subspace, rng)
+            private.load(arch)
+            x, y = next(stream)
+            logits = net(x, arch)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if spec.grad_clip:
+                nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], spec.grad_clip)
+            optimizer.step()
+            private.store_back(arch)
+            touched.update(private.shared_names(arch))
+            window_loss += loss.item() * len(y)
+            window_correct += (logits.argmax(1) == y).sum().item()
+            window_images += len(y)
+            synced = None
+            if step % sync_every == 0 or step == steps or step in snapshot_at:
+                self.store.push(self._deltas(base, touched - private.keys) | private.deltas(), trial_id, step)
+                self.sync()
+                base = {k: p.detach().clone() for k, p in self.params.items()}
+                private.rebase()
+                touched, synced = set(), step
+                if step in snapshot_at:
+                    self.store.snapshot(f"{job['snapshots']['name']}/{snapshot_at.index(step)}")
+            if step % report_every == 0 or step == steps:
+                elapsed = time.perf_counter() - window_start
+                result = {"loss": window_loss / window_images, "accuracy": 100.0 * window_correct / window_images,
+                          "images_per_s": window_images / elapsed, "steps_done": step}
+                report(result, synced)
+                window_loss = window_correct = window_images = 0.0
+                window_start = time.perf_counter()
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, job: Mapping[str, Any], report: Reporter) -> dict[str, Any]:
+        archs = archs_of(self.space, job)
+        self.sync()
+        if "weights" in job:
+            self.load_arrays(self.store.average(job["weights"]["average"]))
+        private = _PrivateWeights(self, [list(g) for g in job.get("expanded", [])])
+        start = time.perf_counter()
+        recal = self.recalibration_batches()
+        per_arch = []
+        for arch in archs:
+            private.load(arch)
+            per_arch.append(self.score(arch, job.get("split", "val"), job.get("images"), recal))
+        if "weights" in job:
+            self.sync()  # put the live weights back for the next job on this worker
+        elapsed = time.perf_counter() - start
+        result = {"accuracy": float(np.mean([r["accuracy"] for r in per_arch])), "evaluated": len(archs),
+                  "seconds_per_arch": elapsed / len(archs)}
+        if ARCHS_KEY in job:
+            result[PER_ARCH_KEY] = {key: [r[key] for r in per_arch] for key in per_arch[0]}
+        else:
+            result.update(per_arch[0])
+        report(result, None)
+        return result
+
+    def recalibration_batches(self) -> list[torch.Tensor]:
+        """The same training batches for every architecture, so recalibration treats them alike."""
+        batches = self.data.fixed_batches("train", self.spec.batch_size, self.spec.recalibration_batches, seed=0)
+        return [x for x, _ in batches]
+
+    @torch.no_grad()
+    def score(self, arch: Architecture, split: str = "val", images: int | None = None,
+              recal: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
+        """Accuracy (percent) and loss of one path after BatchNorm recalibration on fixed train batches."""
+        spec = self.spec
+        recalibrate_batchnorm(self.net, lambda x: self.net(x, arch), recal or self.recalibration_batches())
+        images = images if images is not None else spec.eval_images
+        count = None if images is None else max(1, -(-images // spec.eval_batch_size))
+        correct = total = loss = 0.0
+        for x, y in self.data.fixed_batches(split, spec.eval_batch_size, count):
+            if images is not None and total + len(y) > images:
+                x, y = x[: images - int(total)], y[: images - int(total)]
+            logits = self.net(x, arch)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            total += len(y)
+        return {"accuracy": 100.0 * correct / total, "loss": loss / total}
+
+
+class _PrivateWeights:
+    """SE-NAS expanded parameters (3.4): inside each merged slot group, every partial model (its ops at
+    those slots) owns a private copy of that group's weights, kept under ``<param>#<tag>`` in the store
+    and swapped into the network's modules for the steps that use it; shared weights serve the rest."""
+
+    def __init__(self, worker: SupernetWorker, groups: Sequence[Sequence[int]]):
+        self.worker, self.groups = worker, [list(g) for g in groups]
+        self.local: dict[str, torch.Tensor] = {}
+        self.base: dict[str, torch.Tensor] = {}
+
+    @property
+    def keys(self) -> set[str]:
+        return {k.split("#")[0] for k in self.local}
+
+    def _mapping(self, arch: Architecture) -> dict[str, str]:
+        net = self.worker.net
+        out = {}
+        for group in self.groups:
+            tag = "g" + "-".join(map(str, group)) + "=" + "-".join(str(arch[s]) for s in group)
+            out.update({variant_key(p, tag): p for p in net.slot_parameter_names(group, arch)})
+        return out
+
+    @torch.no_grad()
+    def load(self, arch: Architecture) -> None:
+        if not self.groups:
+            return
+        mapping = self._mapping(arch)
+        missing = [k for k in mapping if k not in self.local]
+        if missing:
+            self.worker.store.ensure_variants({k: mapping[k] for k in missing})
+            _, fresh = self.worker.store.pull(None, missing, None)
+            for key, (_, array) in fresh.items():
+                self.local[key] = torch.as_tensor(np.array(array), device=self.worker.device)
+                self.base[key] = self.local[key].clone()
+        for key, param in mapping.items():
+            self.worker.params[param].copy_(self.local[key])
+
+    @torch.no_grad()
+    def store_back(self, arch: Architecture) -> None:
+        """Copy the trained private weights out of the modules after a step."""
+        for key, param in self._mapping(arch).items():
+            self.local[key].copy_(self.worker.params[param])
+
+    def shared_names(self, arch: Architecture) -> list[str]:
+        """The path's parameters that are shared (not private to a partial model)."""
+        private = set(self._mapping(arch).values()) if self.groups else set()
+        return [n for n in self.worker.net.path_parameter_names(arch) if n not in private]
+
+    def deltas(self) -> dict[str, np.ndarray]:
+        return {k: (v - self.base[k]).cpu().numpy() for k, v in self.local.items() if not torch.equal(v, self.base[k])}
+
+    def rebase(self) -> None:
+        # Private copies are trained by this trial only between syncs; refetch so concurrent trials' pushes count.
+        if self.local:
+            _, fresh = self.worker.store.pull(None, list(self.local), None)
+            for key, (_, array) in fresh.items():
+                self.local[key].copy_(_as_tensor(array))
+                self.base[key] = self.local[key].clone()
+
+
+def _snapshot_steps(snapshots: Mapping[str, Any] | None, steps: int) -> list[int]:
+    """K steps spread evenly over the trial's last ``fraction`` (default: all of it), ending at the last step."""
+    if not snapshots:
+        return []
+    count = int(snapshots["count"])
+    first = steps - int(steps * float(snapshots.get("fraction", 1.0))) + 1
+    return sorted({int(round(s)) for s in np.linspace(first, steps, count + 1)[1:]})
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor viewing ``array`` without a copy. Object-store arrays are read-only, which torch
+    warns about; the tensor is only ever the source of a ``copy_``, so the warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(array))
