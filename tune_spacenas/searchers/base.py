@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, TASK_KEY, TRAIN
+from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, STORE_KEY, TASK_KEY, TRAIN
 from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SPACE_KEY, Architecture, SearchSpace, space_from_spec
 
 try:
@@ -59,6 +59,8 @@ class ArchSearcher(Searcher):
         max_queries: budget of *distinct* architectures evaluated; ``FINISHED`` once spent.
         cache_evaluations: answer a repeated single-architecture evaluation from the run's cache
             instead of a trial (the benchmark protocol); the cache empties when the supernet trains.
+        store: the weight store of a supernet-based search: its name (the Ray actor), or a store
+            object (an in-process ``WeightTable``); if omitted, the ``param_space``'s ``store`` entry.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class ArchSearcher(Searcher):
         seed: int = 0,
         max_queries: int | None = None,
         cache_evaluations: bool = True,
+        store: Any = None,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if space is not None and not isinstance(space, SearchSpace):
@@ -76,6 +79,7 @@ class ArchSearcher(Searcher):
         if max_queries is not None and max_queries < 1:
             raise ValueError(f"max_queries must be positive, got {max_queries}")
         self.space = space
+        self.store = store
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.max_queries = max_queries
@@ -102,7 +106,19 @@ class ArchSearcher(Searcher):
         self._mode = self._mode or check_mode(mode)
         if self.space is None and config and SPACE_KEY in config:
             self.space = space_from_spec(config[SPACE_KEY])
+        if self.store is None and config and STORE_KEY in config:
+            self.store = config[STORE_KEY]
         return True
+
+    def store_client(self):
+        """The weight store this search trains (connected by name for a Ray actor)."""
+        if self.store is None:
+            raise ValueError(f"{type(self).__name__} needs a weight store: pass store= or config=store.param_space()")
+        if isinstance(self.store, str):
+            from tune_spacenas.store.actor import WeightStore
+
+            return WeightStore.connect(self.store)
+        return self.store
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         self._check_ready()

@@ -60,8 +60,19 @@ class Supernet(nn.Module):
         return [n for s in slots for n in self.choice_parameter_names(s, arch[s])]
 
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:
-        """SPOS: one path uniformly from the (shrunk) subspace."""
+        """SPOS: one path uniformly from the (shrunk) subspace. Methods' skeletons override (NSE's
+        Bernoulli branches, AutoSpace's gates)."""
         return subspace.sample(rng)
+
+    def architecture_parameter_names(self) -> list[str]:
+        """Parameters that are *not* network weights (NSE's fitness indicators, AutoSpace's alphas):
+        the worker's SGD leaves them to ``after_step``. None in a plain single-path supernet."""
+        return []
+
+    def after_step(self, worker, step: int, arch: Architecture, job: dict) -> list[str]:
+        """Hook run after every training step (e.g. NSE updates its thetas every two iterations on a
+        validation batch); returns the names of parameters it changed, so the worker pushes them too."""
+        return []
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

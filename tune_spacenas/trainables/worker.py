@@ -108,7 +108,9 @@ class SupernetWorker:
         expanded = [list(g) for g in job.get("expanded", [])]
         rng = np.random.default_rng([int(job.get("seed", 0)), start_step])
         stream = self.data.train_stream(spec.batch_size, seed=int(job.get("seed", 0)) * 100_003 + start_step)
-        optimizer = torch.optim.SGD(net.parameters(), lr=float(job.get("lr", spec.lr)), momentum=spec.momentum,
+        architecture = set(net.architecture_parameter_names())
+        weights = [p for n, p in net.named_parameters() if n not in architecture]
+        optimizer = torch.optim.SGD(weights, lr=float(job.get("lr", spec.lr)), momentum=spec.momentum,
                                     nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay)
         loss_fn = nn.CrossEntropyLoss()
         self.sync()
@@ -128,10 +130,11 @@ class SupernetWorker:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if spec.grad_clip:
-                nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], spec.grad_clip)
+                nn.utils.clip_grad_norm_([p for p in weights if p.grad is not None], spec.grad_clip)
             optimizer.step()
             private.store_back(arch)
             touched.update(private.shared_names(arch))
+            touched.update(net.after_step(self, step, arch, job))
             window_loss += loss.item() * len(y)
             window_correct += (logits.argmax(1) == y).sum().item()
             window_images += len(y)
