@@ -15,15 +15,23 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One embedded Ray for the whole session (``ray.init`` costs 3-5 s)."""
+def start_local_ray():
+    """The session's embedded Ray; a test module that runs its own multi-node cluster calls it to bring
+    the local one back when it is done (tests/test_cluster.py)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=300 * 1024**2)
-    yield ray
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray for the whole session (``ray.init`` costs 3-5 s)."""
+    yield start_local_ray()
+    import ray
+
     ray.shutdown()
 
 

@@ -40,17 +40,20 @@ def run_in_process(
     param_space: Mapping[str, Any] | None = None,
     space: SearchSpace | None = None,
     on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    max_repeats: int = 1000,
 ) -> int:
     """Run ``searcher`` to its end (or a budget); returns the number of trials evaluated.
 
     ``max_queries`` counts distinct architectures: for searchers that are not ours (Tune's
     ``OptunaSearch``), a repeated architecture is answered from this run's cache at no cost, as our
-    searchers do themselves. ``space`` identifies architectures in configs for that cache.
+    searchers do themselves. ``space`` identifies architectures in configs for that cache. A searcher
+    that only repeats itself stops after ``max_repeats`` cached answers in a row.
     """
     cache: dict[Any, dict[str, Any]] = {}
-    trials = queries = 0
-    while trials < max_trials and (max_queries is None or queries < max_queries):
-        trial_id = f"t{trials:06d}-{id(cache)}"
+    trials = queries = suggestions = repeats = 0
+    while trials < max_trials and (max_queries is None or queries < max_queries) and repeats < max_repeats:
+        trial_id = f"t{suggestions:06d}"
+        suggestions += 1
         suggestion = searcher.suggest(trial_id)
         if suggestion is None or suggestion == FINISHED:
             break
@@ -58,7 +61,9 @@ def run_in_process(
         key = _arch_key(config, space)
         if key is not None and key in cache:
             searcher.on_trial_complete(trial_id, result=cache[key])
+            repeats += 1
             continue
+        repeats = 0
         result = evaluate(config)
         trials += 1
         queries += 1 if key is not None else 0

@@ -3,33 +3,56 @@
 Trainables find the store by the plain name in their trial config (``config['store']``) in a fixed
 namespace; nothing in a config is a handle or an ObjectRef. Tensors travel as numpy arrays through
 Ray's object store: the actor ``ray.put``s each tensor version once and hands out refs, so a node
-fetches a version at most once and readers on the store's node get it zero-copy.
+fetches a version at most once (Ray caches fetched objects per node) and readers on the store's node
+get it zero-copy. A push carries only the tensors that changed.
+
+Faults. The actor restarts after a crash (``max_restarts=-1``, calls retried) and reloads its last
+checkpoint; its objects die with the old process, so the client re-fetches (``OwnerDiedError``), and a
+store replaced by a new one of the same name is found again by name. Every call is safe to repeat:
+a push is de-duplicated by (trial, step), the other calls are idempotent. What a restart loses is the
+changes after the last checkpoint (``WeightTable``: at most ``checkpoint_every - 1``); it is logged.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import ray
+from ray.exceptions import ObjectLostError, RayActorError
 
-from tune_spacenas.store.table import WeightTable
+from tune_spacenas.store import storage
+from tune_spacenas.store.table import WeightTable, check_same_supernet, read_checkpoint_meta
 
 NAMESPACE = "tune_spacenas"
+log = logging.getLogger("tune_spacenas.store")
+# The store restarted (its refs died with the old process: OwnerDiedError is an ObjectLostError) or died.
+_RETRYABLE = (ObjectLostError, RayActorError)
 
 
 class _StoreActor:
     """The actor's body: a ``WeightTable`` plus one cached object ref per (tensor, version)."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
-                 checkpoint_every: int):
+                 checkpoint_every: int, name: str = ""):
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
         self._refs: dict[str, tuple[int, ray.ObjectRef]] = {}
+        context = ray.get_runtime_context()
+        self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
+                      "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
+        if self.place["restarted"]:
+            _log_restart(name, self.table)
 
     def info(self) -> dict[str, Any]:
-        return self.table.info()
+        import psutil
+
+        return {**self.table.info(), **self.place, "rss": psutil.Process().memory_info().rss,
+                "cached_refs": len(self._refs)}
 
     def pull(self, known: Mapping[str, int] | None, keys: list[str] | None, incarnation: str | None):
         incarnation, arrays = self.table.pull(known, keys, incarnation)
@@ -37,7 +60,7 @@ class _StoreActor:
         for key, (version, array) in arrays.items():
             cached = self._refs.get(key)
             if cached is None or cached[0] != version:
-                cached = self._refs[key] = (version, ray.put(array))
+                cached = self._refs[key] = (version, ray.put(array))  # the old version's ref is dropped: freed
             out[key] = cached
         return incarnation, out
 
@@ -63,6 +86,20 @@ class _StoreActor:
         return self.table.checkpoint(path)
 
 
+def _log_restart(name: str, table: WeightTable) -> None:
+    """Say what a restart lost, by the checkpoint policy (``WeightTable``'s ``checkpoint_every``)."""
+    stats, every = table.stats, table.checkpoint_every
+    if stats["restored_from"] is None:
+        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds its "
+                  "initial weights again and every change since creation is lost; pass checkpoint_path= "
+                  "(and checkpoint_every=1 to lose nothing)", name, table.checkpoint_path)
+        return
+    bound = "at most %d" % (every - 1) if every else "every change since the last checkpoint() call"
+    log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
+                "applied after it are lost (%s, checkpoint_every=%d); trials re-fetch the weights",
+                name, stats["restored_from"], time.time() - stats["checkpoint_time"], stats["applied"], bound, every)
+
+
 class WeightStore:
     """Client of a named weight-store actor; the same calls as ``WeightTable``, returning numpy.
 
@@ -71,41 +108,66 @@ class WeightStore:
 
         store = WeightStore.create("exp1", SupernetSpec(NASBench201Space(cells_per_stage=1), DataSpec(resolution=16)))
         tune.run(supernet_trainable, config=store.param_space(), search_alg=SPOSSearcher(), ...)
+
+    Every call survives a store restart: it waits for the actor (found again by name) for up to
+    ``reconnect_timeout_s`` seconds, then raises ``RuntimeError`` saying how to bring the store back.
     """
+
+    reconnect_timeout_s = float(os.environ.get("TUNE_SPACENAS_STORE_TIMEOUT_S", 60))
 
     def __init__(self, name: str, actor: Any, namespace: str = NAMESPACE):
         self.name, self.namespace, self._actor = name, namespace, actor
+        self._incarnation: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def create(cls, name: str, spec: Any = None, *, arrays: Mapping[str, np.ndarray] | None = None,
                checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
-               detached: bool = False, exist_ok: bool = False, **actor_options: Any) -> "WeightStore":
+               detached: bool = False, exist_ok: bool = False, node_id: str | None = None,
+               **actor_options: Any) -> "WeightStore":
         """Start the store ``name`` holding ``spec``'s freshly initialised supernet (or ``arrays``).
 
-        ``checkpoint_path`` is where it checkpoints and where a restarted store reloads from; the
-        actor restarts after a crash (``max_restarts=-1``) with calls retried. ``detached`` keeps it
-        alive after the driver exits. ``actor_options`` go to ``.options()`` (resources, scheduling).
+        Args:
+            checkpoint_path: where it checkpoints and where a (re)started store reloads from: a path every
+                node sees (shared filesystem) or a ``pyarrow.fs`` URI; ``storage.store_checkpoint_path(
+                storage_path, experiment)`` puts it in Tune's experiment directory, where ``Tuner.restore``
+                finds it. A store created over an existing checkpoint resumes from it.
+            checkpoint_every: checkpoint after this many changes; a crash loses at most
+                ``checkpoint_every - 1`` (1: nothing; 0: only explicit ``checkpoint()`` calls).
+            detached: keep the store alive after the driver exits (a killed driver otherwise takes it along).
+            exist_ok: connect to a running store of that name (which must hold the same supernet).
+            node_id: place the store on this node, softly (``NodeAffinitySchedulingStrategy(soft=True)``):
+                if the node dies it restarts elsewhere. A hard pin (``resources={"my_node": 0.01}``
+                through ``actor_options``) never comes back once its node is gone.
+            actor_options: more ``.options()`` (resources, scheduling_strategy, runtime_env).
         """
         _require_ray()
         if spec is None and arrays is None:
             raise ValueError("give the store a SupernetSpec (spec=) or the tensors themselves (arrays=)")
-        try:
-            existing = ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            existing = None
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: on demand only), got {checkpoint_every}")
+        meta = {"uid": uuid.uuid4().hex, **({"spec": spec.to_dict()} if spec is not None else {})}
+        existing = _lookup(name, namespace)
         if existing is not None:
             if not exist_ok:
                 raise ValueError(f"a weight store named {name!r} already runs; connect to it with "
-                                 f"WeightStore.connect({name!r}) or pass exist_ok=True")
-            return cls(name, existing, namespace)
-        meta = {"uid": uuid.uuid4().hex}
-        if spec is not None:
-            meta["spec"] = spec.to_dict()
-            arrays = spec.initial_weights() if arrays is None else arrays
+                                 f"WeightStore.connect({name!r}), pass exist_ok=True, or kill it first")
+            store = cls(name, existing, namespace)
+            check_same_supernet(store.info()["meta"], meta, f"the running store {name!r}")
+            return store
+        if checkpoint_path is not None:
+            checkpoint_path = storage.join(checkpoint_path)  # absolute: the actor's working directory differs
+            if storage.exists(checkpoint_path):  # fail here, in the driver, not in a restarting actor
+                check_same_supernet(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
+        if spec is not None and arrays is None:
+            arrays = spec.initial_weights()
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
-        actor = ray.remote(_StoreActor).options(**options).remote(arrays, meta, checkpoint_path, checkpoint_every)
+        if node_id is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+        actor = ray.remote(_StoreActor).options(**options).remote(arrays, meta, checkpoint_path, checkpoint_every, name)
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
         return store
@@ -114,13 +176,16 @@ class WeightStore:
     def connect(cls, name: str, namespace: str = NAMESPACE) -> "WeightStore":
         """The running store ``name``; ValueError saying how to create it otherwise."""
         _require_ray()
-        try:
-            return cls(name, ray.get_actor(name, namespace=namespace), namespace)
-        except ValueError as err:
+        actor = _lookup(name, namespace)
+        if actor is None:
+            running = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                             if a["namespace"] == namespace)
             raise ValueError(
-                f"no weight store named {name!r} in namespace {namespace!r}: create it before tune.run with "
-                f"WeightStore.create({name!r}, SupernetSpec(...)) and pass store.param_space() as the config"
-            ) from err
+                f"no weight store named {name!r} in namespace {namespace!r} (running: {running or 'none'}): "
+                f"create it before tune.run with WeightStore.create({name!r}, SupernetSpec(...)) and pass "
+                "store.param_space() as the config; a store that is not detached dies with its driver"
+            )
+        return cls(name, actor, namespace)
 
     def kill(self) -> None:
         ray.kill(self._actor, no_restart=True)
@@ -128,9 +193,36 @@ class WeightStore:
     def __reduce__(self):  # a pickled client reconnects by name (never ships a handle in a config)
         return (WeightStore.connect, (self.name, self.namespace))
 
+    # --- fault handling ------------------------------------------------------------------------
+    def _call(self, method: str, *args: Any, fetch: Callable[[Any], Any] | None = None) -> Any:
+        """``ray.get`` of one actor call, then ``fetch`` of the refs it returned; both are retried
+        against the store (found again by name) while it restarts."""
+        deadline = None
+        while True:
+            try:
+                out = ray.get(getattr(self._actor, method).remote(*args))
+                return fetch(out) if fetch is not None else out
+            except _RETRYABLE as err:
+                deadline = deadline or time.monotonic() + self.reconnect_timeout_s
+                self._reconnect(method, err, deadline)
+
+    def _reconnect(self, method: str, err: Exception, deadline: float) -> None:
+        if getattr(err, "actor_init_failed", False):
+            raise RuntimeError(f"weight store {self.name!r} failed to start: {err}") from err
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"weight store {self.name!r} did not come back within {self.reconnect_timeout_s:.0f} s "
+                f"({type(err).__name__} in {method}): if it was killed for good, create it again with "
+                f"WeightStore.create({self.name!r}, spec, checkpoint_path=<its checkpoint>) to resume from its "
+                "last checkpoint"
+            ) from err
+        log.warning("weight store %r unreachable during %s (%s); retrying", self.name, method, type(err).__name__)
+        time.sleep(0.2)
+        self._actor = _lookup(self.name, self.namespace) or self._actor
+
     # --- calls ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return ray.get(self._actor.info.remote())
+        return self._call("info")
 
     @property
     def spec(self):
@@ -143,30 +235,39 @@ class WeightStore:
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
-        incarnation, refs = ray.get(self._actor.pull.remote(known, None if keys is None else list(keys), incarnation))
-        values = ray.get([ref for _, ref in refs.values()]) if refs else []
-        return incarnation, {k: (v, a) for (k, (v, _)), a in zip(refs.items(), values)}
+        def fetch(reply):
+            incarnation, refs = reply
+            values = ray.get([ref for _, ref in refs.values()]) if refs else []
+            return incarnation, {k: (v, a) for (k, (v, _)), a in zip(refs.items(), values)}
+
+        incarnation, out = self._call("pull", known, None if keys is None else list(keys), incarnation, fetch=fetch)
+        if self._incarnation not in (None, incarnation):
+            log.warning("weight store %r restarted since this client's last pull: fetched every tensor again", self.name)
+        self._incarnation = incarnation
+        return incarnation, out
 
     def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        return ray.get(self._actor.push.remote(dict(deltas), trial_id, step))
+        """Add ``deltas`` (only the tensors that changed travel); False if (trial, step) was applied before."""
+        changed = {k: d for k, d in deltas.items() if np.any(d)}
+        return self._call("push", changed, trial_id, step)
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
-        ray.get(self._actor.assign.remote(dict(arrays)))
+        self._call("assign", dict(arrays))
 
     def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]:
-        return ray.get(self._actor.ensure_variants.remote(dict(mapping)))
+        return self._call("ensure_variants", dict(mapping))
 
     def snapshot(self, name: str) -> None:
-        ray.get(self._actor.snapshot.remote(name))
+        self._call("snapshot", name)
 
     def average(self, names: Iterable[str]) -> dict[str, np.ndarray]:
-        return ray.get(ray.get(self._actor.average.remote(list(names))))
+        return self._call("average", list(names), fetch=ray.get)
 
     def drop_snapshots(self, names: Iterable[str]) -> None:
-        ray.get(self._actor.drop_snapshots.remote(list(names)))
+        self._call("drop_snapshots", list(names))
 
     def checkpoint(self, path: str | None = None) -> str:
-        return ray.get(self._actor.checkpoint.remote(path))
+        return self._call("checkpoint", path)
 
     # --- Tune ----------------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
@@ -174,6 +275,13 @@ class WeightStore:
         return {**self.spec.space.param_space(), "store": self.name}
 
 
+def _lookup(name: str, namespace: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
 def _require_ray() -> None:
     if not ray.is_initialized():
-        raise RuntimeError("Ray is not running: call ray.init() (or ray.init(address=...) for a cluster) first")
+        raise RuntimeError("Ray is not running: call tune_spacenas.cluster.connect() (or ray.init()) first")

@@ -17,13 +17,15 @@ ignored, so no delta is ever added twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
+import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from tune_spacenas.store import storage
 
 VARIANT_SEP = "#"
 
@@ -40,9 +42,13 @@ class WeightTable:
         arrays: the initial tensors (ignored when ``checkpoint_path`` holds a checkpoint: a restarted
             store resumes from its last checkpoint).
         meta: plain data describing what the tensors are (the supernet spec); checked by clients.
-        checkpoint_path: where ``checkpoint()`` writes (atomically) and where a new table looks first.
-        checkpoint_every: also checkpoint after this many applied pushes (0: only on demand; 1: every
-            push, so a crash loses nothing).
+        checkpoint_path: where ``checkpoint()`` writes (atomically) and where a new table looks first:
+            a local path, a shared filesystem or a ``pyarrow.fs`` URI (``storage.store_checkpoint_path``
+            puts it in Tune's experiment directory).
+        checkpoint_every: also checkpoint after this many changes (pushes, assigns, new variants).
+            The loss policy on a crash: the changes after the last checkpoint, at most
+            ``checkpoint_every - 1`` of them (0: everything since the last ``checkpoint()`` call; 1: every
+            change is written before it is acknowledged, so a crash loses nothing).
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
@@ -53,17 +59,20 @@ class WeightTable:
         self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in arrays.items()}
         self.versions = {k: 0 for k in self.arrays}
         self.last_step: dict[str, int] = {}
+        self.push_counts: dict[str, int] = {}  # applied pushes per trial: the ledger a sum check reads
         self.snapshots: dict[str, dict[str, np.ndarray]] = {}
         self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "checkpoints": 0, "restored_from": None}
         self._since_checkpoint = 0
-        if checkpoint_path and os.path.exists(checkpoint_path):
+        if checkpoint_path and storage.exists(checkpoint_path):
             self.load(checkpoint_path)
 
     # --- reading -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"meta": self.meta, "incarnation": self.incarnation, "keys": len(self.arrays),
                 "bytes": int(sum(a.nbytes for a in self.arrays.values())), "stats": dict(self.stats),
-                "snapshots": sorted(self.snapshots)}
+                "snapshots": sorted(self.snapshots), "checkpoint_path": self.checkpoint_path,
+                "checkpoint_every": self.checkpoint_every, "last_step": dict(self.last_step),
+                "push_counts": dict(self.push_counts)}
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
@@ -92,6 +101,7 @@ class WeightTable:
             self.arrays[key] += delta
             self.versions[key] += 1
         self.last_step[trial_id] = step
+        self.push_counts[trial_id] = self.push_counts.get(trial_id, 0) + 1
         self.stats["applied"] += 1
         self._after_change()
         return True
@@ -133,33 +143,69 @@ class WeightTable:
 
     # --- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self, path: str | None = None) -> str:
-        """Write every tensor, version and dedup mark atomically (temp file, then rename)."""
+        """Write every tensor, version and dedup mark atomically (temp file, then rename); ``path`` may
+        be a ``pyarrow.fs`` URI."""
         path = path or self.checkpoint_path
         if not path:
             raise ValueError("no checkpoint path: pass one here or to the store at creation")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         state = {"meta": self.meta, "versions": self.versions, "last_step": self.last_step,
+                 "push_counts": self.push_counts, "applied": self.stats["applied"],
                  "snapshots": sorted(self.snapshots), "time": time.time()}
         payload = {f"w:{k}": v for k, v in self.arrays.items()}
         for name, arrays in self.snapshots.items():
             payload.update({f"s:{name}:{k}": v for k, v in arrays.items()})
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, __state__=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **payload)
-        os.replace(tmp, path)
+        header = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+        storage.write_atomic(path, lambda f: np.savez(f, __state__=header, **payload))
         self._since_checkpoint = 0
         self.stats["checkpoints"] += 1
         return path
 
     def load(self, path: str) -> None:
-        with np.load(path) as f:
-            state = json.loads(bytes(f["__state__"]).decode())
-            if self.meta and state["meta"] and state["meta"] != self.meta:
-                raise ValueError(f"checkpoint {path} holds another supernet (its spec differs from this store's)")
-            self.arrays = {k[2:]: f[k].copy() for k in f.files if k.startswith("w:")}
-            self.snapshots = {n: {k[len(n) + 3:]: f[k].copy() for k in f.files if k.startswith(f"s:{n}:")}
-                              for n in state["snapshots"]}
+        """Resume from the checkpoint at ``path`` (ValueError if it holds another supernet or is damaged)."""
+        state, payload = _read_checkpoint(path)
+        check_same_supernet(state["meta"], self.meta, f"checkpoint {path}")
+        self.arrays = {k[2:]: v for k, v in payload.items() if k.startswith("w:")}
+        self.snapshots = {n: {k[len(n) + 3:]: v for k, v in payload.items() if k.startswith(f"s:{n}:")}
+                          for n in state["snapshots"]}
         self.meta = state["meta"] or self.meta
         self.versions = {k: int(v) for k, v in state["versions"].items()}
         self.last_step = {k: int(v) for k, v in state["last_step"].items()}
+        self.push_counts = {k: int(v) for k, v in state.get("push_counts", {}).items()}
+        self.stats["applied"] = int(state.get("applied", 0))
         self.stats["restored_from"] = path
+        self.stats["checkpoint_time"] = state["time"]
+
+
+def read_checkpoint_meta(path: str) -> dict[str, Any]:
+    """The ``meta`` (supernet spec) a store checkpoint holds, without loading its tensors."""
+    return _read_checkpoint(path, tensors=False)[0]["meta"]
+
+
+def check_same_supernet(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
+    """ValueError unless ``saved`` (a checkpoint's or a running store's meta) holds this store's supernet
+    spec (the lineage id may differ)."""
+    if not (saved.get("spec") and current.get("spec")) or saved["spec"] == current["spec"]:
+        return
+    differs = sorted(k for k in set(saved["spec"]) | set(current["spec"]) if saved["spec"].get(k) != current["spec"].get(k))
+    raise ValueError(
+        f"{where} holds another supernet than the one asked for (its {', '.join(differs)} differ): use the "
+        "SupernetSpec it was created with (WeightStore.connect(name).spec, or the original run's script), or "
+        "give the new store another name / checkpoint_path"
+    )
+
+
+def _read_checkpoint(path: str, tensors: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(state, tensors by archive key) of a store checkpoint; ValueError naming the fix if it is damaged."""
+    try:
+        with storage.open_read(path) as raw, np.load(raw) as f:
+            if "__state__" not in f.files:
+                raise ValueError("no __state__ entry")
+            state = json.loads(bytes(f["__state__"]).decode())
+            payload = {k: f[k] for k in f.files if k != "__state__"} if tensors else {}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"weight-store checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is truncated or "
+            "not a store checkpoint: move it away to start from fresh weights, or point checkpoint_path at a "
+            "good copy"
+        ) from err
+    return state, payload

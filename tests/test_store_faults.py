@@ -1,0 +1,109 @@
+"""The weight store's client under faults on one node: restarts from checkpoints (what is lost follows the
+checkpoint policy), refs that died with the store, a store replaced under its name, pushes of changed
+tensors only, checkpoints on a pyarrow.fs URI."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import ray
+
+from tune_spacenas.store import storage
+from tune_spacenas.store.actor import WeightStore
+
+ONES = np.ones(65536, np.float32)  # 256 KiB: above the size Ray inlines, so in the object store
+
+
+def _store(tmp_path, **kwargs) -> WeightStore:
+    arrays = {"w": np.zeros(65536, np.float32), "still": np.zeros(8, np.float32)}
+    return WeightStore.create(f"faults-{uuid.uuid4().hex[:8]}", arrays=arrays, **kwargs)
+
+
+def _crash(store: WeightStore) -> None:
+    """Kill the actor's process the way a crash would: Ray restarts it (max_restarts=-1)."""
+    ray.kill(store._actor, no_restart=False)
+
+
+def _total(store: WeightStore) -> float:
+    return float(store.pull(keys=["w"])[1]["w"][1][0])
+
+
+@pytest.mark.parametrize("every, lost", [(1, 0), (3, 2)])
+def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_one(ray_session, tmp_path, every, lost):
+    store = _store(tmp_path, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=every)
+    try:
+        acknowledged = sum(store.push({"w": ONES}, "trial", step) for step in range(1, 6))
+        _crash(store)
+        assert _total(store) == acknowledged - lost  # the sum check: each push added exactly one
+        info = store.info()
+        assert info["restarted"] and info["stats"]["restored_from"] == str(tmp_path / "w.npz")
+        assert info["push_counts"]["trial"] == acknowledged - lost
+        # The dedup marks came back with the weights: a replay of a step the checkpoint holds is ignored.
+        assert not store.push({"w": ONES}, "trial", 5 - lost)
+        assert store.push({"w": ONES}, "trial", 6) and _total(store) == acknowledged - lost + 1
+    finally:
+        store.kill()
+
+
+def test_refs_that_died_with_the_store_are_fetched_again(ray_session, tmp_path):
+    store = _store(tmp_path, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=1)
+    try:
+        store.push({"w": ONES}, "t", 1)
+        incarnation, refs = ray.get(store._actor.pull.remote(None, None, None))
+        _crash(store)
+        assert store.info()["restarted"]  # wait for the new process
+        with pytest.raises(ray.exceptions.OwnerDiedError):  # what a trial holding old refs meets
+            ray.get(refs["w"][1], timeout=30)
+        fresh_incarnation, arrays = store.pull({"w": refs["w"][0]}, None, incarnation)
+        assert fresh_incarnation != incarnation and set(arrays) == {"w", "still"}  # a new incarnation: all of it
+        assert arrays["w"][1][0] == 1.0
+    finally:
+        store.kill()
+
+
+def test_a_store_recreated_under_its_name_is_found_again_by_old_clients(ray_session, tmp_path):
+    path = storage.store_checkpoint_path("file://" + str(tmp_path), "exp")  # a pyarrow.fs URI, as Tune's storage
+    store = _store(tmp_path, checkpoint_path=path, checkpoint_every=1)
+    old_client = WeightStore.connect(store.name)
+    store.push({"w": ONES}, "t", 1)
+    store.kill()  # for good: no restart
+    replacement = WeightStore.create(store.name, arrays={"w": np.zeros(65536, np.float32)}, checkpoint_path=path)
+    try:
+        assert replacement.info()["stats"]["restored_from"] == path
+        assert _total(old_client) == 1.0  # the old client reconnected by name and sees the checkpoint
+        assert not old_client.push({"w": ONES}, "t", 1)
+    finally:
+        replacement.kill()
+
+
+def test_a_store_gone_for_good_says_how_to_bring_it_back(ray_session, tmp_path, monkeypatch):
+    store = _store(tmp_path)
+    store.kill()
+    monkeypatch.setattr(WeightStore, "reconnect_timeout_s", 1.0)
+    with pytest.raises(RuntimeError, match=r"did not come back.*WeightStore.create\("):
+        store.info()
+
+
+def test_pushes_carry_only_changed_tensors(ray_session, tmp_path):
+    store = _store(tmp_path)
+    try:
+        incarnation, before = store.pull()
+        assert store.push({"w": ONES, "still": np.zeros(8, np.float32)}, "t", 1)
+        _, changed = store.pull({k: v for k, (v, _) in before.items()}, None, incarnation)
+        assert list(changed) == ["w"]  # an all-zero delta neither travelled nor bumped a version
+        assert store.push({"still": np.zeros(8, np.float32)}, "t", 2)  # an empty push still marks the step
+        assert store.info()["last_step"]["t"] == 2
+    finally:
+        store.kill()
+
+
+def test_store_placement_on_a_node_and_info_reports_it(ray_session, tmp_path):
+    node = ray.get_runtime_context().get_node_id()
+    store = _store(tmp_path, node_id=node)
+    try:
+        info = store.info()
+        assert info["node_id"] == node and info["pid"] > 0 and info["rss"] > 0 and not info["restarted"]
+    finally:
+        store.kill()

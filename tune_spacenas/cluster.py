@@ -1,0 +1,83 @@
+"""``connect()``: ``ray.init`` for a laptop or an existing cluster, failing fast with the fix when it cannot.
+
+A bare ``ray.init()`` with ``RAY_ADDRESS`` pointing nowhere retries for minutes before it gives up, and one
+whose ``/tmp/ray/ray_current_cluster`` names a dead cluster hangs; a cluster whose head turned token
+authentication on (Ray 2.60 does so by itself once ``~/.ray/auth_token`` exists) refuses drivers that did
+not. ``connect`` probes the address first and turns each of these into one error that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"
+_AUTH_HINT = ("the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "
+              "head, every node and the driver (RAY_AUTH_MODE=disabled, or RAY_AUTH_MODE=token with the same "
+              "~/.ray/auth_token everywhere)")
+
+
+def connect(address: str | None = None, probe_timeout_s: float = 5.0, **init_kwargs: Any):
+    """Join the cluster at ``address`` (default ``$RAY_ADDRESS``; ``"auto"``: the one ``ray start`` recorded
+    on this machine), or start a local Ray when neither is set. Returns ``ray.init``'s context.
+
+    Raises ConnectionError (nothing answers at the address, with the socket's own error), or RuntimeError
+    (Ray refused: authentication, version mismatch), each naming the fix. Idempotent: a driver already
+    connected gets ``None`` back.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return None
+    source = "the address argument" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "auto":
+        address, source = _recorded_cluster(), CURRENT_CLUSTER_FILE
+    if address and address != "local":
+        _probe(address, source, probe_timeout_s)
+    try:
+        return ray.init(address=address, **init_kwargs)
+    except (ConnectionError, RuntimeError) as err:
+        text = str(err)
+        if any(word in text.lower() for word in ("unauthenticated", "authentication", "auth token", "auth_token")):
+            raise RuntimeError(f"Ray at {address} refused this driver ({text.strip()[:300]}): {_AUTH_HINT}") from err
+        raise RuntimeError(f"ray.init(address={address!r}) failed ({text.strip()[:300]}); check that the driver's Ray "
+                           f"and Python versions match the cluster's ({ray.__version__}) and: {_AUTH_HINT}") from err
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    address = address.split("://", 1)[-1]
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379 or ray://head:10001)")
+    return host, int(port)
+
+
+def _probe(address: str, source: str, timeout_s: float) -> None:
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as err:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} (from {source}): {err}. Start one with "
+            f"`ray start --head --port={port}` on the head (and `ray start --address={host}:{port}` on each other "
+            "node), fix RAY_ADDRESS, or unset it to run Ray on this machine alone. A bare ray.init() would "
+            "retry this for minutes."
+        ) from err
+
+
+def _recorded_cluster() -> str:
+    try:
+        with open(CURRENT_CLUSTER_FILE) as f:
+            address = f.read().strip()
+    except FileNotFoundError:
+        raise ConnectionError(f"RAY_ADDRESS=auto but no cluster was started on this machine ({CURRENT_CLUSTER_FILE} "
+                              "is missing): run `ray start --head` first, or give the head's HOST:PORT") from None
+    try:
+        _probe(address, CURRENT_CLUSTER_FILE, 2.0)
+    except ConnectionError as err:
+        raise ConnectionError(f"{err} {CURRENT_CLUSTER_FILE} names a cluster that is gone: delete that file "
+                              "(or run `ray stop`) before starting a new one") from err
+    return address
