@@ -1,0 +1,11 @@
+"""ASE-NAS (Chen et al.): Automatic Subspace Evoking.
+
+``graph`` holds the candidate subspaces and the subspace graph, ``controller`` the GNN + LSTM policy
+(Eqs. 5-7, section IV-A), ``searcher`` the Tune searcher running Algorithm 1.
+"""
+
+from tune_spacenas.searchers.ase.controller import ASEController, Decision, EdgeSAGEConv, GraphEncoder, PointEncoder
+from tune_spacenas.searchers.ase.graph import SubspaceGraph
+from tune_spacenas.searchers.ase.searcher import ASESearcher
+
+__all__ = ["ASEController", "ASESearcher", "Decision", "EdgeSAGEConv", "GraphEncoder", "PointEncoder", "SubspaceGraph"]
