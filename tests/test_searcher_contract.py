@@ -10,6 +10,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from contract import Case, drive, finishes
 from tune_spacenas.searchers import RandomSearcher, RegularizedEvolutionSearcher, REINFORCESearcher, SPOSSearcher
+from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.trainables import nasbench201_trainable, supernet_trainable
@@ -28,6 +29,7 @@ CASES = [
     Case("regevo", lambda **kw: RegularizedEvolutionSearcher(space=NASBench201Space(), max_queries=30,
                                                              population_size=8, **kw)),
     Case("reinforce", lambda **kw: REINFORCESearcher(space=NASBench201Space(), max_queries=30, **kw)),
+    Case("ase", lambda **kw: ASESearcher(space=NASBench201Space(), max_queries=30, num_subspaces=2, **kw)),
     Case("spos", lambda **kw: SPOSSearcher(space=_tiny_spec().space, train_steps=40, steps_per_trial=20, population=6,
                                            generations=2, parents=3, mutations=3, crossovers=3, eval_batch=3, **kw),
          evaluator="supernet", spec=_tiny_spec, max_trials=20),

@@ -1,9 +1,10 @@
 """Tune searchers: the shared base, the papers' baselines and the four space-adaptive methods."""
 
+from tune_spacenas.searchers.ase import ASESearcher
 from tune_spacenas.searchers.base import FINISHED, ArchSearcher
 from tune_spacenas.searchers.random import RandomSearcher
 from tune_spacenas.searchers.regevo import RegularizedEvolutionSearcher
 from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]
