@@ -9,6 +9,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from contract import Case, drive, finishes
+from test_nse import tiny_nse, tiny_spec as _nse_spec
 from tune_spacenas.searchers import RandomSearcher, RegularizedEvolutionSearcher, REINFORCESearcher, SPOSSearcher
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import NASBench201Space
@@ -33,6 +34,7 @@ CASES = [
     Case("spos", lambda **kw: SPOSSearcher(space=_tiny_spec().space, train_steps=40, steps_per_trial=20, population=6,
                                            generations=2, parents=3, mutations=3, crossovers=3, eval_batch=3, **kw),
          evaluator="supernet", spec=_tiny_spec, max_trials=20),
+    Case("nse", lambda **kw: tiny_nse(**kw), evaluator="supernet", spec=_nse_spec, max_trials=30),
 ]
 
 

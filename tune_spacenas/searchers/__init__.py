@@ -2,9 +2,10 @@
 
 from tune_spacenas.searchers.ase import ASESearcher
 from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.nse import NSESearcher
 from tune_spacenas.searchers.random import RandomSearcher
 from tune_spacenas.searchers.regevo import RegularizedEvolutionSearcher
 from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]

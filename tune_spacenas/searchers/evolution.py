@@ -104,8 +104,8 @@ class EvolutionPhase:
         return out
 
     def _mutate(self, parent: Architecture, rng: np.random.Generator) -> Architecture:
-        child = [int(s.allowed[rng.integers(len(s.allowed))]) if rng.random() < self.mutation_prob else c
-                 for s, c in zip(self.space.slots, parent)]
+        child = [self.space.sample_slot(i, rng) if rng.random() < self.mutation_prob else c
+                 for i, c in enumerate(parent)]
         return self.space.canonicalize(tuple(child))
 
     def _crossover(self, parents: list[Architecture], rng: np.random.Generator) -> Architecture:

@@ -14,11 +14,12 @@ from tune_spacenas.spaces.base import (
 from tune_spacenas.spaces.costs import Cost
 from tune_spacenas.spaces.darts import DARTSSpace
 from tune_spacenas.spaces.mobilenet import MobileNetSpace
+from tune_spacenas.spaces.multibranch import MultiBranchSpace
 from tune_spacenas.spaces.nasbench201 import NASBench201Space
 from tune_spacenas.spaces.ofa import OFASpace
 
 __all__ = [
     "ARCH_KEY", "OPS_KEY", "SPACE_KEY", "Architecture", "Cost", "DARTSSpace", "MobileNetSpace",
-    "NASBench201Space", "OFASpace", "SearchSpace", "Slot", "register_space", "space_from_config",
+    "MultiBranchSpace", "NASBench201Space", "OFASpace", "SearchSpace", "Slot", "register_space", "space_from_config",
     "space_from_spec",
 ]

@@ -180,9 +180,15 @@ class SearchSpace:
         return self.validate(parts)
 
     # --- sampling ------------------------------------------------------------------------------
+    def sample_slot(self, slot: int, rng: np.random.Generator) -> int:
+        """One value for slot ``slot`` uniformly from what the (sub)space allows there (multi-branch
+        spaces override it: a slot's value is then a set of operations)."""
+        allowed = self.slots[slot].allowed
+        return int(allowed[rng.integers(len(allowed))])
+
     def sample(self, rng: np.random.Generator) -> Architecture:
         """One architecture uniformly from the (sub)space."""
-        return self.canonicalize(tuple(int(s.allowed[rng.integers(len(s.allowed))]) for s in self.slots))
+        return self.canonicalize(tuple(self.sample_slot(i, rng) for i in range(len(self.slots))))
 
     def sample_many(self, rng: np.random.Generator, n: int, distinct: bool = False) -> list[Architecture]:
         if not distinct:

@@ -8,12 +8,15 @@ from tune_spacenas.spaces.base import SearchSpace
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.mobilenet import MobileNetSupernet
+from tune_spacenas.supernet.multibranch import MultiBranchSupernet, NASBench201FitnessSupernet
 from tune_spacenas.supernet.nasbench201 import NASBench201Supernet
 from tune_spacenas.supernet.ops import build_op, register_op, register_op_pattern
 
 _SKELETONS: dict[str, Callable[..., Supernet]] = {
     "nasbench201": NASBench201Supernet,
     "mobilenet": MobileNetSupernet,
+    "multibranch": MultiBranchSupernet,
+    "nasbench201+fitness": NASBench201FitnessSupernet,  # NSE single-branch: SupernetSpec(skeleton=...)
 }
 
 
@@ -22,14 +25,15 @@ def register_supernet(kind: str, factory: Callable[..., Supernet]) -> None:
     _SKELETONS[kind] = factory
 
 
-def build_supernet(space: SearchSpace, num_classes: int | None = None) -> Supernet:
-    """The supernet skeleton of ``space``'s kind; ValueError for a space without one."""
-    if space.kind not in _SKELETONS:
-        raise ValueError(f"no supernet skeleton for space kind {space.kind!r}; known: {sorted(_SKELETONS)}")
-    return _SKELETONS[space.kind](space.full_space(), num_classes=num_classes)
+def build_supernet(space: SearchSpace, num_classes: int | None = None, skeleton: str | None = None) -> Supernet:
+    """The supernet skeleton ``skeleton`` (default: the one of ``space``'s kind); ValueError for none."""
+    kind = skeleton or space.kind
+    if kind not in _SKELETONS:
+        raise ValueError(f"no supernet skeleton {kind!r} (space kind {space.kind!r}); known: {sorted(_SKELETONS)}")
+    return _SKELETONS[kind](space.full_space(), num_classes=num_classes)
 
 
 __all__ = [
-    "MobileNetSupernet", "NASBench201Supernet", "Supernet", "build_op", "build_supernet", "recalibrate_batchnorm",
+    "MobileNetSupernet", "MultiBranchSupernet", "NASBench201FitnessSupernet", "NASBench201Supernet", "Supernet", "build_op", "build_supernet", "recalibrate_batchnorm",
     "register_op", "register_op_pattern", "register_supernet",
 ]

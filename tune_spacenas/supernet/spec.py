@@ -34,6 +34,8 @@ class SupernetSpec:
         eval_batch_size, eval_images: validation batch size and how many validation images score an
             architecture (``None``: the whole validation split).
         init_seed: seeds the supernet's initial weights.
+        skeleton: a registered skeleton other than the space kind's own (e.g. ``"nasbench201+fitness"``:
+            NAS-Bench-201 with NSE's fitness indicators); ``None`` builds the space kind's.
     """
 
     space: SearchSpace
@@ -48,6 +50,7 @@ class SupernetSpec:
     eval_batch_size: int = 500
     eval_images: int | None = 1000
     init_seed: int = 0
+    skeleton: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self) | {"space": self.space.to_spec(), "data": self.data.to_dict()}
@@ -64,7 +67,8 @@ class SupernetSpec:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
-            return build_supernet(self.space, num_classes=10 if self.data.name in ("cifar10", "digits") else None)
+            return build_supernet(self.space, num_classes=10 if self.data.name in ("cifar10", "digits") else None,
+                                  skeleton=self.skeleton)
 
     def initial_weights(self) -> dict[str, np.ndarray]:
         return {name: p.detach().cpu().numpy().copy() for name, p in self.build().named_parameters()}
