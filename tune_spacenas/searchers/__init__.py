@@ -1,6 +1,7 @@
 """Tune searchers: the shared base, the papers' baselines and the four space-adaptive methods."""
 
 from tune_spacenas.searchers.ase import ASESearcher
+from tune_spacenas.searchers.autospace import AutoSpaceSearcher
 from tune_spacenas.searchers.base import FINISHED, ArchSearcher
 from tune_spacenas.searchers.nse import NSESearcher
 from tune_spacenas.searchers.random import RandomSearcher
@@ -8,4 +9,4 @@ from tune_spacenas.searchers.regevo import RegularizedEvolutionSearcher
 from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "AutoSpaceSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]

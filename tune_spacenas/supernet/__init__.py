@@ -7,6 +7,7 @@ from collections.abc import Callable
 from tune_spacenas.spaces.base import SearchSpace
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
+from tune_spacenas.supernet.cells import GeneratedSpaceSupernet, IRBSupernet, OpenCellSupernet
 from tune_spacenas.supernet.mobilenet import MobileNetSupernet
 from tune_spacenas.supernet.multibranch import MultiBranchSupernet, NASBench201FitnessSupernet
 from tune_spacenas.supernet.nasbench201 import NASBench201Supernet
@@ -15,6 +16,9 @@ from tune_spacenas.supernet.ops import build_op, register_op, register_op_patter
 _SKELETONS: dict[str, Callable[..., Supernet]] = {
     "nasbench201": NASBench201Supernet,
     "mobilenet": MobileNetSupernet,
+    "autospace_open": OpenCellSupernet,
+    "autospace": GeneratedSpaceSupernet,
+    "irb": IRBSupernet,
     "multibranch": MultiBranchSupernet,
     "nasbench201+fitness": NASBench201FitnessSupernet,  # NSE single-branch: SupernetSpec(skeleton=...)
 }

@@ -8,7 +8,8 @@ belong to a set of slots, which are shared by every path (stem, reductions, head
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +69,14 @@ class Supernet(nn.Module):
         """Parameters that are *not* network weights (NSE's fitness indicators, AutoSpace's alphas):
         the worker's SGD leaves them to ``after_step``. None in a plain single-path supernet."""
         return []
+
+    def begin_training(self, job: Mapping[str, Any]) -> None:
+        """Hook run when a training job starts, before its first ``sample_path`` (AutoSpace reads the
+        generation's cells and fitness scores from the job)."""
+
+    def training_metrics(self) -> dict[str, Any]:
+        """Plain-data entries added to a training job's reports (AutoSpace's learned fitness scores)."""
+        return {}
 
     def after_step(self, worker, step: int, arch: Architecture, job: dict) -> list[str]:
         """Hook run after every training step (e.g. NSE updates its thetas every two iterations on a

@@ -49,7 +49,10 @@ class SupernetWorker:
                 the trial, SE-NAS Eq. 4), ``expanded`` (SE-NAS merged slot groups with private weights),
                 ``report_every``.
       evaluate: ``arch``/``archs``, ``weights`` (``{"average": [snapshot names]}``), ``expanded``,
-                ``split`` ("val" or "test"), ``images`` (how many images score an architecture).
+                ``split`` ("val" or "test"), ``images`` (how many images score an architecture),
+                ``madds_penalty`` (lambda: also report ``madds`` and AutoSpace Eq. 6's ``regularized_loss``).
+      Supernets may read their own keys (``Supernet.begin_training``) and add to training reports
+      (``Supernet.training_metrics``).
     """
 
     def __init__(self, spec: SupernetSpec, store: StoreLike, device: torch.device | str | None = None):
@@ -121,6 +124,7 @@ class SupernetWorker:
         window_start = time.perf_counter()
         result: dict[str, Any] = {}
         net.train()
+        net.begin_training(job)
         for step in range(start_step + 1, steps + 1):
             arch = fixed if fixed is not None else net.sample_path(subspace, rng)
             private.load(arch)
@@ -150,7 +154,7 @@ class SupernetWorker:
             if step % report_every == 0 or step == steps:
                 elapsed = time.perf_counter() - window_start
                 result = {"loss": window_loss / window_images, "accuracy": 100.0 * window_correct / window_images,
-                          "images_per_s": window_images / elapsed, "steps_done": step}
+                          "images_per_s": window_images / elapsed, "steps_done": step, **net.training_metrics()}
                 report(result, synced)
                 window_loss = window_correct = window_images = 0.0
                 window_start = time.perf_counter()
@@ -168,7 +172,11 @@ class SupernetWorker:
         per_arch = []
         for arch in archs:
             private.load(arch)
-            per_arch.append(self.score(arch, job.get("split", "val"), job.get("images"), recal))
+            scores = self.score(arch, job.get("split", "val"), job.get("images"), recal)
+            if "madds_penalty" in job:  # AutoSpace Eq. (6): Loss = Loss_CE + lambda * MAdds(N)
+                madds = self.space.cost(arch).madds
+                scores |= {"madds": madds, "regularized_loss": scores["loss"] + float(job["madds_penalty"]) * madds}
+            per_arch.append(scores)
         if "weights" in job:
             self.sync()  # put the live weights back for the next job on this worker
         elapsed = time.perf_counter() - start

@@ -1,0 +1,294 @@
+"""AutoSpace (Zhou et al., 2021): search-space generation by a differentiable evolutionary algorithm.
+
+One population of cells per layer (section 3.2.1), each cell with a fitness score alpha. Every
+generation (one training trial of f iterations on the shared open-space supernet, Fig. 2):
+
+1. tournament selection picks K cells per layer, paired with their fitness scores;
+2. the supernet's layer l is the fitness-weighted sum of its K cells (Eq. 3, p = softmax(alpha)),
+   trained through binary gates while alpha follows Eq. (4) (with the compensation factor n/n'),
+   optionally with Eq. (6)'s MAdds term (``supernet.cells.FitnessWeightedLayer``);
+3. the learned alpha* returns to the population with momentum epsilon (Eq. 5);
+4. the generation's best cells produce offspring by mutating one edge operation, the ratio or the
+   aggregation; during the first half of the evolution a mutation is repeated until its normalised
+   Hamming distance to the reference DAG (Eq. 2) is below tau; the weakest cells leave the population.
+
+Cells are kept in canonical form (``spaces.cells.canonical_cell``: dead edges removed), and a mutation
+that only rewires a dead edge is retried: the open space's encodings are highly redundant (section
+3.2.1), and two encodings of one function in a generation would split its fitness between them.
+
+At the end the top-K cells of each layer form the generated space (``generated_space()``), which any
+searcher of the project, or Tune's own through its ``param_space()``, then searches (section 3.3).
+Generations train in parallel as Tune's ``ConcurrencyLimiter`` allows (the parallel evaluation of 3.2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tune_spacenas.jobs import TASK_KEY, TRAIN
+from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.training import TrainingPhase
+from tune_spacenas.spaces.cells import (NUM_NODES, REFERENCE_IRB, CellSpace, GeneratedSpace, OpenCellSpace,
+                                        canonical_cell, cell_string, hamming_distance, parse_cell)
+from tune_spacenas.supernet.cells import AUTOSPACE_KEY
+
+_CELLS = CellSpace()
+_MAX_TRIES = 1000
+
+
+@dataclass
+class Member:
+    """One cell of a layer's population: its fitness score alpha, the iterations it has trained in the
+    supernet (n'(d) of Eq. 4), the generation it was born in and its parent."""
+
+    cell: str
+    fitness: float
+    trained: int = 0
+    born: int = 0
+    parent: str | None = None
+
+
+class AutoSpaceSearcher(ArchSearcher):
+    """Evolve one population of cells per layer of an ``OpenCellSpace`` supernet; output a generated space.
+
+    Use with the open space's weight store (``config=store.param_space()``, ``supernet_trainable``),
+    metric ``"loss"`` / mode ``"min"`` (the generation's training loss, recorded for Fig. 3) or
+    ``"accuracy"`` / ``"max"``; fitness itself comes from the reported ``alpha``.
+
+    Args:
+        num_layers: L, layers of the supernet (checked against the space when given).
+        cells_per_layer: K, cells per layer in each supernet generation and in the generated space
+            (the paper evaluates 9 at once).
+        population_size: cells in each layer's population.
+        tournament_size: contenders per tournament (each of the K picks is one tournament).
+        generations: supernet generations in the evolution.
+        iterations_per_generation: f, training iterations of one generation ("the supernet is
+            re-generated every f iterations").
+        epsilon: Eq. (5)'s momentum: ``alpha(t) = epsilon alpha* + (1 - epsilon) alpha(t-1)``.
+        offspring: cells of each generation (its best, per layer) that produce one mutated child.
+        reference: the reference DAG of Eq. (2) (a cell string; default the inverted residual block).
+        use_reference: the reference-DAG switch (Table 5 / Fig. 3 ablation). On, the initial population
+            is drawn within tau of the reference (which it includes) and mutations repeat until within tau.
+        tau: Eq. (2)'s threshold: a cell is accepted when ``r_H < tau`` (0.12: at most 3 of the 30
+            off-diagonal entries of the 6-node operation matrix differ).
+        reference_fraction: share of the evolution during which the reference constrains mutation
+            (the paper: "only ... for the first half").
+        initial_fitness_std: initial fitness scores are drawn from N(0, std) (Table 6 starts at ~1e-3).
+        alpha_lr: step size of Eq. (4)'s gradient descent on the fitness scores.
+        gate_paths: candidates computed per layer and step (ProxylessNAS binary gates: 2).
+        compensation: scale Eq. (4) by ``n(d)/n'(d)``: the supernet's accumulated iterations over the cell's.
+        madds_penalty: lambda of Eq. (6), on the expected MAdds of each fitness-weighted layer.
+        max_cell_madds: Eq. (1)'s MAdds_max: cells above it never enter a population.
+        lr: peak learning rate of the supernet's weights (cosine to 0 over the evolution).
+        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store).
+    """
+
+    def __init__(self, num_layers: int | None = None, metric: str | None = None, mode: str | None = None,
+                 cells_per_layer: int = 4, population_size: int = 16, tournament_size: int = 3,
+                 generations: int = 20, iterations_per_generation: int = 100, epsilon: float = 0.5,
+                 offspring: int = 2, reference: str = REFERENCE_IRB, use_reference: bool = True, tau: float = 0.12,
+                 reference_fraction: float = 0.5, initial_fitness_std: float = 1e-3, alpha_lr: float = 0.05,
+                 gate_paths: int = 2, compensation: bool = True, madds_penalty: float = 0.0,
+                 max_cell_madds: float | None = None, lr: float = 0.05, **kwargs: Any):
+        kwargs.setdefault("cache_evaluations", False)
+        super().__init__(metric=metric, mode=mode, **kwargs)
+        if not 1 <= cells_per_layer <= population_size:
+            raise ValueError(f"need 1 <= cells_per_layer ({cells_per_layer}) <= population_size ({population_size})")
+        if tournament_size < 1 or generations < 1 or iterations_per_generation < 1:
+            raise ValueError("tournament_size, generations and iterations_per_generation must be positive")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon (Eq. 5's momentum) must lie in [0, 1], got {epsilon}")
+        if not 0 <= offspring <= cells_per_layer:
+            raise ValueError(f"offspring must lie in [0, cells_per_layer={cells_per_layer}], got {offspring}")
+        self.reference = cell_string(canonical_cell(reference))
+        self.num_layers, self.cells_per_layer, self.population_size = num_layers, cells_per_layer, population_size
+        self.tournament_size, self.generations, self.iterations_per_generation = tournament_size, generations, iterations_per_generation
+        self.epsilon, self.offspring, self.use_reference = epsilon, offspring, use_reference
+        self.tau, self.reference_fraction, self.initial_fitness_std = tau, reference_fraction, initial_fitness_std
+        self.alpha_lr, self.gate_paths, self.compensation = alpha_lr, gate_paths, compensation
+        self.madds_penalty, self.max_cell_madds = madds_penalty, max_cell_madds
+        self.training = TrainingPhase(generations * iterations_per_generation, iterations_per_generation, lr)
+        self.populations: list[list[Member]] = []
+        self.issued_generations = self.completed_generations = 0
+        self.population_history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------
+    # Setup: the initial populations
+    # ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        if not isinstance(self.space, OpenCellSpace):
+            raise ValueError(f"AutoSpaceSearcher evolves the cells of an OpenCellSpace, got {self.space!r}; create the "
+                             "store with SupernetSpec(OpenCellSpace(...)) and pass config=store.param_space()")
+        if self.num_layers is not None and self.num_layers != self.space.num_layers:
+            raise ValueError(f"num_layers={self.num_layers} but the space has {self.space.num_layers} layers")
+        self.num_layers = self.space.num_layers
+        self.populations = [self._initial_population(layer) for layer in range(self.num_layers)]
+
+    def _initial_population(self, layer: int) -> list[Member]:
+        seeds = [self.reference] if self.use_reference and self._affordable(layer, self.reference) else []
+        members: dict[str, None] = dict.fromkeys(seeds)
+        radius = math.ceil(self.tau * NUM_NODES * (NUM_NODES - 1)) - 1
+        for _ in range(_MAX_TRIES * self.population_size):
+            if len(members) >= self.population_size:
+                break
+            cell = (_CELLS.sample_neighbour(parse_cell(self.reference), radius, self.rng) if self.use_reference
+                    else _CELLS.sample(self.rng))
+            text = cell_string(canonical_cell(cell))
+            if self._acceptable(layer, text, constrained=self.use_reference):
+                members.setdefault(text)
+        if len(members) < self.cells_per_layer:
+            raise ValueError(f"layer {layer + 1}: only {len(members)} cells satisfy the constraints (tau, max_cell_madds); "
+                             f"K={self.cells_per_layer} are needed")
+        return [Member(text, float(self.rng.normal(0.0, self.initial_fitness_std)) if self.initial_fitness_std else 0.0)
+                for text in members]
+
+    def _affordable(self, layer: int, cell: str) -> bool:
+        """Eq. (1)'s constraint ``MAdds(d) < MAdds_max``."""
+        return self.max_cell_madds is None or self.space.layer_cost(layer, cell).madds < self.max_cell_madds
+
+    def _acceptable(self, layer: int, cell: str, constrained: bool) -> bool:
+        return self._affordable(layer, cell) and (not constrained or hamming_distance(cell, self.reference) < self.tau)
+
+    # ------------------------------------------------------------------------------------------
+    # A generation: tournament selection, then one training trial
+    # ------------------------------------------------------------------------------------------
+    def propose(self) -> dict[str, Any] | str | None:
+        if self.training.finished:
+            return FINISHED
+        if self.training.all_issued:
+            return None  # the last generations are still training
+        job = self.training.next_job(seed=int(self.rng.integers(2**31)))
+        picks = [self.tournament(layer) for layer in range(self.num_layers)]
+        job[AUTOSPACE_KEY] = {
+            "generation": self.issued_generations,
+            "cells": [[m.cell for m in members] for members in picks],
+            "alpha": [[m.fitness for m in members] for members in picks],
+            "compensation": [[self.compensation_factor(m) for m in members] for members in picks],
+            "alpha_lr": self.alpha_lr, "gate_paths": self.gate_paths, "madds_penalty": self.madds_penalty,
+        }
+        self.issued_generations += 1
+        return job
+
+    def tournament(self, layer: int) -> list[Member]:
+        """K distinct winners, each the fittest of ``tournament_size`` cells drawn from those not yet picked."""
+        remaining = list(self.populations[layer])
+        winners = []
+        for _ in range(self.cells_per_layer):
+            idx = self.rng.choice(len(remaining), size=min(self.tournament_size, len(remaining)), replace=False)
+            best = max(idx, key=lambda i: remaining[i].fitness)
+            winners.append(remaining.pop(int(best)))
+        return winners
+
+    def compensation_factor(self, member: Member) -> float:
+        """Eq. (4)'s ``n(d)/n'(d)``: the supernet's accumulated iterations over the cell's, both counting the
+        coming generation's f iterations (so a new cell gets at most generations + 1, an old one about 1)."""
+        if not self.compensation:
+            return 1.0
+        f = self.iterations_per_generation
+        return (self.training.completed + f) / (member.trained + f)
+
+    # ------------------------------------------------------------------------------------------
+    # Results: Eq. (5), offspring, the reference constraint
+    # ------------------------------------------------------------------------------------------
+    def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
+        if job.get(TASK_KEY) != TRAIN:
+            return
+        self.training.complete(job, ok=result is not None)
+        if result is None:
+            return  # a failed generation teaches nothing; its pushed weight steps stay applied
+        value = float(self._metric_of(result))
+        if "alpha" not in result:
+            raise ValueError("the generation's trial reported no 'alpha' (learned fitness scores): train AutoSpace on "
+                             f"an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}")
+        generation = job[AUTOSPACE_KEY]
+        steps = int(result.get("steps_done", job["steps"]))
+        self.completed_generations += 1
+        for layer, (cells, alpha_star) in enumerate(zip(generation["cells"], result["alpha"])):
+            updated = self._update_fitness(layer, cells, alpha_star, steps, generation, value)
+            self._reproduce(layer, updated)
+
+    def _update_fitness(self, layer: int, cells: list[str], alpha_star: list[float], steps: int,
+                        generation: dict[str, Any], value: float) -> list[Member]:
+        """Eq. (5) for the generation's cells still in the population; returns them."""
+        by_cell = {m.cell: m for m in self.populations[layer]}
+        updated = []
+        for k, (cell, learned) in enumerate(zip(cells, alpha_star)):
+            member = by_cell.get(cell)
+            if member is None:
+                continue  # left the population while this generation trained (parallel generations)
+            before = member.fitness
+            member.fitness = self.epsilon * float(learned) + (1.0 - self.epsilon) * before
+            member.trained += steps
+            updated.append(member)
+            self.population_history.append({
+                "generation": int(generation["generation"]), "completed": self.completed_generations, "layer": layer,
+                "cell": cell, "alpha_start": float(generation["alpha"][layer][k]), "alpha_star": float(learned),
+                "fitness_before": before, "fitness": member.fitness, "trained": member.trained,
+                "madds": self.space.layer_cost(layer, cell).madds, self._metric: value})
+        return updated
+
+    def reference_active(self) -> bool:
+        """Whether Eq. (2)'s constraint binds now: the switch is on and the evolution is in its first part."""
+        return self.use_reference and self.completed_generations <= self.reference_fraction * self.generations
+
+    def _reproduce(self, layer: int, winners: list[Member]) -> None:
+        """The generation's best ``offspring`` cells each add a child; then the weakest leave."""
+        population = self.populations[layer]
+        present = {m.cell for m in population}
+        for parent in sorted(winners, key=lambda m: -m.fitness)[: self.offspring]:
+            child = self.mutate(layer, parent.cell, present)
+            if child is not None:
+                present.add(child)
+                population.append(Member(child, parent.fitness, born=self.completed_generations, parent=parent.cell))
+        # Stable sort: among equal fitness the oldest members go first.
+        population.sort(key=lambda m: -m.fitness)
+        del population[self.population_size:]
+
+    def mutate(self, layer: int, cell: str, exclude: set[str]) -> str | None:
+        """Change one edge operation, the ratio or the aggregation; repeated until the child is a new
+        function, affordable and (while the reference binds) within tau of it (Eq. 2). None if none is found."""
+        constrained = self.reference_active()
+        parent = parse_cell(cell)
+        for _ in range(_MAX_TRIES):
+            child = cell_string(canonical_cell(_CELLS.mutate(parent, self.rng, 1)))
+            if child not in exclude and self._acceptable(layer, child, constrained):
+                return child
+        return None
+
+    # ------------------------------------------------------------------------------------------
+    # Output
+    # ------------------------------------------------------------------------------------------
+    def top_cells(self, k: int | None = None) -> list[list[str]]:
+        """The ``k`` (default K) fittest cells of each layer, best first."""
+        k = k or self.cells_per_layer
+        return [[m.cell for m in sorted(pop, key=lambda m: -m.fitness)[:k]] for pop in self.populations]
+
+    def generated_space(self, k: int | None = None) -> GeneratedSpace:
+        """The generated search space: the top-K cells of each layer, on the open space's network plan."""
+        if not self.populations:
+            raise ValueError("no populations yet: the evolution has not started (call suggest first)")
+        return self.space.generated_space(self.top_cells(k))
+
+    def best_architecture(self) -> str | None:
+        """The fittest cell of every layer, as an architecture of the open space."""
+        if not self.populations:
+            return None
+        return self.space.to_string(self.space.from_cells([cells[0] for cells in self.top_cells(1)]))
+
+    def export_history(self, path: str | os.PathLike) -> None:
+        """Write the population history (one row per cell per generation: alphas before, learned and
+        after Eq. 5, iterations trained, MAdds, the generation's metric) to Parquet."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(self.population_history) if self.population_history
+                       else pa.table({"cell": pa.array([], pa.string())}), path)
+
+    def population_table(self) -> list[list[dict[str, Any]]]:
+        """The populations as plain data (per layer, fittest first)."""
+        return [[asdict(m) for m in sorted(pop, key=lambda m: -m.fitness)] for pop in self.populations]
