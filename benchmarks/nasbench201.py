@@ -137,7 +137,10 @@ def main() -> None:
 def import_extensions() -> None:
     """Methods that live in other modules register themselves on import."""
     import importlib
+    import sys
 
+    # Run as ``python -m``, this module is ``__main__``: extensions importing it by name must find it here.
+    sys.modules.setdefault("benchmarks.nasbench201", sys.modules[__name__])
     for module in ("benchmarks.nasbench201_ase",):
         try:
             importlib.import_module(module)
