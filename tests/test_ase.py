@@ -312,3 +312,16 @@ def test_under_tune_with_concurrency_limiter_and_asha(ray_session, tune_run_kwar
     assert not s.pending and s.baseline is not None and s.suggest("after") == "FINISHED"
     best = max(t.last_result["accuracy"] for t in analysis.trials)
     assert max(s.graph.scores) == best
+
+
+def test_slots_with_fewer_operations_are_never_edited_to_a_missing_one():
+    """MobileNet's first layer of a stage has no identity: the edit head masks it, and learning stays finite."""
+    from tune_spacenas.spaces import MobileNetSpace
+
+    space = MobileNetSpace()
+    s = ASESearcher(space=space, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=3)
+    reward = lambda config: {"accuracy": float(len(config["arch"]) % 17)}  # noqa: E731
+    seen = []
+    run_in_process(s, reward, max_trials=60, on_result=lambda c, r: seen.append(c["arch"]))
+    assert len(seen) == 60 and all(space.contains(a) for a in seen)
+    assert all(torch.isfinite(p).all() for p in s.controller.parameters())

@@ -289,8 +289,10 @@ class ASEController(nn.Module):
 def _choice(logits: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
     """Summed log-probabilities of ``chosen`` under each row's softmax, and the summed entropies."""
     logp = torch.log_softmax(logits, dim=-1)
-    finite = torch.isfinite(logp)
-    entropy = -torch.where(finite, logp.exp() * logp, torch.zeros_like(logp)).sum()
+    # Operations a slot does not offer have logp = -inf; zero them before the product, or 0 * inf
+    # would turn the entropy's gradient into NaN.
+    safe = torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))
+    entropy = -(logp.exp() * safe).sum()
     return logp.gather(1, chosen.unsqueeze(1)).sum(), entropy
 
 
