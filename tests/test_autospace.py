@@ -241,11 +241,11 @@ def test_eq5_momentum_update_and_compensation_factor():
         fitness = {m.cell: m.fitness for m in s.populations[layer]}
         for k, cell in enumerate(cells[layer]):
             assert fitness[cell] == pytest.approx(0.3 * result["alpha"][layer][k] + 0.7 * alpha[layer][k])
-    # After one generation of f = 10 iterations: trained cells get (10 + 10) / (10 + 10), new ones 20 / 10.
+    # After one generation of f = 10 iterations: cells trained once get 10 / (10 + 10), untrained ones 10 / 10.
     trained = {c for layer in cells for c in layer}
     for pop in s.populations:
         for m in pop:
-            assert s.compensation_factor(m) == pytest.approx(1.0 if m.cell in trained else 2.0)
+            assert s.compensation_factor(m) == pytest.approx(0.5 if m.cell in trained else 1.0)
     assert searcher(compensation=False).compensation_factor(s.populations[0][0]) == 1.0
 
 

@@ -81,7 +81,8 @@ class AutoSpaceSearcher(ArchSearcher):
         initial_fitness_std: initial fitness scores are drawn from N(0, std) (Table 6 starts at ~1e-3).
         alpha_lr: step size of Eq. (4)'s gradient descent on the fitness scores.
         gate_paths: candidates computed per layer and step (ProxylessNAS binary gates: 2).
-        compensation: scale Eq. (4) by ``n(d)/n'(d)``: the supernet's accumulated iterations over the cell's.
+        compensation: scale Eq. (4) by ``n(d)/n'(d)``: the cell's iterations in this generation over its
+            iterations in the whole evolution (``compensation_factor``).
         madds_penalty: lambda of Eq. (6), on the expected MAdds of each fitness-weighted layer.
         max_cell_madds: Eq. (1)'s MAdds_max: cells above it never enter a population.
         lr: peak learning rate of the supernet's weights (cosine to 0 over the evolution).
@@ -185,12 +186,15 @@ class AutoSpaceSearcher(ArchSearcher):
         return winners
 
     def compensation_factor(self, member: Member) -> float:
-        """Eq. (4)'s ``n(d)/n'(d)``: the supernet's accumulated iterations over the cell's, both counting the
-        coming generation's f iterations (so a new cell gets at most generations + 1, an old one about 1)."""
+        """Eq. (4)'s ``n(d)/n'(d)``: the iterations the cell trains in this supernet (f) over its iterations in
+        the whole evolution, this generation included: 1 for a cell trained for the first time, smaller the
+        more often tournaments picked it before, so frequently picked cells do not accumulate larger fitness
+        updates. (Reading n as the supernet's total iterations instead multiplies every factor of a
+        generation by one constant, (iterations so far + f) / f: only alpha_lr would grow, without bound.)"""
         if not self.compensation:
             return 1.0
         f = self.iterations_per_generation
-        return (self.training.completed + f) / (member.trained + f)
+        return f / (member.trained + f)
 
     # ------------------------------------------------------------------------------------------
     # Results: Eq. (5), offspring, the reference constraint
