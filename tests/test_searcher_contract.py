@@ -11,6 +11,7 @@ from ray.tune.search import ConcurrencyLimiter
 from contract import Case, drive, finishes
 from test_nse import tiny_nse, tiny_spec as _nse_spec
 from tune_spacenas.searchers import RandomSearcher, RegularizedEvolutionSearcher, REINFORCESearcher, SPOSSearcher
+from tune_spacenas.searchers import SENASSearcher
 from tune_spacenas.searchers import AutoSpaceSearcher
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import NASBench201Space
@@ -43,6 +44,10 @@ CASES = [
     Case("spos", lambda **kw: SPOSSearcher(space=_tiny_spec().space, train_steps=40, steps_per_trial=20, population=6,
                                            generations=2, parents=3, mutations=3, crossovers=3, eval_batch=3, **kw),
          evaluator="supernet", spec=_tiny_spec, max_trials=20),
+    Case("senas", lambda **kw: SENASSearcher(space=_tiny_spec().space, stage_steps=20, steps_per_trial=10, snapshots=2,
+                                             samples_per_op=2, eval_batch=30, population=6, generations=2, parents=3,
+                                             mutations=3, crossovers=3, **kw),
+         evaluator="supernet", spec=_tiny_spec, max_trials=30),
     Case("nse", lambda **kw: tiny_nse(**kw), evaluator="supernet", spec=_nse_spec, max_trials=30),
     Case("autospace", lambda **kw: AutoSpaceSearcher(space=_autospace_spec().space, generations=4,
                                                      iterations_per_generation=10, cells_per_layer=2,

@@ -7,6 +7,7 @@ from tune_spacenas.searchers.nse import NSESearcher
 from tune_spacenas.searchers.random import RandomSearcher
 from tune_spacenas.searchers.regevo import RegularizedEvolutionSearcher
 from tune_spacenas.searchers.reinforce import REINFORCESearcher
+from tune_spacenas.searchers.senas import SENASSearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "AutoSpaceSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "AutoSpaceSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SENASSearcher", "SPOSSearcher"]

@@ -70,8 +70,11 @@ class _StoreActor:
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.table.assign(arrays)
 
-    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]:
+    def ensure_variants(self, mapping: Mapping[str, Any]) -> list[str]:
         return self.table.ensure_variants(mapping)
+
+    def resolve(self, mapping: Mapping[str, Any]) -> dict[str, str]:
+        return self.table.resolve(mapping)
 
     def snapshot(self, name: str) -> None:
         self.table.snapshot(name)
@@ -254,8 +257,11 @@ class WeightStore:
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._call("assign", dict(arrays))
 
-    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]:
+    def ensure_variants(self, mapping: Mapping[str, Any]) -> list[str]:
         return self._call("ensure_variants", dict(mapping))
+
+    def resolve(self, mapping: Mapping[str, Any]) -> dict[str, str]:
+        return self._call("resolve", dict(mapping))
 
     def snapshot(self, name: str) -> None:
         self._call("snapshot", name)

@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,11 +113,27 @@ class WeightTable:
             self.versions[key] = self.versions.get(key, -1) + 1
         self._after_change()
 
-    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]:
-        """Create each missing key ``variant -> source`` as a copy of the source tensor; returns created keys."""
-        created = [v for v, src in mapping.items() if v not in self.arrays]
-        self.assign({v: self.arrays[mapping[v]] for v in created})
-        return created
+    def ensure_variants(self, mapping: Mapping[str, str | Sequence[str]]) -> list[str]:
+        """Create each missing key ``variant -> source`` as a copy of the source tensor; returns created keys.
+
+        A source may be a list of candidates: the first one the table holds is copied (SE-NAS: a partial
+        model's new copy starts from the copy its path trained under an earlier grouping, else shared).
+        """
+        sources = self.resolve({v: src for v, src in mapping.items() if v not in self.arrays})
+        self.assign({v: self.arrays[src] for v, src in sources.items()})
+        return list(sources)
+
+    def resolve(self, mapping: Mapping[str, str | Sequence[str]]) -> dict[str, str]:
+        """For each key: the key itself if the table holds it, else the first of its candidate sources
+        it holds (read-only: evaluations use a variant's would-be source without creating it)."""
+        out = {}
+        for key, sources in mapping.items():
+            candidates = [key, *([sources] if isinstance(sources, str) else sources)]
+            held = [c for c in candidates if c in self.arrays]
+            if not held:
+                raise KeyError(f"weight store holds none of {candidates}")
+            out[key] = held[0]
+        return out
 
     def _after_change(self) -> None:
         self._since_checkpoint += 1
@@ -134,8 +150,10 @@ class WeightTable:
         missing = [n for n in names if n not in self.snapshots]
         if not names or missing:
             raise KeyError(f"unknown snapshots {missing or names}; taken: {sorted(self.snapshots)}")
-        keys = self.snapshots[names[0]].keys()
-        return {k: np.mean([self.snapshots[n][k] for n in names], axis=0).astype(np.float32) for k in keys}
+        # A key created between snapshots (a partial model first trained late) averages over those holding it.
+        keys = dict.fromkeys(k for n in names for k in self.snapshots[n])
+        return {k: np.mean([self.snapshots[n][k] for n in names if k in self.snapshots[n]], axis=0).astype(np.float32)
+                for k in keys}
 
     def drop_snapshots(self, names: Iterable[str]) -> None:
         for name in names:

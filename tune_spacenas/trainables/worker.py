@@ -31,7 +31,8 @@ class StoreLike(Protocol):
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]: ...
     def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool: ...
-    def ensure_variants(self, mapping: Mapping[str, str]) -> list[str]: ...
+    def ensure_variants(self, mapping: Mapping[str, Any]) -> list[str]: ...
+    def resolve(self, mapping: Mapping[str, Any]) -> dict[str, str]: ...
     def snapshot(self, name: str) -> None: ...
     def average(self, names: Iterable[str]) -> dict[str, np.ndarray]: ...
 
@@ -45,10 +46,12 @@ class SupernetWorker:
 
     Job keys it understands (besides those of ``tune_spacenas.jobs``):
       train:    ``steps``, ``subspace`` or ``arch``, ``lr``, ``seed``, ``sync_every`` (push/pull period
-                in steps), ``snapshots`` (``{"name": prefix, "count": K}``: K evenly spaced snapshots in
-                the trial, SE-NAS Eq. 4), ``expanded`` (SE-NAS merged slot groups with private weights),
-                ``report_every``.
-      evaluate: ``arch``/``archs``, ``weights`` (``{"average": [snapshot names]}``), ``expanded``,
+                in steps), ``snapshots`` (``{"name": prefix, "count": K, "fraction": f}``: K evenly
+                spaced snapshots over the trial's last fraction f of steps, SE-NAS Eq. 4), ``expanded``
+                (SE-NAS merged slot groups with private weights), ``expanded_from`` (earlier groupings,
+                newest first: where new private copies start from), ``report_every``.
+      evaluate: ``arch``/``archs``, ``weights`` (``{"average": [snapshot names]}``: private copies are
+                averaged too), ``expanded``, ``expanded_from``,
                 ``split`` ("val" or "test"), ``images`` (how many images score an architecture),
                 ``madds_penalty`` (lambda: also report ``madds`` and AutoSpace Eq. 6's ``regularized_loss``).
       Supernets may read their own keys (``Supernet.begin_training``) and add to training reports
@@ -71,6 +74,8 @@ class SupernetWorker:
     @torch.no_grad()
     def sync(self, keys: Iterable[str] | None = None) -> int:
         """Load every tensor whose version changed in the store; returns how many were copied."""
+        # Only the network's own tensors: the store also holds SE-NAS's private copies (``<param>#<tag>``).
+        keys = list(self.params) if keys is None else keys
         self.incarnation, fresh = self.store.pull(self.versions, keys, self.incarnation)
         for key, (version, array) in fresh.items():
             self.params[key].copy_(_as_tensor(array), non_blocking=True)
@@ -108,7 +113,6 @@ class SupernetWorker:
         sync_every = int(job.get("sync_every") or steps)
         report_every = int(job.get("report_every") or sync_every)
         snapshot_at = _snapshot_steps(job.get("snapshots"), steps)
-        expanded = [list(g) for g in job.get("expanded", [])]
         rng = np.random.default_rng([int(job.get("seed", 0)), start_step])
         stream = self.data.train_stream(spec.batch_size, seed=int(job.get("seed", 0)) * 100_003 + start_step)
         architecture = set(net.architecture_parameter_names())
@@ -118,7 +122,7 @@ class SupernetWorker:
         loss_fn = nn.CrossEntropyLoss()
         self.sync()
         base = {k: p.detach().clone() for k, p in self.params.items()}
-        private = _PrivateWeights(self, expanded)
+        private = _PrivateWeights(self, job, optimizer)
         touched: set[str] = set()
         window_loss = window_correct = window_images = 0.0
         window_start = time.perf_counter()
@@ -158,15 +162,17 @@ class SupernetWorker:
                 report(result, synced)
                 window_loss = window_correct = window_images = 0.0
                 window_start = time.perf_counter()
+        private.release()
         return result
 
     @torch.no_grad()
     def evaluate(self, job: Mapping[str, Any], report: Reporter) -> dict[str, Any]:
         archs = archs_of(self.space, job)
         self.sync()
-        if "weights" in job:
-            self.load_arrays(self.store.average(job["weights"]["average"]))
-        private = _PrivateWeights(self, [list(g) for g in job.get("expanded", [])])
+        averaged = self.store.average(job["weights"]["average"]) if "weights" in job else None
+        if averaged is not None:
+            self.load_arrays(averaged)
+        private = _PrivateWeights(self, job, source=averaged)
         start = time.perf_counter()
         recal = self.recalibration_batches()
         per_arch = []
@@ -177,6 +183,7 @@ class SupernetWorker:
                 madds = self.space.cost(arch).madds
                 scores |= {"madds": madds, "regularized_loss": scores["loss"] + float(job["madds_penalty"]) * madds}
             per_arch.append(scores)
+        private.release()
         if "weights" in job:
             self.sync()  # put the live weights back for the next job on this worker
         elapsed = time.perf_counter() - start
@@ -214,51 +221,94 @@ class SupernetWorker:
 
 
 class _PrivateWeights:
-    """SE-NAS expanded parameters (3.4): inside each merged slot group, every partial model (its ops at
-    those slots) owns a private copy of that group's weights, kept under ``<param>#<tag>`` in the store
-    and swapped into the network's modules for the steps that use it; shared weights serve the rest."""
+    """SE-NAS expanded parameters (3.4): inside each merged slot group (job key ``expanded``), every
+    partial model (its ops at those slots) owns a private copy of that group's weights, kept under
+    ``<param>#g<slots>=<ops>`` in the store and swapped into the network's modules for the steps that
+    use it; shared weights serve the rest.
 
-    def __init__(self, worker: SupernetWorker, groups: Sequence[Sequence[int]]):
-        self.worker, self.groups = worker, [list(g) for g in groups]
+    A copy a training job meets first is created in the store from the copy the same path trained under
+    an earlier grouping (job key ``expanded_from``, newest first), else from the shared tensor.
+    Evaluations only read: a copy not created yet is read from that same source. With ``source``
+    (Eq. 4's snapshot-averaged arrays) copies come from it, not from the live store. In training each
+    copy also keeps its own SGD momentum, so partial models stay independent within a trial too.
+    """
+
+    def __init__(self, worker: SupernetWorker, job: Mapping[str, Any], optimizer: torch.optim.Optimizer | None = None,
+                 source: Mapping[str, np.ndarray] | None = None):
+        self.worker, self.optimizer, self.source = worker, optimizer, source
+        self.groups = [list(g) for g in job.get("expanded", [])]
+        self.history = [[list(g) for g in grouping] for grouping in job.get("expanded_from", [])]
         self.local: dict[str, torch.Tensor] = {}
         self.base: dict[str, torch.Tensor] = {}
+        self.momentum: dict[str, torch.Tensor | None] = {}
+        self.occupant: dict[str, str] = {}  # module parameter -> the private copy it holds now
 
     @property
     def keys(self) -> set[str]:
-        return {k.split("#")[0] for k in self.local}
+        """Module parameters that are private (never pushed as shared deltas)."""
+        return set(self.occupant)
 
-    def _mapping(self, arch: Architecture) -> dict[str, str]:
-        net = self.worker.net
-        out = {}
+    def _variants(self, arch: Architecture) -> dict[str, tuple[str, list[str]]]:
+        """Private key -> (module parameter, where a new copy starts from) for the path ``arch``."""
+        net, out = self.worker.net, {}
         for group in self.groups:
-            tag = "g" + "-".join(map(str, group)) + "=" + "-".join(str(arch[s]) for s in group)
-            out.update({variant_key(p, tag): p for p in net.slot_parameter_names(group, arch)})
+            for slot in group:
+                for param in net.choice_parameter_names(slot, arch[slot]):
+                    earlier = [variant_key(param, _tag(g, arch)) for grouping in self.history for g in grouping
+                               if slot in g and g != group]
+                    out[variant_key(param, _tag(group, arch))] = (param, [*earlier, param])
         return out
 
     @torch.no_grad()
     def load(self, arch: Architecture) -> None:
         if not self.groups:
             return
-        mapping = self._mapping(arch)
-        missing = [k for k in mapping if k not in self.local]
+        variants = self._variants(arch)
+        missing = {v: sources for v, (_, sources) in variants.items() if v not in self.local}
         if missing:
-            self.worker.store.ensure_variants({k: mapping[k] for k in missing})
-            _, fresh = self.worker.store.pull(None, missing, None)
-            for key, (_, array) in fresh.items():
-                self.local[key] = torch.as_tensor(np.array(array), device=self.worker.device)
-                self.base[key] = self.local[key].clone()
-        for key, param in mapping.items():
-            self.worker.params[param].copy_(self.local[key])
+            self._fetch(missing)
+        for variant, (param, _) in variants.items():
+            self._swap_in(variant, param)
+
+    def _fetch(self, sources: Mapping[str, list[str]]) -> None:
+        store = self.worker.store
+        if self.source is not None:
+            arrays = {v: self.source[next(c for c in (v, *cands) if c in self.source)] for v, cands in sources.items()}
+        else:
+            if self.optimizer is not None:  # training: the copy becomes real in the store
+                store.ensure_variants(sources)
+                keys = {v: v for v in sources}
+            else:
+                keys = store.resolve(sources)
+            _, fresh = store.pull(None, sorted(set(keys.values())), None)
+            arrays = {v: fresh[k][1] for v, k in keys.items()}
+        for key, array in arrays.items():
+            self.local[key] = torch.as_tensor(np.array(array), device=self.worker.device)
+            self.base[key] = self.local[key].clone()
+
+    def _swap_in(self, variant: str, param: str) -> None:
+        tensor = self.worker.params[param]
+        if self.optimizer is not None and self.occupant.get(param) != variant:
+            state = self.optimizer.state[tensor]
+            if param in self.occupant:
+                self.momentum[self.occupant[param]] = state.pop("momentum_buffer", None)
+            buffer = self.momentum.pop(variant, None)
+            if buffer is None:
+                state.pop("momentum_buffer", None)
+            else:
+                state["momentum_buffer"] = buffer
+        self.occupant[param] = variant
+        tensor.copy_(self.local[variant])
 
     @torch.no_grad()
     def store_back(self, arch: Architecture) -> None:
         """Copy the trained private weights out of the modules after a step."""
-        for key, param in self._mapping(arch).items():
+        for key, (param, _) in self._variants(arch).items():
             self.local[key].copy_(self.worker.params[param])
 
     def shared_names(self, arch: Architecture) -> list[str]:
         """The path's parameters that are shared (not private to a partial model)."""
-        private = set(self._mapping(arch).values()) if self.groups else set()
+        private = {param for param, _ in self._variants(arch).values()} if self.groups else set()
         return [n for n in self.worker.net.path_parameter_names(arch) if n not in private]
 
     def deltas(self) -> dict[str, np.ndarray]:
@@ -271,6 +321,16 @@ class _PrivateWeights:
             for key, (_, array) in fresh.items():
                 self.local[key].copy_(_as_tensor(array))
                 self.base[key] = self.local[key].clone()
+
+    def release(self) -> None:
+        """The modules hold private copies now: make the worker's next ``sync`` put the shared tensors back."""
+        for param in self.occupant:
+            self.worker.versions.pop(param, None)
+
+
+def _tag(group: Sequence[int], arch: Architecture) -> str:
+    """``g<slots>=<ops>``: which merged group, and which partial model of it."""
+    return "g" + "-".join(map(str, group)) + "=" + "-".join(str(arch[s]) for s in group)
 
 
 def _snapshot_steps(snapshots: Mapping[str, Any] | None, steps: int) -> list[int]:

@@ -1,0 +1,42 @@
+"""SE-NAS supernet parameters expanding (section 3.4, Fig. 3; Algorithm 1 lines 5-8).
+
+After shrinking, adjacent layer-wise search spaces are merged from shallow to deep while the merged
+child space holds at most ``T`` partial models; inside each merged child space every partial model keeps
+its own copy of the weights. The copies themselves live in the weight store and are swapped in by the
+supernet worker (job key ``expanded``: the merged slot groups; ``expanded_from``: earlier groupings, so a
+partial model's new copy starts from the copy its path trained before rather than the shared tensor).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tune_spacenas.spaces.base import SearchSpace
+
+
+def merge_layer_spaces(space: SearchSpace | Sequence[int], threshold: int = 50) -> list[list[int]]:
+    """Algorithm 1 line 5: groups of adjacent slots, formed greedily from the shallowest slot, each
+    extended while the product of its slots' sizes stays <= ``threshold`` (T: 6 in Fig. 3's toy, 50
+    for the whole space in 3.4). Only groups of two or more slots are merged child spaces (a single
+    layer's candidates already have their own weights); groups never overlap.
+
+    ``space`` is a (shrunk) search space or the list of its slot sizes.
+    """
+    if threshold < 1:
+        raise ValueError(f"the merging threshold T must be >= 1, got {threshold}")
+    sizes = [len(s.allowed) for s in space.slots] if isinstance(space, SearchSpace) else [int(n) for n in space]
+    groups, start = [], 0
+    while start < len(sizes):
+        end = start + 1
+        while end < len(sizes) and math.prod(sizes[start:end + 1]) <= threshold:
+            end += 1
+        if end - start > 1:
+            groups.append(list(range(start, end)))
+        start = end
+    return groups
+
+
+def merged_size(space: SearchSpace, group: Sequence[int]) -> int:
+    """Number of partial models (each with its own weight copy) of one merged child space."""
+    return math.prod(len(space.slots[i].allowed) for i in group)
