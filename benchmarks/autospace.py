@@ -75,8 +75,9 @@ def _runner(args: argparse.Namespace, spec):
     return InProcessSupernet(spec, args.device)
 
 
-def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0) -> dict[str, Any]:
-    """AutoSpace's evolution on the open space: the generated cells and the loss per generation."""
+def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0, runner: Any = None) -> dict[str, Any]:
+    """AutoSpace's evolution on the open space: the generated cells and the loss per generation
+    (``runner``: an ``InProcessSupernet`` of the open space to use instead of a fresh one)."""
     from tune_spacenas.runner import run_in_process
     from tune_spacenas.searchers import AutoSpaceSearcher
     from tune_spacenas.spaces import OpenCellSpace
@@ -97,7 +98,7 @@ def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0) -> dict
             print(f"  [evolution ref={use_reference}] generation {len(losses)}/{args.generations} "
                   f"loss {result['loss']:.3f} ({result['images_per_s']:.0f} img/s)", flush=True)
 
-    run_in_process(searcher, _runner(args, spec_for(args, space, seed)), on_result=progress)
+    run_in_process(searcher, runner or _runner(args, spec_for(args, space, seed)), on_result=progress)
     cells = searcher.top_cells()
     return {"use_reference": use_reference, "seconds": time.perf_counter() - start, "loss": losses,
             "steps": args.generations * args.iterations, "generated_cells": cells,
@@ -106,16 +107,17 @@ def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0) -> dict
             "population": searcher.population_table()}
 
 
-def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """SPOS on one space (supernet training, then evolution), then random search on the same supernet;
-    both rank by Eq. (6)'s regularised loss."""
+def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], seed: int = 0, runner: Any = None,
+           random_search: bool = True) -> dict[str, Any]:
+    """SPOS on one space (supernet training, then evolution), then random search on the same supernet
+    with as many candidates; both rank by Eq. (6)'s regularised loss."""
     from tune_spacenas.runner import run_in_process
     from tune_spacenas.searchers import RandomSearcher, SPOSSearcher
     from tune_spacenas.spaces import space_from_spec
 
     start = _start(args, f"search on the {label} space")
     space = space_from_spec(space_spec)
-    runner = _runner(args, spec_for(args, space, seed))
+    runner = runner or _runner(args, spec_for(args, space, seed))
     constants = {"madds_penalty": args.madds_penalty, "images": args.eval_images}
     population = min(args.search_population, space.size)
     spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=seed, train_steps=args.supernet_steps,
@@ -125,18 +127,20 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
     run_in_process(spos, runner, param_space=constants)
     trained = time.perf_counter()
     evaluated = len(spos.evolution.scores)
-    random = RandomSearcher(space=space, metric="regularized_loss", mode="min", seed=seed,
-                            max_queries=min(evaluated, space.size))
-    run_in_process(random, runner, param_space=constants, space=space)
-    best_evo, best_random = spos.best_architecture(), random.best_record()
-    print(f"  [{label}] evolution {best_evo} | random {best_random['arch']}", flush=True)
-    return {"label": label, "space_size": space.size, "seconds": time.perf_counter() - start,
-            "supernet_steps": args.supernet_steps, "evaluated": evaluated,
-            "evolution": {"arch": best_evo, "supernet_score": -spos.evolution.best()[1],
-                          "madds": space.cost(space.from_string(best_evo)).madds},
-            "random": {"arch": best_random["arch"], "supernet_score": best_random["regularized_loss"],
-                       "madds": space.cost(space.from_string(best_random["arch"])).madds},
-            "train_and_evolution_seconds": trained - start}
+    best_evo = spos.best_architecture()
+    out = {"label": label, "space_size": space.size, "supernet_steps": args.supernet_steps, "evaluated": evaluated,
+           "evolution": {"arch": best_evo, "supernet_score": -spos.evolution.best()[1],
+                         "madds": space.cost(space.from_string(best_evo)).madds},
+           "train_and_evolution_seconds": trained - start}
+    if random_search:
+        random = RandomSearcher(space=space, metric="regularized_loss", mode="min", seed=seed,
+                                max_queries=min(evaluated, space.size))
+        run_in_process(random, runner, param_space=constants, space=space)
+        best = random.best_record()
+        out["random"] = {"arch": best["arch"], "supernet_score": best["regularized_loss"],
+                         "madds": space.cost(space.from_string(best["arch"])).madds}
+    print(f"  [{label}] evolution found {best_evo}", flush=True)
+    return out | {"seconds": time.perf_counter() - start}
 
 
 def standalone(args: argparse.Namespace, space_spec: dict[str, Any], arch: str, seed: int, steps: int,
