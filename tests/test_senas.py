@@ -271,6 +271,17 @@ def test_ablation_switches(tiny_spec, runner):
     assert log["scores"] == pytest.approx({o: v / mean for o, v in si.items()})
 
 
+def test_madds_constraint_discards_children_from_scoring_and_search(tiny_spec, runner):
+    space = tiny_spec.space
+    costs = sorted(space.cost(a).madds for a in space.sample_many(np.random.default_rng(0), 200))
+    cap = costs[len(costs) // 2]
+    searcher = make_searcher(tiny_spec, runner.store, max_madds=cap)
+    jobs = record_jobs(searcher, runner)
+    evaluated = [space.from_string(a) for j in jobs if j["task"] == "evaluate" for a in j["archs"]]
+    assert evaluated and all(space.cost(a).madds <= cap for a in evaluated)
+    assert space.cost(space.from_string(searcher.best_architecture())).madds <= cap
+
+
 def test_rank_correlation_over_the_shrunk_space(tiny_spec, runner):
     searcher = make_searcher(tiny_spec, runner.store, stages=1)
     record_jobs(searcher, runner)
