@@ -47,16 +47,13 @@ def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_on
         store.kill()
 
 
-def test_refs_that_died_with_the_store_are_fetched_again(ray_session, tmp_path):
+def test_after_a_restart_clients_fetch_every_tensor_again(ray_session, tmp_path):
     store = _store(tmp_path, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=1)
     try:
         store.push({"w": ONES}, "t", 1)
-        incarnation, refs = ray.get(store._actor.pull.remote(None, None, None))
-        _crash(store)
-        assert store.info()["restarted"]  # wait for the new process
-        with pytest.raises(ray.exceptions.OwnerDiedError):  # what a trial holding old refs meets
-            ray.get(refs["w"][1], timeout=30)
-        fresh_incarnation, arrays = store.pull({"w": refs["w"][0]}, None, incarnation)
+        incarnation, before = store.pull()
+        _crash(store)  # the refs it handed out die with it (OwnerDiedError where a trial still holds them)
+        fresh_incarnation, arrays = store.pull({k: v for k, (v, _) in before.items()}, None, incarnation)
         assert fresh_incarnation != incarnation and set(arrays) == {"w", "still"}  # a new incarnation: all of it
         assert arrays["w"][1][0] == 1.0
     finally:
@@ -107,3 +104,25 @@ def test_store_placement_on_a_node_and_info_reports_it(ray_session, tmp_path):
         assert info["node_id"] == node and info["pid"] > 0 and info["rss"] > 0 and not info["restarted"]
     finally:
         store.kill()
+
+
+def test_every_pushed_step_reaches_a_checkpoint_even_between_report_steps(tiny_spec):
+    """A retried trial resumes from its last checkpointed step; a push made between two reports must be
+    checkpointed at the next report, or the retry would redo (and re-push) more than it needs to."""
+    from tune_spacenas.store.table import WeightTable
+    from tune_spacenas.trainables.worker import SupernetWorker
+
+    table = WeightTable(tiny_spec.initial_weights(), {"spec": tiny_spec.to_dict()})
+    worker = SupernetWorker(tiny_spec, table, "cpu")
+    reports = []
+    worker.run({"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0}, "t",
+               lambda metrics, synced: reports.append((metrics["steps_done"], synced)))
+    assert reports == [(3, None), (6, 5), (9, None), (12, 12)]
+    # A crash before the last report: Tune retries from the checkpoint at step 5 and steps 10 and 12 are
+    # pushed again. The store ignores both: its weights do not move.
+    before = {k: v.copy() for k, v in table.arrays.items()}
+    resumed = []
+    worker.run({"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0}, "t",
+               lambda metrics, synced: resumed.append(metrics["steps_done"]), start_step=5)
+    assert resumed == [6, 9, 12] and table.stats["duplicates"] == 2 and table.push_counts["t"] == 3
+    assert all(np.array_equal(before[k], table.arrays[k]) for k in before)

@@ -33,6 +33,9 @@ NAMESPACE = "tune_spacenas"
 log = logging.getLogger("tune_spacenas.store")
 # The store restarted (its refs died with the old process: OwnerDiedError is an ObjectLostError) or died.
 _RETRYABLE = (ObjectLostError, RayActorError)
+# Handles of the stores this process created: Ray collects a named actor once no handle to it is left, and a
+# store must live as long as its driver even when the caller kept only ``store.param_space()``.
+_CREATED: dict[tuple[str, str], Any] = {}
 
 
 class _StoreActor:
@@ -134,7 +137,9 @@ class WeightStore:
             checkpoint_path: where it checkpoints and where a (re)started store reloads from: a path every
                 node sees (shared filesystem) or a ``pyarrow.fs`` URI; ``storage.store_checkpoint_path(
                 storage_path, experiment)`` puts it in Tune's experiment directory, where ``Tuner.restore``
-                finds it. A store created over an existing checkpoint resumes from it.
+                finds it. A store created over an existing checkpoint resumes from it. The initial weights
+                are written there first, so restarts never depend on the creating driver; without a
+                checkpoint_path a restarted store holds its initial weights again (and is logged as such).
             checkpoint_every: checkpoint after this many changes; a crash loses at most
                 ``checkpoint_every - 1`` (1: nothing; 0: only explicit ``checkpoint()`` calls).
             detached: keep the store alive after the driver exits (a killed driver otherwise takes it along).
@@ -162,15 +167,22 @@ class WeightStore:
             checkpoint_path = storage.join(checkpoint_path)  # absolute: the actor's working directory differs
             if storage.exists(checkpoint_path):  # fail here, in the driver, not in a restarting actor
                 check_same_supernet(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
-        if spec is not None and arrays is None:
-            arrays = spec.initial_weights()
+            else:  # the actor starts, and restarts, from the file: not from arguments its driver's object store holds
+                WeightTable(_initial(spec, arrays), meta, checkpoint_path).checkpoint()
+            arrays = {}
+        else:
+            arrays = _initial(spec, arrays)
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+            # Ray 2.60 places an actor that requests no resource at all on a random node despite the
+            # affinity; a token request (1 MiB of "memory", which trials do not ask for) makes it stick.
+            options.setdefault("memory", 2**20)
         actor = ray.remote(_StoreActor).options(**options).remote(arrays, meta, checkpoint_path, checkpoint_every, name)
+        _CREATED[(namespace, name)] = actor
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
         return store
@@ -191,6 +203,7 @@ class WeightStore:
         return cls(name, actor, namespace)
 
     def kill(self) -> None:
+        _CREATED.pop((self.namespace, self.name), None)
         ray.kill(self._actor, no_restart=True)
 
     def __reduce__(self):  # a pickled client reconnects by name (never ships a handle in a config)
@@ -279,6 +292,10 @@ class WeightStore:
     def param_space(self) -> dict[str, Any]:
         """Tune config naming this store, plus its space (``space.param_space()``)."""
         return {**self.spec.space.param_space(), "store": self.name}
+
+
+def _initial(spec: Any, arrays: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
+    return spec.initial_weights() if arrays is None else arrays
 
 
 def _lookup(name: str, namespace: str) -> Any:

@@ -80,7 +80,11 @@ class NASBench201Table:
         target = cache_dir() / f"{cache_key(self.path)}.parquet"
         if not target.exists():
             tmp = target.with_suffix(f".tmp{os.getpid()}")
-            pq.write_table(pacsv.read_csv(self.path), tmp)
+            try:
+                table = pacsv.read_csv(self.path)
+            except pa.ArrowInvalid as err:  # a truncated or foreign file: say which and what is expected
+                raise ValueError(f"cannot read {self.path} as the NAS-Bench-201 CSV ({err}). {HOW_TO_GET}") from err
+            pq.write_table(table, tmp)
             os.replace(tmp, target)  # atomic: concurrent workers never read a half-written file
         return target
 

@@ -3,8 +3,8 @@
 Runs unchanged on a laptop and on a Ray cluster: the store is found by name (any node), weights arrive as
 numpy and move to the trial's device once per version (``SupernetWorker.sync``), and a trial asks for a
 GPU through ``tune.with_resources(supernet_trainable, {"cpu": 1, "gpu": 1})`` (Ray then shows it one
-device, which the worker uses). Every report carries ``node_id`` and ``worker_pid``, so a run shows where
-its trials ran.
+device, which the worker uses). Every report carries ``node_id``, ``worker_pid`` and ``device``, so a run
+shows where its trials ran.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def supernet_trainable(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d, open(os.path.join(d, _CHECKPOINT_FILE)) as f:
             start = json.load(f)["step"]
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid()}
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid(), "device": str(worker.device)}
 
     def report(metrics: dict[str, Any], synced_step: int | None) -> None:
         metrics = {**metrics, **where}

@@ -129,6 +129,7 @@ class SupernetWorker:
         result: dict[str, Any] = {}
         net.train()
         net.begin_training(job)
+        synced = None  # the last pushed step not yet reported: the next report checkpoints it
         for step in range(start_step + 1, steps + 1):
             arch = fixed if fixed is not None else net.sample_path(subspace, rng)
             private.load(arch)
@@ -146,7 +147,6 @@ class SupernetWorker:
             window_loss += loss.item() * len(y)
             window_correct += (logits.argmax(1) == y).sum().item()
             window_images += len(y)
-            synced = None
             if step % sync_every == 0 or step == steps or step in snapshot_at:
                 self.store.push(self._deltas(base, touched - private.keys) | private.deltas(), trial_id, step)
                 self.sync()
@@ -160,6 +160,7 @@ class SupernetWorker:
                 result = {"loss": window_loss / window_images, "accuracy": 100.0 * window_correct / window_images,
                           "images_per_s": window_images / elapsed, "steps_done": step, **net.training_metrics()}
                 report(result, synced)
+                synced = None
                 window_loss = window_correct = window_images = 0.0
                 window_start = time.perf_counter()
         private.release()

@@ -1,0 +1,236 @@
+"""Multi-node weight sharing and faults on a real two-node Ray cluster (``ray.cluster_utils.Cluster``: a
+head and a second node on this machine, 1 CPU each, a custom resource per node).
+
+The session's embedded Ray is shut down for this module and brought back afterwards (conftest's
+``start_local_ray``). Each test is a small real search (tiny supernet on digits, seconds per trial):
+trials report the node they ran on; the store's ledger (pushes applied per trial, last step per trial)
+is the sum check that no push was lost or applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+from ray import tune
+
+from tune_spacenas.cluster import round_robin, simulated_cluster
+from tune_spacenas.jobs import train_job
+from tune_spacenas.runner import InProcessSupernet, run_in_process
+from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.trainables import supernet_trainable
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class TwoNodes:
+    cluster: object
+    head: str
+    second: str
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    """Head and second node, 1 CPU and 80 MiB of object store each (this module's own Ray)."""
+    from conftest import start_local_ray
+
+    restore_local = ray.is_initialized()
+    try:
+        with simulated_cluster(nodes=2, cpus_per_node=1, object_store_mb=80) as (cluster, ids):
+            yield TwoNodes(cluster, *ids)
+    finally:
+        if restore_local:
+            start_local_ray()
+
+
+def _alternating_nodes(trainable):
+    def placed(config):  # a wrapper: with_resources marks the function it is given, for every later run
+        return trainable(config)
+
+    return tune.with_resources(placed, round_robin(nodes=2))
+
+
+def _store(spec, **kwargs) -> WeightStore:
+    return WeightStore.create(f"cluster-{uuid.uuid4().hex[:8]}", spec, **kwargs)
+
+
+def _run(config, tmp_path, trainable=supernet_trainable, **kwargs):
+    kwargs = {"reuse_actors": True, "storage_path": str(tmp_path / "results"), "verbose": 0, **kwargs}
+    return tune.run(trainable, config=config, **kwargs)
+
+
+def _train_config(store: WeightStore, steps: int = 40, every: int = 2) -> dict:
+    return {**store.param_space(), **train_job(steps, sync_every=every, report_every=every, seed=0)}
+
+
+def _assert_every_push_once(store: WeightStore, trials, expected: int) -> dict:
+    """The ledger: each training trial's pushes were applied exactly ``expected`` times, to its last step."""
+    info = store.info()
+    for trial in trials:
+        assert info["push_counts"][trial.trial_id] == expected, (trial.trial_id, info["push_counts"])
+        assert info["last_step"][trial.trial_id] == trial.config["steps"]
+    return info
+
+
+def _spos(space, **kwargs) -> SPOSSearcher:
+    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10,
+                            population=4, generations=1, eval_batch=4, **kwargs)
+    searcher.training.sync_every = 5
+    return searcher
+
+
+def test_spos_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tiny_spec, tmp_path):
+    store = _store(tiny_spec, node_id=nodes.head)  # placed on the head: the second node pulls across
+    searcher = _spos(tiny_spec.space)
+    analysis = _run(store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher,
+                    num_samples=-1)
+    train = [t for t in analysis.trials if t.config["task"] == "train"]
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert {t.last_result["node_id"] for t in train} == {nodes.head, nodes.second}
+    info = _assert_every_push_once(store, train, expected=2)
+    assert info["node_id"] == nodes.head and info["stats"]["duplicates"] == 0
+    assert searcher.training.completed == 20 and len(searcher.history) == 4 and searcher.best_architecture()
+    store.kill()
+
+
+def test_ase_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tiny_spec, tmp_path):
+    ase = pytest.importorskip("tune_spacenas.searchers.ase", reason="the ASE searcher is not written yet")
+    store = _store(tiny_spec, node_id=nodes.second)  # placed on the second node: the head pulls across
+    searcher = ase.ASESearcher(space=tiny_spec.space, metric="accuracy", mode="max", seed=0, num_subspaces=2,
+                               local_distance=2, train_steps=20, steps_per_trial=10, max_queries=3)
+    searcher.training.sync_every = 5
+    analysis = _run(store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher,
+                    num_samples=-1)
+    train = [t for t in analysis.trials if t.config["task"] == "train"]
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert {t.last_result["node_id"] for t in train} == {nodes.head, nodes.second}
+    _assert_every_push_once(store, train, expected=2)
+    assert store.info()["node_id"] == nodes.second and len(searcher.history) == 3
+    store.kill()
+
+
+class _KillWorkerOnce(tune.Callback):
+    """SIGKILL a training trial's worker process once it has pushed (mid-training)."""
+
+    def __init__(self, after_step: int):
+        self.after_step, self.killed, self.results = after_step, None, []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results.append((trial.trial_id, result["steps_done"], result["worker_pid"]))
+        if self.killed is None and result["steps_done"] >= self.after_step:
+            self.killed = (trial.trial_id, result["worker_pid"])
+            os.kill(result["worker_pid"], signal.SIGKILL)
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path):
+    store = _store(tiny_spec)
+    killer = _KillWorkerOnce(after_step=10)
+    analysis = _run(_train_config(store), tmp_path, num_samples=2, max_failures=2, callbacks=[killer])
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    victim, pid = killer.killed
+    assert [t.num_failures for t in analysis.trials if t.trial_id == victim] == [1]
+    after = [step for trial, step, p in killer.results if trial == victim and p != pid]
+    assert after and after[0] > 2  # resumed from its checkpoint, not from step 0
+    info = _assert_every_push_once(store, analysis.trials, expected=20)  # 40 steps, a push every 2
+    print("replayed pushes ignored:", info["stats"]["duplicates"])
+    store.kill()
+
+
+class _CrashStoreOnce(tune.Callback):
+    def __init__(self, store: WeightStore):
+        self.store, self.crashed = store, False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self.crashed and result["steps_done"] >= 10:
+            self.crashed = True
+            ray.kill(self.store._actor, no_restart=False)  # a crash: Ray restarts it
+
+
+def test_a_crashed_store_restarts_from_its_checkpoint_and_trials_carry_on(nodes, tiny_spec, tmp_path):
+    store = _store(tiny_spec, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
+    crash = _CrashStoreOnce(store)
+    analysis = _run(_train_config(store), tmp_path, num_samples=2, callbacks=[crash])
+    assert crash.crashed and all(t.status == "TERMINATED" and t.num_failures == 0 for t in analysis.trials)
+    info = _assert_every_push_once(store, analysis.trials, expected=20)  # checkpoint_every=1: nothing lost
+    assert info["restarted"]
+    store.kill()
+
+
+def _load_example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cluster_search", ROOT / "examples" / "cluster_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _search_driver(nodes, tmp_path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "TUNE_GLOBAL_CHECKPOINT_S": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(ROOT / "examples" / "cluster_search.py"), "--storage", str(tmp_path / "results"),
+               "--name", "driver-kill", "--train-steps", "40", "--generations", "2", "--summary",
+               str(tmp_path / "summary.json"), *extra]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def test_a_killed_driver_resumes_with_tuner_restore_and_counts_every_trial_once(nodes, tiny_spec, tmp_path):
+    driver = _search_driver(nodes, tmp_path)
+    completed = []
+    for line in driver.stdout:  # kill it once two trials have finished, mid-training
+        if line.startswith("COMPLETE"):
+            completed.append(line.split()[1])
+            if len(completed) == 2:
+                driver.send_signal(signal.SIGKILL)
+                break
+    driver.wait(timeout=60)
+    assert len(completed) == 2, "the driver ended before it could be killed"
+    resumed = _search_driver(nodes, tmp_path)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "RESUME" in output, output[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    example = _load_example()  # the same search, uninterrupted and in-process: the bookkeeping to match
+    args = example.parse_args(["--storage", "unused", "--train-steps", "40", "--generations", "2"])
+    reference = example.make_searcher(args)
+    run_in_process(reference, InProcessSupernet(example.tiny_spec(), "cpu"))
+    expected = {"issued": reference.training.issued, "completed": reference.training.completed, "failed": 0}
+    assert summary["training"] == expected  # no training trial counted twice or lost
+    assert summary["history"] == len(reference.history) and summary["errors"] == 0  # no suggestion lost
+    ledger = summary["store"]["push_counts"]
+    assert len(ledger) == 4 and set(ledger.values()) == {2}  # the store came back with every push, once
+
+
+def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path):
+    # The store sits on the second node with a soft affinity: it must come back on the head from its checkpoint.
+    store = _store(tiny_spec, node_id=nodes.second, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
+    assert store.info()["node_id"] == nodes.second
+    second = next(n for n in nodes.cluster.worker_nodes if n.node_id == nodes.second)
+
+    class RemoveSecondNode(tune.Callback):
+        removed = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.removed and result["node_id"] == nodes.second and result["steps_done"] >= 10:
+                RemoveSecondNode.removed = True
+                nodes.cluster.remove_node(second, allow_graceful=False)
+
+    # Fresh actors (no reuse) land wherever a CPU is free, so one trial runs on the second node.
+    analysis = _run(_train_config(store), tmp_path, num_samples=3, max_failures=3, callbacks=[RemoveSecondNode()],
+                    reuse_actors=False)
+    assert RemoveSecondNode.removed
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert {t.last_result["node_id"] for t in analysis.trials} == {nodes.head}
+    info = _assert_every_push_once(store, analysis.trials, expected=20)
+    assert info["node_id"] == nodes.head and info["restarted"]
