@@ -12,6 +12,8 @@ batch 128, SGD with cosine learning rate.
     returns are trained standalone from scratch with ``--seeds`` seeds and scored on the test set.
 (b) Table 4 analog: evolution and random search on the manual and the generated space (same supernets).
     Both searches rank candidates by Eq. (6)'s regularised loss ``CE + lambda MAdds`` on the supernet.
+    The evolution itself limits each cell's MAdds (Eq. 1) to the manual space's largest block in the
+    same layer, so the generated and the manual space span comparable costs.
 (c) Fig. 3 analog: the evolution's training loss per generation with and without the reference DAG.
 (d) Table 6 analog: three networks of the same cell at increasing depth (1, 2, 3 chained conv3x3 per
     layer) as the candidates of one fitness-weighted choice, from Table 6's five initial fitness
@@ -52,6 +54,17 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             "input_size": args.resolution}
 
 
+def cell_limits(args: argparse.Namespace) -> list[float] | None:
+    """Eq. (1)'s MAdds_max per layer: ``irb`` caps a cell at the manual space's largest block (mb_k7_e6) in
+    the same layer, so the generated and the manual space span comparable costs."""
+    from tune_spacenas.spaces import IRBSpace
+
+    if args.cell_limit == "none":
+        return None
+    manual = IRBSpace(**plan(args))
+    return [manual.layer_cost(layer, "mb_k7_e6").madds for layer in range(manual.num_layers)]
+
+
 def spec_for(args: argparse.Namespace, space, seed: int, train_size: int | None = None):
     from tune_spacenas.data import DataSpec
     from tune_spacenas.supernet.spec import SupernetSpec
@@ -88,8 +101,8 @@ def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0, runner:
     searcher = AutoSpaceSearcher(
         space=space, metric="loss", mode="min", seed=seed, cells_per_layer=args.cells, population_size=args.population,
         tournament_size=args.tournament, generations=args.generations, iterations_per_generation=args.iterations,
-        epsilon=args.epsilon, use_reference=use_reference, alpha_lr=args.alpha_lr, madds_penalty=args.madds_penalty,
-        lr=args.lr)
+        epsilon=args.epsilon, use_reference=use_reference, alpha_lr=args.alpha_lr, lr=args.lr,
+        madds_penalty=args.evolution_madds_penalty, max_cell_madds=cell_limits(args))
     losses: list[float] = []
 
     def progress(config: dict, result: dict) -> None:
@@ -312,6 +325,7 @@ def summarise(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, An
                    "candidates_evaluated": {k: results[f"search/{k}"]["evaluated"] for k in ("full", "manual", "autospace")},
                    "standalone_steps": args.standalone_steps, "batch_size": args.batch_size,
                    "madds_penalty": args.madds_penalty, "eval_images": args.eval_images,
+                   "cell_limit": args.cell_limit, "evolution_madds_penalty": args.evolution_madds_penalty,
                    "design_cost_seconds": evolutions["reference"]["seconds"],
                    "search_seconds": {k: results[f"search/{k}"]["seconds"] for k in ("full", "manual", "autospace")}},
         "seeds": args.seeds,
@@ -430,6 +444,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=100, help="f: iterations per supernet generation")
     p.add_argument("--epsilon", type=float, default=0.5)
     p.add_argument("--alpha-lr", type=float, default=0.05)
+    p.add_argument("--cell-limit", choices=("irb", "none"), default="irb",
+                   help="Eq. (1)'s per-cell MAdds limit: the manual space's largest block per layer, or none")
+    p.add_argument("--evolution-madds-penalty", type=float, default=0.0,
+                   help="Eq. (6)'s lambda on the fitness-weighted layers during the evolution (the paper: none)")
     # The searches on each space
     p.add_argument("--supernet-steps", type=int, default=3000)
     p.add_argument("--search-population", type=int, default=20)

@@ -279,6 +279,19 @@ def test_reference_constraint_binds_in_the_first_half_only():
     assert all(hamming_distance(m.cell, other) < 0.12 for pop in custom.populations for m in pop)
 
 
+def test_eq1_madds_limit_keeps_expensive_cells_out():
+    space = OpenCellSpace(**PLAN)
+    limits = [1.5 * space.layer_cost(layer, REFERENCE_IRB).madds for layer in range(space.num_layers)]
+    s = searcher(max_cell_madds=limits, population_size=12, use_reference=False)
+    for g in range(3):
+        job = s.suggest(f"g{g}")
+        s.on_trial_complete(f"g{g}", result=synthetic_result(job))
+    for layer, pop in enumerate(s.populations):
+        assert all(space.layer_cost(layer, m.cell).madds < limits[layer] for m in pop)
+    with pytest.raises(ValueError, match="2 layers"):
+        searcher(max_cell_madds=[1e6]).suggest("t")
+
+
 def test_bad_configurations_are_clear_errors():
     with pytest.raises(ValueError, match="cells_per_layer"):
         AutoSpaceSearcher(cells_per_layer=9, population_size=4)

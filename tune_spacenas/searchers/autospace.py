@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,7 +85,8 @@ class AutoSpaceSearcher(ArchSearcher):
         compensation: scale Eq. (4) by ``n(d)/n'(d)``: the cell's iterations in this generation over its
             iterations in the whole evolution (``compensation_factor``).
         madds_penalty: lambda of Eq. (6), on the expected MAdds of each fitness-weighted layer.
-        max_cell_madds: Eq. (1)'s MAdds_max: cells above it never enter a population.
+        max_cell_madds: Eq. (1)'s MAdds_max: cells above it never enter a population (one number, or
+            one per layer).
         lr: peak learning rate of the supernet's weights (cosine to 0 over the evolution).
         **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store).
     """
@@ -95,7 +97,7 @@ class AutoSpaceSearcher(ArchSearcher):
                  offspring: int = 2, reference: str = REFERENCE_IRB, use_reference: bool = True, tau: float = 0.12,
                  reference_fraction: float = 0.5, initial_fitness_std: float = 1e-3, alpha_lr: float = 0.05,
                  gate_paths: int = 2, compensation: bool = True, madds_penalty: float = 0.0,
-                 max_cell_madds: float | None = None, lr: float = 0.05, **kwargs: Any):
+                 max_cell_madds: float | Sequence[float] | None = None, lr: float = 0.05, **kwargs: Any):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(metric=metric, mode=mode, **kwargs)
         if not 1 <= cells_per_layer <= population_size:
@@ -128,6 +130,8 @@ class AutoSpaceSearcher(ArchSearcher):
         if self.num_layers is not None and self.num_layers != self.space.num_layers:
             raise ValueError(f"num_layers={self.num_layers} but the space has {self.space.num_layers} layers")
         self.num_layers = self.space.num_layers
+        if isinstance(self.max_cell_madds, Sequence) and len(self.max_cell_madds) != self.num_layers:
+            raise ValueError(f"max_cell_madds names {len(self.max_cell_madds)} limits for {self.num_layers} layers")
         self.populations = [self._initial_population(layer) for layer in range(self.num_layers)]
 
     def _initial_population(self, layer: int) -> list[Member]:
@@ -149,8 +153,11 @@ class AutoSpaceSearcher(ArchSearcher):
                 for text in members]
 
     def _affordable(self, layer: int, cell: str) -> bool:
-        """Eq. (1)'s constraint ``MAdds(d) < MAdds_max``."""
-        return self.max_cell_madds is None or self.space.layer_cost(layer, cell).madds < self.max_cell_madds
+        """Eq. (1)'s constraint ``MAdds(d) < MAdds_max`` (the layer's own limit where one is given per layer)."""
+        limit = self.max_cell_madds
+        if limit is None:
+            return True
+        return self.space.layer_cost(layer, cell).madds < (limit[layer] if isinstance(limit, Sequence) else limit)
 
     def _acceptable(self, layer: int, cell: str, constrained: bool) -> bool:
         return self._affordable(layer, cell) and (not constrained or hamming_distance(cell, self.reference) < self.tau)

@@ -296,7 +296,7 @@ class FitnessWeightedLayer:
         if self.gates is not None and self.gates.grad is not None:
             idx = torch.tensor(self.paths)
             alpha = self.alpha[idx]
-            grad = fitness_gradient(self.gates.grad.to(torch.float64), alpha, self.compensation[idx])
+            grad = fitness_gradient(self.gates.grad.to("cpu", torch.float64), alpha, self.compensation[idx])
             if self.madds_penalty:
                 grad = grad + self.madds_penalty * madds_gradient(alpha, self.madds[idx])
             self.alpha[idx] -= self.alpha_lr * grad
