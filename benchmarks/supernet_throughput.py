@@ -41,11 +41,12 @@ def plain_loop(spec: SupernetSpec, seconds: float, device: str, threads: int) ->
                           weight_decay=spec.weight_decay)
     rng = np.random.default_rng(0)
     loss_fn = torch.nn.CrossEntropyLoss()
-    images, start = 0, None
+    images, start, step = 0, None, 0
     while start is None or time.perf_counter() - start < seconds:
-        if images == 2 * spec.batch_size:  # two warm-up steps, then the clock starts
+        if step == 2:  # two warm-up steps, then the clock starts
             _sync(device)
             start, images = time.perf_counter(), 0
+        step += 1
         x, y = next(stream)
         loss = loss_fn(net(x, spec.space.sample(rng)), y)
         opt.zero_grad(set_to_none=True)
