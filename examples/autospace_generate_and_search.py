@@ -1,0 +1,188 @@
+"""AutoSpace end to end: generate a search space once, then search it with other searchers.
+
+    python examples/autospace_generate_and_search.py --quick         # digits, about two minutes: the plumbing
+    python examples/autospace_generate_and_search.py                 # CIFAR-10 at 16x16, about 20 min on 2 cores
+    python examples/autospace_generate_and_search.py --in-process    # the same without Ray
+    python examples/autospace_generate_and_search.py --space generated_space.json   # reuse a generated space
+
+1. Generation (AutoSpace, section 3.2): ``AutoSpaceSearcher`` evolves one population of cells per layer on
+   the open space's shared supernet; each Tune trial trains one supernet generation (K cells per layer,
+   fitness-weighted, binary gates) and reports the learned fitness scores; two generations train at once
+   (``ConcurrencyLimiter``). The top-K cells per layer are saved as a ``GeneratedSpace`` (JSON).
+2. Search (section 3.3): the generated space's supernet is trained and searched by SPOS (ours: uniform
+   path training, then evolution ranked by Eq. 6's regularised loss), then searched again on the same
+   trained weights by Tune's own ``OptunaSearch`` through the space's ``param_space()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tune_spacenas.data import DataSpec
+from tune_spacenas.searchers import AutoSpaceSearcher, SPOSSearcher
+from tune_spacenas.spaces import GeneratedSpace, OpenCellSpace
+from tune_spacenas.supernet.spec import SupernetSpec
+
+MADDS_PENALTY = 2e-8  # Eq. (6)'s lambda: 1M multiply-adds cost as much as 0.02 of cross-entropy
+
+
+def make_spec(space, quick: bool) -> SupernetSpec:
+    if quick:
+        return SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
+                            recalibration_batches=2)
+    return SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
+
+
+def open_space(quick: bool) -> OpenCellSpace:
+    if quick:
+        return OpenCellSpace(widths=(8, 16, 16), strides=(1, 2, 1), stem_channels=8, input_size=8)
+    return OpenCellSpace(input_size=16)
+
+
+class Progress:
+    """One line per finished trial."""
+
+    def __init__(self, searcher: Any):
+        self.searcher, self.start = searcher, time.time()
+
+    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
+        s, elapsed = self.searcher, time.time() - self.start
+        if isinstance(s, AutoSpaceSearcher):
+            best = s.top_cells(1)
+            print(f"[{elapsed:6.0f}s] generation {s.completed_generations:>3}/{s.generations} loss {result['loss']:.3f}"
+                  f" | fittest cell of layer 1: {best[0][0]}", flush=True)
+        elif config.get("task") == "train":
+            print(f"[{elapsed:6.0f}s] supernet training {s.training.completed}/{s.training.total_steps} steps, "
+                  f"loss {result['loss']:.3f}", flush=True)
+        elif "per_arch" in result or "per_arch/regularized_loss" in result:
+            scores = result.get("per_arch/regularized_loss") or result["per_arch"]["regularized_loss"]
+            print(f"[{elapsed:6.0f}s] evolution scored {len(scores)} candidates, best Eq. 6 loss {min(scores):.3f}",
+                  flush=True)
+        else:
+            print(f"[{elapsed:6.0f}s] {type(s).__name__}: Eq. 6 loss {result['regularized_loss']:.3f} "
+                  f"(accuracy {result['accuracy']:.1f}%, {result['madds'] / 1e6:.2f}M MAdds)", flush=True)
+
+
+class Runner:
+    """The same trials with Ray Tune (a named weight store per supernet) or in this process."""
+
+    def __init__(self, in_process: bool, concurrency: int):
+        self.in_process, self.concurrency = in_process, concurrency
+        self.stores: dict[str, Any] = {}
+        if not in_process:
+            import ray
+
+            # SPOS's training trials report the training loss, not the evaluations' regularized_loss.
+            os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+            ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
+
+    def run(self, searcher: Any, spec: SupernetSpec, metric: str, mode: str, constants: dict | None = None,
+            trials: int | None = None) -> None:
+        """Run ``searcher`` to its end (or ``trials`` trials) on ``spec``'s supernet; ``constants`` join every
+        trial config. Searchers that are not ours (Optuna) search the space's ``param_space()``."""
+        progress = Progress(searcher)
+        key = repr(spec.space.to_spec())
+        ours = hasattr(searcher, "propose")
+        if self.in_process:
+            from tune_spacenas.runner import InProcessSupernet, run_in_process
+
+            runner = self.stores.setdefault(key, InProcessSupernet(spec))
+            config = dict(constants or {}) if ours else {**spec.space.param_space(), **(constants or {})}
+            if not ours:
+                searcher.set_search_properties(metric, mode, config)
+            run_in_process(searcher, runner, max_trials=trials or 1_000_000, param_space=config,
+                           space=None if ours else spec.space, on_result=progress)
+            return
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+
+        from tune_spacenas.store.actor import WeightStore
+        from tune_spacenas.trainables import supernet_trainable
+
+        class PrintProgress(tune.Callback):
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                if trial.last_result:
+                    progress(trial.config, trial.last_result)
+
+        store = self.stores.get(key) or WeightStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
+        self.stores[key] = store
+        tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric, mode=mode,
+                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=self.concurrency), num_samples=trials or -1,
+                 reuse_actors=True, callbacks=[PrintProgress()], verbose=0)
+
+    def close(self) -> None:
+        if not self.in_process:
+            for store in self.stores.values():
+                store.kill()
+
+
+def generate(args: argparse.Namespace, runner: Runner) -> GeneratedSpace:
+    space = open_space(args.quick)
+    searcher = AutoSpaceSearcher(num_layers=space.num_layers, metric="loss", mode="min", space=space,
+                                 cells_per_layer=args.cells, population_size=4 * args.cells,
+                                 generations=args.generations, iterations_per_generation=args.iterations, seed=args.seed)
+    print(f"== generating: {args.generations} generations of {args.iterations} iterations, K={args.cells}, "
+          f"{space.num_layers} layers, {searcher.population_size} cells per population")
+    runner.run(searcher, make_spec(space, args.quick), "loss", "min")
+    generated = searcher.generated_space()
+    generated.save(args.save)
+    print(f"wrote {args.save}: {generated} (top-{args.cells} cells of each layer); population history -> "
+          f"{Path(args.save).with_suffix('.parquet')}")
+    searcher.export_history(Path(args.save).with_suffix(".parquet"))
+    return generated
+
+
+def search(args: argparse.Namespace, space: GeneratedSpace, runner: Runner) -> None:
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = make_spec(space, args.quick)
+    constants = {"madds_penalty": MADDS_PENALTY}
+    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=args.seed,
+                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), population=12,
+                        generations=4, parents=4, mutations=6, crossovers=6, eval_batch=12)
+    print(f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
+          f"then evolution")
+    runner.run(spos, spec, "regularized_loss", "min", constants)
+    print(f"SPOS found {spos.best_architecture()}  ({space.cost(space.from_string(spos.best_architecture())).madds / 1e6:.2f}M MAdds)")
+
+    print(f"\n== Optuna (Tune's own searcher) on the same trained supernet: {args.optuna_trials} architectures")
+    optuna = OptunaSearch(metric="regularized_loss", mode="min", seed=args.seed)
+    runner.run(optuna, spec, "regularized_loss", "min", constants, trials=args.optuna_trials)
+    best = optuna._ot_study.best_trial
+    print(f"Optuna found {','.join(best.params[f'ops/{s.name}'] for s in space.slots)} (Eq. 6 loss {best.value:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="digits at 8x8 and a tiny budget")
+    parser.add_argument("--in-process", action="store_true", help="no Ray: one process, the same searches")
+    parser.add_argument("--space", default=None, help="search this saved GeneratedSpace instead of generating one")
+    parser.add_argument("--save", default="generated_space.json", help="where the generated space is written")
+    parser.add_argument("--cells", type=int, default=4, help="K cells per layer")
+    parser.add_argument("--generations", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None, help="f: iterations per supernet generation")
+    parser.add_argument("--supernet-steps", type=int, default=None)
+    parser.add_argument("--optuna-trials", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.generations = args.generations or (6 if args.quick else 12)
+    args.iterations = args.iterations or (10 if args.quick else 50)
+    args.supernet_steps = args.supernet_steps or (60 if args.quick else 1500)
+    args.optuna_trials = args.optuna_trials or (8 if args.quick else 30)
+
+    runner = Runner(args.in_process, args.concurrency)
+    try:
+        space = GeneratedSpace.load(args.space) if args.space else generate(args, runner)
+        search(args, space, runner)
+    finally:
+        runner.close()
+
+
+if __name__ == "__main__":
+    main()
