@@ -164,7 +164,7 @@ class NSESearcher(ArchSearcher):
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
-        self.theta = {"every": update_every, "lr": theta_lr, "betas": list(theta_betas), "alpha": alpha,
+        self.fitness = {"every": update_every, "lr": theta_lr, "betas": list(theta_betas), "alpha": alpha,
                       "beta": beta, "tau": tau}
         self.resource_unit, self.cost_table = resource_unit, cost_table
         self.drop_threshold, self.lock_and_rehearse = drop_threshold, lock_and_rehearse
@@ -190,9 +190,12 @@ class NSESearcher(ArchSearcher):
         self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
         inherited = [[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)] if self.inherit else [[] for _ in full.slots]
-        # Pools are in the space's layer-wise shuffled order (section 4.1), so the first subset is a seeded random one.
-        pending = [[o for o, op in enumerate(slot.ops) if op in names[i] and o not in inherited[i]]
-                   for i, slot in enumerate(full.slots)]
+        # Section 4.1: each layer's pool in a fixed, layer-wise shuffled order (a MultiBranchSpace's slots are
+        # already shuffled by its seed; other spaces by this searcher's), so the first subset is a random one.
+        order = [list(range(len(s.ops))) if isinstance(full, MultiBranchSpace)
+                 else np.random.default_rng([self.seed, i]).permutation(len(s.ops)).tolist() for i, s in enumerate(full.slots)]
+        pending = [[o for o in order[i] if full.slots[i].ops[o] in names[i] and o not in inherited[i]]
+                   for i in range(len(full.slots))]
         filled = replenish(inherited, pending, self.k)
         if filled is None:
             raise ValueError(f"a layer's pool holds fewer than K={self.k} operations; lower ops_per_layer")
@@ -213,7 +216,7 @@ class NSESearcher(ArchSearcher):
         """Open the round's training phase. Its first trial carries the round's reset: thetas back to 0
         (Eq. 4's uniform start) and fresh weights for the replenished operations (every weight with
         ``reinit_weights``); the other trials wait for it, so none trains on the previous round's values."""
-        settings = {**self.theta, "costs": self.costs.tolist(), "fixed_cost": self.fixed_cost}
+        settings = {**self.fitness, "costs": self.costs.tolist(), "fixed_cost": self.fixed_cost}
         self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_JOB_KEY: settings})
         self.reset = {"seed": 1000 * (self.seed + 1) + self.round, "ops": [list(op) for op in fresh_ops],
                       "all": bool(self.reinit_weights and self.round)}

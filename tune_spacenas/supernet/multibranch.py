@@ -227,7 +227,8 @@ class FitnessIndicators:
         if not alpha or "costs" not in settings:
             return loss
         costs = np.asarray(settings["costs"], float)
-        resource = torch.as_tensor(float(settings.get("fixed_cost", 0.0)) - float(settings["tau"]))
+        resource = torch.tensor(float(settings.get("fixed_cost", 0.0)) - float(settings["tau"]),
+                                device=self.fitness_indicators.device)
         for slot, pair in enumerate(pairs):
             cost_a = self._config_cost(space, slot, pair.a, costs)
             if pair.b is None:
@@ -254,7 +255,8 @@ class FitnessIndicators:
             if len(subset) > MAX_ENUMERATED_BRANCHES:
                 raise ValueError(f"slot {slot}: {len(subset)} operations; Eq. (4) is enumerated over a subset's "
                                  f"configurations, so keep K <= {MAX_ENUMERATED_BRANCHES}")
-            selectors = torch.tensor([[float(n in branches_of(space, slot, c)) for n in subset] for c in configs])
+            selectors = torch.tensor([[float(n in branches_of(space, slot, c)) for n in subset] for c in configs],
+                                     device=p.device)
             probs = layer_probability(p[slot, list(subset)], selectors)
             weights = probs.detach().cpu().double().numpy()
             a, b = rng.choice(len(configs), size=2, replace=False, p=weights / weights.sum())
