@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from tune_spacenas.jobs import TASK_KEY, TRAIN
 from tune_spacenas.searchers.base import FINISHED, ArchSearcher
 from tune_spacenas.searchers.training import TrainingPhase
