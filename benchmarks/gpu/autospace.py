@@ -134,9 +134,12 @@ def plot(section: dict, folder: Path) -> None:
     left.set_xlabel("generation")
     left.set_ylabel("supernet training loss")
     left.set_title("AutoSpace evolution (with reference DAG)")
+    everything = [a for acc in section["accuracy"].values() for a in acc]
     for x, (label, acc) in enumerate(section["accuracy"].items()):
-        right.scatter([x] * len(acc), acc, label=f"{label} ({section['madds'][label] / 1e6:.1f}M MAdds)")
-        right.bar(x, np.mean(acc), alpha=0.3)
+        colour = f"C{x}"
+        right.bar(x, np.mean(acc), color=colour, alpha=0.35)
+        right.scatter([x] * len(acc), acc, color=colour, label=f"{label} ({section['madds'][label] / 1e6:.1f}M MAdds)")
+    right.set_ylim(min(everything) - 3, max(everything) + 2)
     right.set_xticks(range(len(section["accuracy"])), list(section["accuracy"]))
     right.set_ylabel("standalone test accuracy (%)")
     right.set_title(f"SPOS's find, {section['standalone_steps']} standalone steps")
