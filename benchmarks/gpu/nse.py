@@ -102,7 +102,7 @@ def plot(section: dict, folder: Path) -> None:
         ax.scatter([i] * len(section[name]), section[name], color="k", s=12)
     ax.axhline(section["table_optimum"], ls="--", color="gray", label="table optimum")
     ax.set_xticks([0, 1], ["NSE (N_l = 1)", "SPOS + evolution"])
-    ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", ylim=(80, 95),
+    ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", ylim=(min(section["nse"] + section["spos"]) - 2, 95),
            title=f"GPU: {section['steps_per_method']} steps ({section['epochs']:.1f} epochs) each")
     ax.legend()
     fig.tight_layout()
