@@ -101,9 +101,9 @@ def soak(args: argparse.Namespace) -> dict:
     with simulated_cluster(nodes=2, cpus_per_node=2, object_store_mb=args.object_store_mb) as (_, node_ids):
         checkpoint = {"checkpoint_path": os.path.join(folder, "store.npz"), "checkpoint_every": 1} if args.store_crashes else {}
         store = WeightStore.create("store-load", arrays=arrays, node_id=node_ids[0], **checkpoint)
-        remote = ray.remote(Trial).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+        remote = ray.remote(Trial)
         names = [f"t{i}" for i in range(args.trials)]
-        trials = {n: remote.options(resources={f"node{i % 2}": 0.01}).remote(
+        trials = {n: remote.options(num_cpus=0, max_restarts=-1, max_task_retries=-1, resources={f"node{i % 2}": 0.01}).remote(
             store.name, n, args.tensors, size, args.path, folder, args.checkpoint_every) for i, n in enumerate(names)}
         samples, kills, store_crashes = [], [], []
         start = time.monotonic()
@@ -117,8 +117,8 @@ def soak(args: argparse.Namespace) -> dict:
                 used = {node[:8]: total[node].get("object_store_memory", 0) - free.get(node, {}).get("object_store_memory", 0)
                         for node in total}
                 samples.append({"t": round(time.monotonic() - start, 1), "store_rss": info["rss"],
-                                "cached_refs": info["cached_refs"], "object_store_used": used,
-                                "applied": info["stats"]["applied"]})
+                                "store_objects": info["objects"], "store_object_bytes": info["object_bytes"],
+                                "object_store_used": used, "applied": info["stats"]["applied"]})
 
         def chaos():
             rng = random.Random(0)
@@ -191,6 +191,7 @@ def plot(result: dict, path: Path) -> None:
     t = [s["t"] for s in samples]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(t, [s["store_rss"] / 2**20 for s in samples], label="store actor RSS")
+    ax.plot(t, [s["store_object_bytes"] / 2**20 for s in samples], label="store's objects (tensor versions handed out)")
     for node in samples[0]["object_store_used"]:
         ax.plot(t, [s["object_store_used"][node] / 2**20 for s in samples], label=f"object store used, node {node}")
     for moment, _ in result["kill_log"]:

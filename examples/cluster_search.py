@@ -23,7 +23,7 @@ import sys
 
 from ray import tune
 
-from tune_spacenas.cluster import connect
+from tune_spacenas.cluster import connect, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
 from tune_spacenas.searchers import SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
@@ -52,16 +52,24 @@ class PrintCompleted(tune.Callback):
         print(f"COMPLETE {trial.trial_id} {trial.config.get('task')} {result.get('node_id', '?')}", flush=True)
 
 
+def trainable(args: argparse.Namespace):
+    """The supernet trainable; with ``--spread N``, trials go to nodes ``node0..node{N-1}`` in turn (custom
+    resources the nodes were started with): short trials otherwise stay on one warm actor's node."""
+    return tune.with_resources(supernet_trainable, round_robin(args.spread)) if args.spread > 1 else supernet_trainable
+
+
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
     store = WeightStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
                                checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
     if tune.Tuner.can_restore(experiment):
+        for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
+            print(f"REPAIRED {path} from the driver's staged copy", flush=True)
         print(f"RESUME {experiment}", flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable=supernet_trainable, resume_unfinished=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable(args), resume_unfinished=True)
     else:
         tuner = tune.Tuner(
-            supernet_trainable, param_space=store.param_space(),
+            trainable(args), param_space=store.param_space(),
             tune_config=tune.TuneConfig(search_alg=make_searcher(args), num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(name=args.name, storage_path=args.storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=3),
@@ -92,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sync-every", type=int, default=5)
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spread", type=int, default=0, help="place trials on nodes node0..node{N-1} in turn")
     parser.add_argument("--summary", default=None, help="also write the JSON summary here")
     parser.add_argument("--keep-store", action="store_true", help="leave the store running at the end")
     return parser.parse_args(argv)

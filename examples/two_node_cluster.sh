@@ -39,17 +39,17 @@ EOF
 }
 
 echo "work dir: $WORK"
-setsid ray start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=1 --resources='{"head": 1}' \
+setsid ray start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=1 --resources='{"node0": 1}' \
   --include-dashboard=false --block >"$WORK/head.log" 2>&1 &
 HEAD_PID=$!
 wait_for_nodes 1
-setsid ray start --address="$ADDRESS" --node-ip-address=127.0.0.1 --num-cpus=1 --resources='{"node2": 1}' \
+setsid ray start --address="$ADDRESS" --node-ip-address=127.0.0.1 --num-cpus=1 --resources='{"node1": 1}' \
   --block >"$WORK/node.log" 2>&1 &
 NODE_PID=$!
 wait_for_nodes 2
 echo "two nodes up at $ADDRESS (head pid $HEAD_PID, node pid $NODE_PID)"
 
-RAY_ADDRESS=$ADDRESS python examples/cluster_search.py --storage "$WORK/results" --name two-node \
+RAY_ADDRESS=$ADDRESS python examples/cluster_search.py --storage "$WORK/results" --name two-node --spread 2 \
   --summary "$WORK/summary.json" "$@"
 
 python - "$WORK/summary.json" <<'EOF'

@@ -206,3 +206,27 @@ def test_ray_address_pointing_nowhere_fails_fast_with_the_fix():
     assert "ConnectionError: no Ray cluster answers at 127.0.0.1:" in done.stderr
     assert "Connection refused" in done.stderr  # the socket's own error
     assert "ray start --head" in done.stderr and "unset it" in done.stderr
+
+
+def test_tune_state_damaged_by_a_killed_driver_is_repaired_from_the_staged_copy(tmp_path):
+    import json
+    import pickle
+
+    from tune_spacenas.cluster import repair_experiment
+
+    experiment = tmp_path / "results" / "exp"
+    staged = tmp_path / "ray" / "session_1" / "artifacts" / "2026-01-01_00-00-00" / "exp" / "driver_artifacts"
+    experiment.mkdir(parents=True)
+    staged.mkdir(parents=True)
+    state = json.dumps({"trials": 3}).encode()
+    (staged / "experiment_state-2026.json").write_bytes(state)
+    (staged / "searcher-state-2026.pkl").write_bytes(pickle.dumps({"issued": 3}))
+    (experiment / "experiment_state-2026.json").write_bytes(state[:5])  # the upload was cut short
+    (experiment / "searcher-state-2026.pkl").write_bytes(pickle.dumps({"issued": 2}))  # an older save
+    repaired = repair_experiment(str(experiment), staging_root=str(tmp_path / "ray"))
+    assert sorted(p.rsplit("/", 1)[1] for p in repaired) == ["experiment_state-2026.json", "searcher-state-2026.pkl"]
+    assert json.loads((experiment / "experiment_state-2026.json").read_text()) == {"trials": 3}
+    assert repair_experiment(str(experiment), staging_root=str(tmp_path / "ray")) == []  # nothing left to do
+    (experiment / "experiment_state-2026.json").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="is damaged .* no staged copy .* delete the files of that session"):
+        repair_experiment(str(experiment), staging_root=str(tmp_path / "nowhere"))

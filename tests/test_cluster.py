@@ -187,19 +187,22 @@ def _search_driver(nodes, tmp_path, *extra: str) -> subprocess.Popen:
 
 def test_a_killed_driver_resumes_with_tuner_restore_and_counts_every_trial_once(nodes, tiny_spec, tmp_path):
     driver = _search_driver(nodes, tmp_path)
-    completed = []
+    completed, first = [], []
     for line in driver.stdout:  # kill it once two trials have finished, mid-training
+        first.append(line)
         if line.startswith("COMPLETE"):
             completed.append(line.split()[1])
             if len(completed) == 2:
                 driver.send_signal(signal.SIGKILL)
                 break
     driver.wait(timeout=60)
-    assert len(completed) == 2, "the driver ended before it could be killed"
+    assert len(completed) == 2, "the driver ended before it could be killed:\n" + "".join(first)[-3000:]
     resumed = _search_driver(nodes, tmp_path)
     output, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0 and "RESUME" in output, output[-3000:]
+    log = f"first driver:\n{''.join(first)[-2000:]}\nresumed driver:\n{output[-6000:]}"
+    assert resumed.returncode == 0 and "RESUME" in output, log
     summary = json.loads((tmp_path / "summary.json").read_text())
+    print(log)  # shown when an assertion below fails
 
     example = _load_example()  # the same search, uninterrupted and in-process: the bookkeeping to match
     args = example.parse_args(["--storage", "unused", "--train-steps", "40", "--generations", "2"])

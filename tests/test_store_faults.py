@@ -126,3 +126,24 @@ def test_every_pushed_step_reaches_a_checkpoint_even_between_report_steps(tiny_s
                lambda metrics, synced: resumed.append(metrics["steps_done"]), start_step=5)
     assert resumed == [6, 9, 12] and table.stats["duplicates"] == 2 and table.push_counts["t"] == 3
     assert all(np.array_equal(before[k], table.arrays[k]) for k in before)
+
+
+def test_versions_share_objects_and_stale_objects_are_compacted(ray_session, tmp_path):
+    """A pull puts every tensor it needs anew into one object; an object less than half current is folded
+    into the next one, so the store's objects hold at most twice the bytes handed out."""
+    keys = ["a", "b", "c", "d"]
+    store = WeightStore.create(f"groups-{uuid.uuid4().hex[:8]}", arrays={k: np.zeros(65536, np.float32) for k in keys})
+    try:
+        incarnation, _ = store.pull()
+        assert store.info()["objects"] == 1  # a, b, c, d (and nothing else) in one object
+        for step, key in enumerate(["a", "b", "c"], start=1):
+            store.push({key: ONES}, "t", step)
+            store.pull()
+            info = store.info()
+            assert info["object_bytes"] <= 2 * info["object_live_bytes"]
+        # {a}, {b}, then c's pull found the first object holding only d: d moved in with c.
+        assert info["objects"] == 3 and info["object_bytes"] == info["object_live_bytes"] == 4 * ONES.nbytes
+        _, arrays = store.pull()
+        assert [arrays[k][1][0] for k in keys] == [1.0, 1.0, 1.0, 0.0]
+    finally:
+        store.kill()

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tune_spacenas.store import storage
+
 CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"
 _AUTH_HINT = ("the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "
               "head, every node and the driver (RAY_AUTH_MODE=disabled, or RAY_AUTH_MODE=token with the same "
@@ -131,3 +133,65 @@ def _next_node(config: dict, nodes: int, cpus: float) -> dict:
     # Tune asks more than once per trial: the same config keeps its node.
     node = _PLACED.setdefault(json.dumps(config, sort_keys=True, default=str), len(_PLACED) % nodes)
     return {"cpu": cpus, f"node{node}": 0.01}
+
+
+_TUNE_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+
+
+def repair_experiment(experiment: str, staging_root: str = "/tmp/ray") -> list[str]:
+    """Make a killed driver's experiment directory restorable; returns the files it replaced.
+
+    Tune uploads its state files (``experiment_state-*``, ``search_gen_state-*``, ``searcher-state-*``) to
+    the storage path with a plain copy, so a driver killed during an upload leaves them truncated (empty,
+    most often) or from different saves, and ``Tuner.restore`` then starts a broken run. Tune writes the
+    same files atomically to the driver's staging directory first
+    (``<staging_root>/session_*/artifacts/*/<experiment name>/driver_artifacts``): where that is still on
+    this machine, its last save replaces the uploaded one, all files alike. RuntimeError, naming the fix,
+    when a damaged file has no staged copy (the driver's machine is gone).
+    """
+    import glob
+    import posixpath
+
+    name = posixpath.basename(str(experiment).rstrip("/"))
+    replaced = []
+    for pattern in _TUNE_STATE_FILES:
+        found = storage.glob(experiment, pattern)
+        if not found:
+            continue
+        newest = max(found)  # the file Tune restores from
+        staged = sorted((p for p in glob.glob(os.path.join(staging_root, "session_*", "artifacts", "*", name,
+                                                            "driver_artifacts", posixpath.basename(newest)))
+                         if _read_intact(p) is not None), key=os.path.getmtime)
+        uploaded = _read_intact(newest)
+        if not staged:
+            if uploaded is None:
+                raise RuntimeError(
+                    f"{newest} is damaged (the driver was killed while uploading it) and no staged copy is left "
+                    f"under {staging_root}: delete the files of that session ({posixpath.basename(newest)} and "
+                    "its siblings with the same timestamp) to resume from the previous session, or start the "
+                    "experiment anew (the weight store keeps its checkpoint)")
+            continue
+        data = _read_intact(staged[-1])
+        if data != uploaded:
+            storage.write_atomic(newest, lambda out: out.write(data))
+            replaced.append(newest)
+    return replaced
+
+
+def _read_intact(path: str) -> bytes | None:
+    """The file's bytes if they parse (as JSON or as a pickle: Tune's ``search_gen_state-*.json`` is a
+    pickle), else None: empty or truncated by a killed upload."""
+    import pickle
+
+    try:
+        with storage.open_read(path) as f:
+            data = f.read()
+    except OSError:
+        return None
+    for parse in (json.loads, pickle.loads):
+        try:
+            parse(data)
+            return data
+        except Exception:  # not this format, or truncated
+            continue
+    return None

@@ -2,9 +2,10 @@
 
 Trainables find the store by the plain name in their trial config (``config['store']``) in a fixed
 namespace; nothing in a config is a handle or an ObjectRef. Tensors travel as numpy arrays through
-Ray's object store: the actor ``ray.put``s each tensor version once and hands out refs, so a node
-fetches a version at most once (Ray caches fetched objects per node) and readers on the store's node
-get it zero-copy. A push carries only the tensors that changed.
+Ray's object store: the actor ``ray.put``s each tensor version once (the tensors a pull needs anew go
+into one object: ``_ObjectGroups``) and hands out refs, so a node fetches a version at most once (Ray
+caches fetched objects per node) and readers on the store's node get it zero-copy. A push carries only
+the tensors that changed.
 
 Faults. The actor restarts after a crash (``max_restarts=-1``, calls retried) and reloads its last
 checkpoint; its objects die with the old process, so the client re-fetches (``OwnerDiedError``), and a
@@ -38,13 +39,56 @@ _RETRYABLE = (ObjectLostError, RayActorError)
 _CREATED: dict[tuple[str, str], Any] = {}
 
 
+class _ObjectGroups:
+    """Tensor versions in Ray's object store: every tensor that needs a new ref in one pull goes into ONE
+    object (a dict of arrays; readers get zero-copy views), so a pull costs one ``ray.put`` and one transfer
+    per node instead of one per tensor (68 tensors of a MobileNet path: ~60 ms of puts against ~10). Each
+    tensor keeps the ref of the object holding its current version, so a node still fetches a version once.
+
+    An object lives while one of its tensors is current. When one is less than half current, its current
+    tensors are put again with the next object and it is freed: the store's objects never hold more than
+    twice the bytes of the tensors handed out.
+    """
+
+    def __init__(self) -> None:
+        self.refs: dict[str, tuple[int, ray.ObjectRef]] = {}  # tensor -> (version, ref of its object)
+        self.live: dict[ray.ObjectRef, dict[str, int]] = {}  # object -> {current tensor: bytes}
+        self.size: dict[ray.ObjectRef, int] = {}
+
+    def refs_for(self, table: WeightTable, wanted: Mapping[str, tuple[int, np.ndarray]]) -> dict[str, tuple[int, ray.ObjectRef]]:
+        fresh = {k: a for k, (v, a) in wanted.items() if self.refs.get(k, (None,))[0] != v}
+        if fresh:
+            for key in fresh:
+                self._release(key)
+            for ref in [r for r, live in self.live.items() if 2 * sum(live.values()) < self.size[r]]:
+                for key in list(self.live[ref]):  # compaction: re-put the current tensors of a mostly stale object
+                    fresh[key] = table.arrays[key]
+                    self._release(key)
+            ref = ray.put(fresh)
+            self.live[ref] = {k: a.nbytes for k, a in fresh.items()}
+            self.size[ref] = sum(self.live[ref].values())
+            self.refs.update({k: (table.versions[k], ref) for k in fresh})
+        return {k: self.refs[k] for k in wanted}
+
+    def _release(self, key: str) -> None:
+        _, ref = self.refs.pop(key, (None, None))
+        if ref is not None:
+            self.live[ref].pop(key)
+            if not self.live[ref]:  # the last ref to the object goes: Ray frees it
+                del self.live[ref], self.size[ref]
+
+    def stats(self) -> dict[str, int]:
+        return {"objects": len(self.live), "object_bytes": sum(self.size.values()),
+                "object_live_bytes": sum(sum(live.values()) for live in self.live.values())}
+
+
 class _StoreActor:
-    """The actor's body: a ``WeightTable`` plus one cached object ref per (tensor, version)."""
+    """The actor's body: a ``WeightTable`` plus the object-store copies of the tensor versions handed out."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
                  checkpoint_every: int, name: str = ""):
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
-        self._refs: dict[str, tuple[int, ray.ObjectRef]] = {}
+        self._objects = _ObjectGroups()
         context = ray.get_runtime_context()
         self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
@@ -55,17 +99,11 @@ class _StoreActor:
         import psutil
 
         return {**self.table.info(), **self.place, "rss": psutil.Process().memory_info().rss,
-                "cached_refs": len(self._refs)}
+                **self._objects.stats()}
 
     def pull(self, known: Mapping[str, int] | None, keys: list[str] | None, incarnation: str | None):
         incarnation, arrays = self.table.pull(known, keys, incarnation)
-        out = {}
-        for key, (version, array) in arrays.items():
-            cached = self._refs.get(key)
-            if cached is None or cached[0] != version:
-                cached = self._refs[key] = (version, ray.put(array))  # the old version's ref is dropped: freed
-            out[key] = cached
-        return incarnation, out
+        return incarnation, self._objects.refs_for(self.table, arrays)
 
     def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
         return self.table.push(deltas, trial_id, step)
@@ -253,8 +291,9 @@ class WeightStore:
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
         def fetch(reply):
             incarnation, refs = reply
-            values = ray.get([ref for _, ref in refs.values()]) if refs else []
-            return incarnation, {k: (v, a) for (k, (v, _)), a in zip(refs.items(), values)}
+            objects = list(dict.fromkeys(ref for _, ref in refs.values()))  # tensors share objects
+            groups = dict(zip(objects, ray.get(objects))) if objects else {}
+            return incarnation, {k: (v, groups[ref][k]) for k, (v, ref) in refs.items()}
 
         incarnation, out = self._call("pull", known, None if keys is None else list(keys), incarnation, fetch=fetch)
         if self._incarnation not in (None, incarnation):

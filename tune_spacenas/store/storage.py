@@ -75,6 +75,22 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
     filesystem.move(tmp, inner)
 
 
+def glob(directory: str, pattern: str) -> list[str]:
+    """The files in ``directory`` (a path or URI, not recursive) whose name matches ``pattern``."""
+    import fnmatch
+
+    if not is_uri(directory):
+        return sorted(os.path.join(directory, n) for n in os.listdir(directory) if fnmatch.fnmatch(n, pattern)) \
+            if os.path.isdir(directory) else []
+    from pyarrow import fs
+
+    directory = directory.rstrip("/")
+    filesystem, inner = _filesystem(directory)
+    prefix = directory[: len(directory) - len(inner.rstrip("/"))]  # scheme and authority, e.g. "s3://"
+    infos = filesystem.get_file_info(fs.FileSelector(inner, allow_not_found=True))
+    return sorted(prefix + i.path for i in infos if fnmatch.fnmatch(posixpath.basename(i.path), pattern))
+
+
 @contextmanager
 def open_read(path: str) -> Iterator[BinaryIO]:
     """The file at ``path`` opened for reading (a URI's bytes are read whole)."""
