@@ -317,6 +317,25 @@ def test_without_lock_and_rehearse_nothing_is_locked_or_rehearsed():
     assert searcher.rounds[1]["locked"] == [[]] * 4 and searcher.rounds[1]["rehearsed"] == 0
 
 
+def test_a_finished_search_continues_on_a_second_pool():
+    runner = InProcessSupernet(tiny_spec(), "cpu")
+    first = tiny_nse(metric="accuracy", mode="max")
+    with pytest.raises(ValueError, match="not finished"):
+        first.continue_on(tiny_space(), ["dw_k9_e1"])
+    _drive(first, runner, 60)
+    extra = ["dw_k9_e1", "dw_k11_e1", "dw_k5_e3"]
+    space = MultiBranchSpace(pool=TINY_POOL + extra, width_mult=0.25, input_size=8, num_classes=10,
+                             stages=((16, 2, 1), (24, 2, 2)))
+    second = first.continue_on(space, extra, max_rounds=1)
+    second_runner = InProcessSupernet(tiny_spec(space), "cpu")
+    _drive(second, second_runner, 60)
+    start = second.rounds[0]
+    assert start["locked"] == first.final_subsets and start["rehearsed"] == len(first.front)
+    for inherited, subset in zip(first.final_subsets, start["subsets"]):
+        assert subset[:len(inherited)] == inherited and set(subset[len(inherited):]) <= set(extra)
+    assert second.k == first.k and second.steps_per_round == first.steps_per_round
+
+
 def test_continuing_on_a_second_pool_inherits_and_locks():
     space = MultiBranchSpace(pool="nse27+second", width_mult=0.25, input_size=8, num_classes=10,
                              stages=((16, 2, 1), (24, 2, 2)))

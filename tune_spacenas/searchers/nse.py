@@ -157,6 +157,9 @@ class NSESearcher(ArchSearcher):
                  reinit_weights: bool = False, max_rounds: int | None = None,
                  pool: Sequence[str] | None = None, inherit: Sequence[Sequence[str]] | None = None,
                  rehearse: Sequence[str] = (), **kwargs: Any):
+        # The constructor's arguments, so ``continue_on`` can start a follow-up search with the same settings.
+        self.settings = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
+        self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed", "eval_images") if k in kwargs}
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(**kwargs)
         if ops_per_layer < 1:
@@ -364,6 +367,17 @@ class NSESearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Results and state
     # ------------------------------------------------------------------------------------------
+    def continue_on(self, space: SearchSpace, pool: Sequence[str], **overrides: Any) -> "NSESearcher":
+        """Section 5.2's "K=5 w/ 2nd Space": a new search on ``space`` (this search's operations plus the
+        ``pool``) that inherits this search's final subset (locked by L&R), rehearses its last Pareto front
+        and replenishes from ``pool`` only; other settings are this search's unless overridden (the paper
+        ran three more rounds: ``max_rounds=3``). It needs its own weight store, built for ``space``."""
+        if self.final_subsets is None:
+            raise ValueError("this search has not finished yet; continue_on starts from its final subset and front")
+        settings = {**self.settings, "space": space, "pool": list(pool), "inherit": self.final_subsets,
+                    "rehearse": [f["arch"] for f in self.front], "max_rounds": None}
+        return NSESearcher(**{**settings, **overrides})
+
     def best_architecture(self) -> str | None:
         """The most accurate architecture of the latest Pareto front (all inside the constraint)."""
         if not self.front:
