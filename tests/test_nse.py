@@ -357,8 +357,8 @@ def test_single_branch_special_case_on_nasbench201():
     runner = InProcessSupernet(spec, "cpu")
     base, costs = resource_table(space)
     assert base > 0 and costs[0, 3] > costs[0, 2] > 0 == costs[0, 1]  # 3x3 > 1x1 conv > skip
-    searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, steps_per_round=20, steps_per_trial=20, samples=8, edge_samples=0, tau=1.0,
-                           constraint=(0.0, 100.0), eval_batch=8)
+    searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, steps_per_round=20,
+                           steps_per_trial=20, samples=8, edge_samples=0, tau=1.0, constraint=(0.0, 100.0), eval_batch=8)
     _drive(searcher, runner, 40)
     assert searcher.phase == "FINISHED" and len(searcher.rounds) == 2
     assert space.contains(searcher.best_architecture())

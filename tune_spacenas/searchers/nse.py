@@ -159,7 +159,7 @@ class NSESearcher(ArchSearcher):
                  rehearse: Sequence[str] = (), **kwargs: Any):
         # The constructor's arguments, so ``continue_on`` can start a follow-up search with the same settings.
         self.settings = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
-        self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed", "eval_images") if k in kwargs}
+        self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed") if k in kwargs}
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(**kwargs)
         if ops_per_layer < 1:
@@ -168,7 +168,7 @@ class NSESearcher(ArchSearcher):
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
         self.fitness = {"every": update_every, "lr": theta_lr, "betas": list(theta_betas), "alpha": alpha,
-                      "beta": beta, "tau": tau}
+                        "beta": beta, "tau": tau}
         self.resource_unit, self.cost_table = resource_unit, cost_table
         self.drop_threshold, self.lock_and_rehearse = drop_threshold, lock_and_rehearse
         self.samples, self.edge_samples = samples, edge_samples
@@ -192,11 +192,13 @@ class NSESearcher(ArchSearcher):
         fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
         self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
-        inherited = [[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)] if self.inherit else [[] for _ in full.slots]
+        inherited = ([[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)] if self.inherit
+                     else [[] for _ in full.slots])
         # Section 4.1: each layer's pool in a fixed, layer-wise shuffled order (a MultiBranchSpace's slots are
         # already shuffled by its seed; other spaces by this searcher's), so the first subset is a random one.
         order = [list(range(len(s.ops))) if isinstance(full, MultiBranchSpace)
-                 else np.random.default_rng([self.seed, i]).permutation(len(s.ops)).tolist() for i, s in enumerate(full.slots)]
+                 else np.random.default_rng([self.seed, i]).permutation(len(s.ops)).tolist()
+                 for i, s in enumerate(full.slots)]
         pending = [[o for o in order[i] if full.slots[i].ops[o] in names[i] and o not in inherited[i]]
                    for i in range(len(full.slots))]
         filled = replenish(inherited, pending, self.k)
