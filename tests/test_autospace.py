@@ -12,7 +12,7 @@ import torch
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import evaluate_batch_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers import AutoSpaceSearcher, RandomSearcher
+from tune_spacenas.searchers import ASESearcher, AutoSpaceSearcher, RandomSearcher, RegularizedEvolutionSearcher
 from tune_spacenas.spaces import CellSpace, GeneratedSpace, IRBSpace, OpenCellSpace, space_from_spec
 from tune_spacenas.spaces import costs
 from tune_spacenas.spaces.cells import (REFERENCE_IRB, canonical_cell, cell_cost, cell_string, hamming_distance,
@@ -319,9 +319,13 @@ def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_search
 
     runner = InProcessSupernet(tiny_spec(space), "cpu")
     runner({"task": "train", "steps": 10, "seed": 0})
-    random_search = RandomSearcher(space=space, metric="accuracy", mode="max", max_queries=4, seed=0)
-    run_in_process(random_search, runner)
-    assert space.contains(random_search.best_architecture())
+    for other in (RandomSearcher(space=space, metric="accuracy", mode="max", max_queries=4, seed=0),
+                  RegularizedEvolutionSearcher(space=space, metric="accuracy", mode="max", max_queries=5,
+                                               population_size=3, seed=0),
+                  ASESearcher(space=space, metric="accuracy", mode="max", max_queries=4, num_subspaces=2,
+                              train_steps=10, steps_per_trial=10, seed=0)):
+        run_in_process(other, runner)
+        assert space.contains(other.best_architecture())
     # Tune's own searcher, through the generated space's param_space (Eq. 6's loss as the metric).
     param_space = {**space.param_space(), "madds_penalty": 1e-7, "images": 64}
     optuna = optuna_search(metric="regularized_loss", mode="min", seed=0)
