@@ -4,6 +4,7 @@ tensors only, checkpoints on a pyarrow.fs URI."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -22,8 +23,11 @@ def _store(tmp_path, **kwargs) -> WeightStore:
 
 
 def _crash(store: WeightStore) -> None:
-    """Kill the actor's process the way a crash would: Ray restarts it (max_restarts=-1)."""
+    """Kill the actor's process the way a crash would; returns once Ray has restarted it (max_restarts=-1)."""
+    pid = store.info()["pid"]
     ray.kill(store._actor, no_restart=False)
+    while store.info()["pid"] == pid:  # ray.kill is asynchronous
+        time.sleep(0.05)
 
 
 def _total(store: WeightStore) -> float:

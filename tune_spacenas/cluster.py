@@ -1,9 +1,15 @@
-"""``connect()``: ``ray.init`` for a laptop or an existing cluster, failing fast with the fix when it cannot.
+"""Running on a Ray cluster: joining it, spreading trials over it, resuming after a killed driver.
 
-A bare ``ray.init()`` with ``RAY_ADDRESS`` pointing nowhere retries for minutes before it gives up, and one
-whose ``/tmp/ray/ray_current_cluster`` names a dead cluster hangs; a cluster whose head turned token
-authentication on (Ray 2.60 does so by itself once ``~/.ray/auth_token`` exists) refuses drivers that did
-not. ``connect`` probes the address first and turns each of these into one error that says what to do.
+* ``connect()``: ``ray.init`` for a laptop or an existing cluster, failing fast with the fix. A bare
+  ``ray.init()`` with ``RAY_ADDRESS`` pointing nowhere retries for minutes before it gives up, one whose
+  ``/tmp/ray/ray_current_cluster`` names a dead cluster hangs, and a cluster whose head turned token
+  authentication on (Ray 2.60 does so by itself once ``~/.ray/auth_token`` exists) refuses drivers that
+  did not (after ~20 s, as "Failed to connect"). ``connect`` probes the address first and turns each of
+  these into one error that says what to do.
+* ``simulated_cluster()``: a multi-node cluster on this machine, for tests and benchmarks.
+* ``round_robin(n)``: trial resources that place trials on nodes ``node0..node{n-1}`` in turn.
+* ``repair_experiment(path)``: Tune state files a driver killed mid-upload left damaged, restored from
+  the driver's staged copy before ``Tuner.restore``.
 """
 
 from __future__ import annotations

@@ -240,9 +240,13 @@ class WeightStore:
             )
         return cls(name, actor, namespace)
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 10.0) -> None:
+        """Stop the store for good; returns once its name is free (a new store may take it)."""
         _CREATED.pop((self.namespace, self.name), None)
         ray.kill(self._actor, no_restart=True)
+        deadline = time.monotonic() + wait_s
+        while _lookup(self.name, self.namespace) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __reduce__(self):  # a pickled client reconnects by name (never ships a handle in a config)
         return (WeightStore.connect, (self.name, self.namespace))
