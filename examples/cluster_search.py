@@ -12,7 +12,8 @@ resumes where its last saved state was, unfinished trials restart from their own
 they repeat are ignored by the store. Set ``TUNE_GLOBAL_CHECKPOINT_S=0`` to save Tune's state every loop.
 
 Prints one line per finished trial (``COMPLETE <trial> <task> <node>``) and, at the end, a JSON summary of
-the search's bookkeeping and the store's ledger (also written to ``--summary``).
+the search's bookkeeping (read back from the searcher state Tune saved, so from a local or mounted
+``--storage``) and the store's ledger (also written to ``--summary``).
 """
 
 from __future__ import annotations
