@@ -1,6 +1,6 @@
 """ASE-NAS end to end on the shared supernet: train it, then evoke subspaces with inherited weights.
 
-    python examples/ase_supernet.py               # CIFAR-10 at 16x16, about 10 minutes on 2 CPU cores
+    python examples/ase_supernet.py               # CIFAR-10 at 16x16, a few minutes on 2 CPU cores
     python examples/ase_supernet.py --quick       # digits, about a minute: checks the plumbing only
     python examples/ase_supernet.py --in-process  # the same search without Ray (runner.run_in_process)
 
@@ -39,7 +39,7 @@ class Progress:
     """One line per finished trial: the training phase, then each evaluated architecture and the graph."""
 
     def __init__(self, searcher: ASESearcher):
-        self.searcher, self.start = searcher, time.time()
+        self.searcher, self.start, self.evaluated = searcher, time.time(), 0
 
     def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
         s, elapsed = self.searcher, time.time() - self.start
@@ -47,10 +47,11 @@ class Progress:
             print(f"[{elapsed:6.0f}s] supernet training {s.training.completed + s.training.failed:>5}/"
                   f"{s.training.total_steps} steps, loss {result.get('loss', float('nan')):.3f}", flush=True)
             return
+        self.evaluated += 1
         role = "centre" if "ase_center" in config else "b"
         graph = "" if s.graph is None else (f" | centres {', '.join(f'{v:.1f}' for v in s.graph.scores)}"
                                             f" | {s.replacements} replaced")
-        print(f"[{elapsed:6.0f}s] query {s.queries:>3}/{s.max_queries} {role:>6} {result['accuracy']:5.1f}%{graph}",
+        print(f"[{elapsed:6.0f}s] query {self.evaluated:>3}/{s.max_queries} {role:>6} {result['accuracy']:5.1f}%{graph}",
               flush=True)
 
 
