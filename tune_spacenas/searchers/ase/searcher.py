@@ -87,6 +87,7 @@ class ASESearcher(ArchSearcher):
         self.controller_args = dict(hidden_size=hidden_size, embedding_size=embedding_size,
                                     center_tanh_constant=center_tanh_constant, edit_tanh_constant=edit_tanh_constant)
         self.max_madds = max_madds
+        self.constraint: CostConstraint | None = None
         self.training = TrainingPhase(train_steps, steps_per_trial, train_lr)
         self.graph: SubspaceGraph | None = None
         self.baseline: float | None = None
