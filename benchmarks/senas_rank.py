@@ -22,6 +22,7 @@ them, and compares what each stage kept with random shrinking under the same rul
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -272,8 +273,9 @@ def summarise(cfg: dict, seeds: list[int], first: dict, senas: dict, spos: dict,
         "budget": {"stages": S, "epochs_per_stage": cfg["epochs_per_stage"], "steps_per_stage": cfg["stage_steps"],
                    "training_steps_each": S * cfg["stage_steps"], "batch_size": cfg["batch_size"],
                    "images_seen_each": S * cfg["stage_steps"] * cfg["batch_size"]},
-        "setting": {k: cfg[k] for k in ("resolution", "channels", "cells", "lr", "archs", "shrunk_archs", "snapshots",
-                                        "samples_per_op", "drop", "threshold", "eval_images")},
+        "setting": {k: cfg.get(k, True) for k in ("resolution", "channels", "cells", "lr", "archs", "shrunk_archs",
+                                                  "snapshots", "samples_per_op", "drop", "threshold", "eval_images",
+                                                  "evaluation_stability", "selection_confidence", "expanding")},
         "sets": {"F": f"fixed sample of {cfg['archs']} cells of the full space (spos_rank's)",
                  "S1": f"sample of {cfg['shrunk_archs']} cells of the space after stage 1's shrinking",
                  last: "every cell of the final space (after the last stage's shrinking)"},
@@ -317,9 +319,12 @@ def plot(payload: dict, folder: Path, name: str = "senas_rank.png") -> Path:
         for run in runs:
             ax.plot(stages, run, color=colour, ls=style, alpha=0.25, lw=0.8)
         ax.errorbar(stages, runs.mean(0), yerr=runs.std(0), color=colour, ls=style, marker="o", capsize=3, label=label)
-    ax.errorbar([stages[-1] + 0.08], [np.mean(spos["kendall_tau_on_senas_final_cells"])],
-                yerr=[np.std(spos["kendall_tau_on_senas_final_cells"])], color="C3", marker="s", capsize=3,
-                label="SPOS, SE-NAS's final cells")
+    same_cells = [("SPOS, SE-NAS's final cells", spos["kendall_tau_on_senas_final_cells"], "C3", "s", 0.08),
+                  ("SE-NAS, S1 (space stage 2 trained)", senas["kendall_tau_on_S1"], "C0", "^", -0.16),
+                  ("SPOS, the same S1 cells", spos["kendall_tau_on_S1"], "C3", "^", -0.08)]
+    for label, values, colour, marker, shift in same_cells:
+        ax.errorbar([stages[-1] + shift], [np.mean(values)], yerr=[np.std(values)], color=colour, marker=marker,
+                    capsize=3, ls="none", label=label)
     ax.axhline(payload["params_tau"], color="gray", lw=0.8, ls=":", label="parameter count on F (floor)")
     ax.set_xticks(stages, [f"after stage {s}" for s in stages])
     ax.set_ylabel("Kendall tau vs NAS-Bench-201 CIFAR-10")
@@ -368,7 +373,8 @@ def markdown(payload: dict, path: Path) -> None:
         "", f"Parameter count's tau on F: {payload['params_tau']:.3f} (better half {payload['params_tau_top_half']:.3f}).",
         "", "Kept operators (Fig. 6; ground-truth operator score = mean table accuracy of all cells containing it):",
         *[f"- {k}" for k in kept]])
-    write_markdown(path, "SE-NAS vs SPOS rank correlation (NAS-Bench-201, CIFAR-10)", header, rows, notes=notes)
+    write_markdown(path, "SE-NAS vs SPOS rank correlation (NAS-Bench-201, CIFAR-10)", header, rows, notes=notes,
+                   command=payload.get("command"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,7 +397,7 @@ def run_parallel(cfg: dict, seeds: list[int], parallel: int, workdir: str) -> di
                     same[s] = result
                 else:
                     (senas if kind == "senas" else spos)[s] = result
-                    if s in senas and s in spos and s not in same and ("cells", s) not in futures.values():
+                    if s in senas and s in spos:  # the second of the two continuations to finish
                         futures[pool.submit(spos_on_cells, cfg, s, workdir, senas[s]["final_cells"])] = ("same", s)
     return summarise(cfg, seeds, first, senas, spos, same)
 
@@ -409,7 +415,8 @@ def config_from_args(args: argparse.Namespace) -> dict:
             "snapshots": args.snapshots, "samples_per_op": args.samples_per_op, "drop": args.drop,
             "threshold": args.threshold, "archs": args.archs, "shrunk_archs": args.shrunk_archs,
             "sample_seed": args.sample_seed, "eval_images": args.eval_images, "eval_batch": 50,
-            "threads": args.threads, "device": args.device}
+            "threads": args.threads, "device": args.device, "evaluation_stability": not args.no_evaluation_stability,
+            "selection_confidence": not args.si_only, "expanding": not args.no_expanding}
 
 
 def main() -> None:
@@ -431,11 +438,21 @@ def main() -> None:
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=None, help="training images (default: all 45,000)")
+    parser.add_argument("--no-evaluation-stability", action="store_true", help="ablation: last weights, not Eq. (4)")
+    parser.add_argument("--si-only", action="store_true", help="ablation (Table 6): Eq. (7) without Eq. (6)")
+    parser.add_argument("--no-expanding", action="store_true", help="ablation (Table 6): no private weights")
     parser.add_argument("--parallel", type=int, default=2, help="processes side by side, one thread each")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=OUT / "senas_rank.json")
+    parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG and Markdown of a results file")
     args = parser.parse_args()
+    if args.replot:
+        payload = json.loads(args.replot.read_text())
+        markdown(payload, args.replot.with_suffix(".md"))
+        return print(f"wrote {plot(payload, args.replot.parent, args.replot.with_suffix('.png').name)}")
+    if args.stages < 2:
+        parser.error("--stages must be at least 2: SPOS is compared after the stages that follow the shared first")
 
     cfg = config_from_args(args)
     start = time.perf_counter()
