@@ -307,7 +307,8 @@ def test_bad_configurations_are_clear_errors():
 # The loop on a real (tiny) supernet
 # --------------------------------------------------------------------------------------------------
 def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_searches(tmp_path):
-    optuna_search = pytest.importorskip("ray.tune.search.optuna").OptunaSearch
+    pytest.importorskip("optuna", reason="Tune's OptunaSearch needs optuna (in the test extra)")
+    from ray.tune.search.optuna import OptunaSearch
     s = searcher(generations=3)
     run_in_process(s, InProcessSupernet(tiny_spec(), "cpu"))
     assert s.completed_generations == 3 and len(s.population_history) == 3 * 2 * 3
@@ -328,7 +329,7 @@ def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_search
         assert space.contains(other.best_architecture())
     # Tune's own searcher, through the generated space's param_space (Eq. 6's loss as the metric).
     param_space = {**space.param_space(), "madds_penalty": 1e-7, "images": 64}
-    optuna = optuna_search(metric="regularized_loss", mode="min", seed=0)
+    optuna = OptunaSearch(metric="regularized_loss", mode="min", seed=0)
     optuna.set_search_properties("regularized_loss", "min", param_space)
     assert run_in_process(optuna, runner, max_queries=4, param_space=param_space, space=space) >= 4
     best = optuna._ot_study.best_trial.params

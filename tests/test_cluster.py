@@ -26,7 +26,7 @@ from ray import tune
 from tune_spacenas.cluster import round_robin, simulated_cluster
 from tune_spacenas.jobs import train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.searchers import ASESearcher, SPOSSearcher
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.trainables import supernet_trainable
 
@@ -106,9 +106,8 @@ def test_spos_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tin
 
 
 def test_ase_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tiny_spec, tmp_path):
-    ase = pytest.importorskip("tune_spacenas.searchers.ase", reason="the ASE searcher is not written yet")
     store = _store(tiny_spec, node_id=nodes.second)  # placed on the second node: the head pulls across
-    searcher = ase.ASESearcher(space=tiny_spec.space, metric="accuracy", mode="max", seed=0, num_subspaces=2,
+    searcher = ASESearcher(space=tiny_spec.space, metric="accuracy", mode="max", seed=0, num_subspaces=2,
                                local_distance=2, train_steps=20, steps_per_trial=10, max_queries=3)
     searcher.training.sync_every = 5
     analysis = _run(store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher,

@@ -10,10 +10,8 @@ from ray.tune.search import ConcurrencyLimiter
 
 from contract import Case, drive, finishes
 from test_nse import tiny_nse, tiny_spec as _nse_spec
-from tune_spacenas.searchers import RandomSearcher, RegularizedEvolutionSearcher, REINFORCESearcher, SPOSSearcher
-from tune_spacenas.searchers import SENASSearcher
-from tune_spacenas.searchers import AutoSpaceSearcher
-from tune_spacenas.searchers import ASESearcher
+from tune_spacenas.searchers import (ASESearcher, AutoSpaceSearcher, RandomSearcher, RegularizedEvolutionSearcher,
+                                     REINFORCESearcher, SENASSearcher, SPOSSearcher)
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.trainables import nasbench201_trainable, supernet_trainable
@@ -35,6 +33,7 @@ def _autospace_spec():
     return SupernetSpec(OpenCellSpace(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8),
                         DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
 
+
 CASES = [
     Case("random", lambda **kw: RandomSearcher(space=NASBench201Space(), max_queries=30, **kw)),
     Case("regevo", lambda **kw: RegularizedEvolutionSearcher(space=NASBench201Space(), max_queries=30,
@@ -48,11 +47,11 @@ CASES = [
                                              samples_per_op=2, eval_batch=30, population=6, generations=2, parents=3,
                                              mutations=3, crossovers=3, **kw),
          evaluator="supernet", spec=_tiny_spec, max_trials=30),
-    Case("nse", lambda **kw: tiny_nse(**kw), evaluator="supernet", spec=_nse_spec, max_trials=30),
     Case("autospace", lambda **kw: AutoSpaceSearcher(space=_autospace_spec().space, generations=4,
                                                      iterations_per_generation=10, cells_per_layer=2,
                                                      population_size=6, **kw),
          evaluator="supernet", spec=_autospace_spec, max_trials=10),
+    Case("nse", lambda **kw: tiny_nse(**kw), evaluator="supernet", spec=_nse_spec, max_trials=30),
 ]
 
 

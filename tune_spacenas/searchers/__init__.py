@@ -10,4 +10,5 @@ from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.senas import SENASSearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "AutoSpaceSearcher", "NSESearcher", "ASESearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SENASSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "NSESearcher", "AutoSpaceSearcher", "RandomSearcher", "REINFORCESearcher",
+           "RegularizedEvolutionSearcher", "SENASSearcher", "SPOSSearcher"]

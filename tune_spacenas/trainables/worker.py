@@ -124,6 +124,8 @@ class SupernetWorker:
         base = {k: p.detach().clone() for k, p in self.params.items()}
         private = _PrivateWeights(self, job, optimizer)
         touched: set[str] = set()
+        push_ms: list[float] = []
+        pull_ms: list[float] = []
         window_loss = window_correct = window_images = 0.0
         window_start = time.perf_counter()
         result: dict[str, Any] = {}
@@ -148,8 +150,12 @@ class SupernetWorker:
             window_correct += (logits.argmax(1) == y).sum().item()
             window_images += len(y)
             if step % sync_every == 0 or step == steps or step in snapshot_at:
+                clock = time.perf_counter()
                 self.store.push(self._deltas(base, touched - private.keys) | private.deltas(), trial_id, step)
+                push_ms.append(1e3 * (time.perf_counter() - clock))
+                clock = time.perf_counter()
                 self.sync()
+                pull_ms.append(1e3 * (time.perf_counter() - clock))
                 base = {k: p.detach().clone() for k, p in self.params.items()}
                 private.rebase()
                 touched, synced = set(), step
@@ -158,7 +164,9 @@ class SupernetWorker:
             if step % report_every == 0 or step == steps:
                 elapsed = time.perf_counter() - window_start
                 result = {"loss": window_loss / window_images, "accuracy": 100.0 * window_correct / window_images,
-                          "images_per_s": window_images / elapsed, "steps_done": step, **net.training_metrics()}
+                          "images_per_s": window_images / elapsed, "steps_done": step,
+                          "store_push_ms": float(np.mean(push_ms)) if push_ms else 0.0,
+                          "store_pull_ms": float(np.mean(pull_ms)) if pull_ms else 0.0, **net.training_metrics()}
                 report(result, synced)
                 synced = None
                 window_loss = window_correct = window_images = 0.0
