@@ -25,7 +25,7 @@ PAPER = {"ase": {"cifar10": 94.23 - 93.88, "cifar100": 72.76 - 71.54, "ImageNet1
 
 def load(path: Path) -> dict[str, list[float]]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the commands in benchmarks/results/ase/README_section.md first")
+        raise FileNotFoundError(f"{path} is missing: run the commands in benchmarks/results/ase/README.md first")
     return {m: r["final_test"] for m, r in json.loads(path.read_text())["methods"].items()}
 
 
