@@ -57,26 +57,14 @@ class Progress:
 
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
     import ray
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
+    from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store.actor import WeightStore
-    from tune_spacenas.trainables import supernet_trainable
-
-    class PrintProgress(tune.Callback):
-        def __init__(self):
-            self.progress = Progress(searcher)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            if trial.last_result:
-                self.progress(trial.config, trial.last_result)
 
     ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
     store = WeightStore.create(f"ase-example-{uuid.uuid4().hex[:6]}", spec)
     try:
-        tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max", num_samples=-1,
-                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency), reuse_actors=True,
-                 callbacks=[PrintProgress()], verbose=0)
+        search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
     finally:
         store.kill()
 

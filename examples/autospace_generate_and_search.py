@@ -98,22 +98,13 @@ class Runner:
             run_in_process(searcher, runner, max_trials=trials or 1_000_000, param_space=config,
                            space=None if ours else spec.space, on_result=progress)
             return
-        from ray import tune
-        from ray.tune.search import ConcurrencyLimiter
-
+        from tune_spacenas.runner import run_with_tune
         from tune_spacenas.store.actor import WeightStore
-        from tune_spacenas.trainables import supernet_trainable
-
-        class PrintProgress(tune.Callback):
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                if trial.last_result:
-                    progress(trial.config, trial.last_result)
 
         store = self.stores.get(key) or WeightStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
         self.stores[key] = store
-        tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric, mode=mode,
-                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=self.concurrency), num_samples=trials or -1,
-                 reuse_actors=True, callbacks=[PrintProgress()], verbose=0)
+        run_with_tune(searcher, store, max_concurrent=self.concurrency, on_result=progress, metric=metric,
+                      mode=mode, constants=constants, num_samples=trials or -1, verbose=0)
 
     def close(self) -> None:
         if not self.in_process:

@@ -41,18 +41,15 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
     import ray
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
+    from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store.actor import WeightStore
-    from tune_spacenas.trainables import supernet_trainable
 
     ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
     store = WeightStore.create(f"senas-example-{uuid.uuid4().hex[:6]}", spec)
     searcher = make_searcher(quick)  # space, store, metric and mode come from tune.run's config
     try:
-        tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max", num_samples=-1,
-                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency), reuse_actors=True, verbose=1)
+        search(searcher, store, max_concurrent=concurrency, verbose=1)
     finally:
         store.kill()
     return searcher

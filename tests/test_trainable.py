@@ -2,11 +2,9 @@
 
 import numpy as np
 import pytest
-from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 
 from tune_spacenas.jobs import evaluate_batch_job, evaluate_job, train_job
-from tune_spacenas.runner import InProcessSupernet
+from tune_spacenas.runner import InProcessSupernet, run_with_tune
 from tune_spacenas.searchers.base import ArchSearcher
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.trainables import supernet_trainable
@@ -65,11 +63,12 @@ def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_k
         archs = space.sample_many(np.random.default_rng(0), 4, distinct=True)
         jobs = [train_job(15, seed=i, sync_every=5) for i in range(4)] + [evaluate_batch_job(space, archs[:2]),
                                                                           evaluate_job(space, archs[2])]
-        searcher = _Jobs(jobs, seed=0)
-        tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
-                 search_alg=ConcurrencyLimiter(searcher, 2), num_samples=-1, **tune_run_kwargs)
+        searcher, finished = _Jobs(jobs, seed=0), []
+        run_with_tune(searcher, store, max_concurrent=2, on_result=lambda config, _: finished.append(config["task"]),
+                      **tune_run_kwargs)
         tasks = [t for t, _ in searcher.results]
         assert tasks.count("train") == 4 and tasks.count("evaluate") == 2
+        assert sorted(finished) == sorted(tasks)  # on_result saw every finished trial
         assert all(r is not None for _, r in searcher.results)
         assert store.info()["stats"]["applied"] == 4 * 3  # every sync of every training trial counted once
         assert sorted(h["arch"] for h in searcher.history) == sorted(space.to_string(a) for a in archs[:3])

@@ -1,7 +1,10 @@
-"""Drive a searcher in-process, without Tune: the benchmark harness and Ray-less (GPU image) runs.
+"""Drive a searcher to its end: in-process without Tune, or under ``tune.run`` on a weight store.
 
-The same ``suggest`` / ``on_trial_complete`` calls Tune makes, one trial at a time, with an evaluator
-(any callable from trial config to result dict: the table lookup, or the in-process supernet worker).
+``run_in_process`` makes the same ``suggest`` / ``on_trial_complete`` calls Tune makes, one trial at a
+time, with an evaluator (any callable from trial config to result dict: the table lookup, or the
+in-process supernet worker): the benchmark harness and Ray-less (GPU image) runs. ``run_with_tune`` is
+the same search with trials on the shared-weight supernet trainable; both call ``on_result(config,
+result)`` after every finished trial, so one progress printer serves both. Ray is imported only there.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from tune_spacenas.searchers.base import FINISHED
 from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SearchSpace
 
 Evaluator = Callable[[Mapping[str, Any]], dict[str, Any]]
+OnResult = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 def resolve_config(param_space: Mapping[str, Any] | None, suggestion: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def run_in_process(
     max_trials: int = 1_000_000,
     param_space: Mapping[str, Any] | None = None,
     space: SearchSpace | None = None,
-    on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    on_result: OnResult | None = None,
     max_repeats: int = 1000,
 ) -> int:
     """Run ``searcher`` to its end (or a budget); returns the number of trials evaluated.
@@ -98,3 +102,37 @@ class InProcessSupernet:
     def __call__(self, config: Mapping[str, Any]) -> dict[str, Any]:
         self.trials += 1
         return self.worker.run(config, trial_id=f"local-{self.trials}")
+
+
+def run_with_tune(
+    searcher: Any,
+    store: Any,
+    max_concurrent: int = 2,
+    on_result: OnResult | None = None,
+    metric: str = "accuracy",
+    mode: str = "max",
+    constants: Mapping[str, Any] | None = None,
+    **run_kwargs: Any,
+) -> Any:
+    """``tune.run`` of the supernet trainable on ``store`` (a ``WeightStore``), trials suggested by
+    ``searcher`` at most ``max_concurrent`` at a time, until it is finished; returns Tune's analysis.
+
+    ``constants`` join the store's ``param_space`` (e.g. AutoSpace's ``madds_penalty``); ``run_kwargs``
+    go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...).
+    """
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from tune_spacenas.trainables import supernet_trainable
+
+    class _OnResult(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if trial.last_result:
+                on_result(trial.config, trial.last_result)
+
+    callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([_OnResult()] if on_result else [])
+    run_kwargs.setdefault("num_samples", -1)
+    run_kwargs.setdefault("reuse_actors", True)
+    return tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric,
+                    mode=mode, search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+                    callbacks=callbacks, **run_kwargs)
