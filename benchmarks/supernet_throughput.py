@@ -7,7 +7,10 @@ batch 64) the same way: a path sampled uniformly per step, SGD with Nesterov mom
 is one process using every core; the Tune side runs one single-threaded trial per core, each pulling
 weights from the store, pushing deltas every ``--sync-every`` steps, with Tune's per-trial overhead
 included (wall clock from the first trial's start to the last one's end). Also reported: the store's
-mean pull and push times per sync and a memcpy of the same bytes, the floor any transfer pays.
+mean pull and push times per sync inside those trials (both trials and the store actor share the cores),
+the megabytes one sync moves (a push carries every tensor trained since the last sync, several paths'
+worth, and a pull every tensor another trial changed), and a memcpy of one path and of the bytes one
+sync moves: the floor any transfer pays. ``benchmarks.cluster_transfer`` times one path on an idle store.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
     return {"images_per_s": trials * steps * spec.batch_size / wall, "wall_s": wall, "trials": trials,
             "store_push_ms": float(np.mean([r["store_push_ms"] for r in results])),
             "store_pull_ms": float(np.mean([r["store_pull_ms"] for r in results])),
+            "store_mb_per_sync": float(np.mean([r["store_mb_per_sync"] for r in results])),
             "per_trial_images_per_s": float(np.mean([r["images_per_s"] for r in results]))}
 
 
@@ -136,18 +140,24 @@ def main() -> None:
         tuned = tune_side(spec, args.trials, args.steps, args.sync_every, storage)
     ray.shutdown()
     copy_ms, path_params = memcpy_ms(spec)
+    sync_copy_ms = copy_ms * tuned["store_mb_per_sync"] * 2**20 / (4 * path_params)  # float32 bytes
+    store_ms = tuned["store_pull_ms"] + tuned["store_push_ms"]
     payload = {"plain_images_per_s": plain["images_per_s"], "tune_images_per_s": tuned["images_per_s"],
                "ratio": tuned["images_per_s"] / plain["images_per_s"], "store_pull_ms": tuned["store_pull_ms"],
                "store_push_ms": tuned["store_push_ms"], "memcpy_ms": copy_ms, "path_params": path_params,
-               "push_pull_over_memcpy": (tuned["store_pull_ms"] + tuned["store_push_ms"]) / copy_ms,
+               "push_pull_over_memcpy": store_ms / copy_ms, "store_mb_per_sync": tuned["store_mb_per_sync"],
+               "memcpy_sync_bytes_ms": sync_copy_ms, "push_pull_over_memcpy_same_bytes": store_ms / sync_copy_ms,
                "cpus": cpus, "tune": tuned, "setting": vars(args) | {"out": str(args.out)}}
     write_json(args.out, payload)
     write_markdown(args.out.with_suffix(".md"), "Supernet training throughput: Tune through the store vs a plain loop",
-                   ["plain img/s", "Tune img/s", "ratio", "pull ms", "push ms", "memcpy ms", "path params"],
+                   ["plain img/s", "Tune img/s", "ratio", "pull ms", "push ms", "memcpy ms (one path)",
+                    "path params", "MB per sync", "memcpy ms (a sync's bytes)", "push+pull / memcpy (same bytes)"],
                    [[plain["images_per_s"], tuned["images_per_s"], payload["ratio"], tuned["store_pull_ms"],
-                     tuned["store_push_ms"], copy_ms, path_params]],
+                     tuned["store_push_ms"], copy_ms, path_params, tuned["store_mb_per_sync"], sync_copy_ms,
+                     payload["push_pull_over_memcpy_same_bytes"]]],
                    notes="Goals: ratio >= 0.8; push + pull <= 10x memcpy. Tune's side includes its per-trial "
-                         f"overhead ({args.trials} trials of {args.steps} steps, {cpus} at a time).")
+                         f"overhead ({args.trials} trials of {args.steps} steps, {cpus} at a time); pull and push "
+                         "are timed inside the trials, sharing the cores with the other trial and the store.")
     print({k: v for k, v in payload.items() if k not in ("tune", "setting")})
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import uuid
+from typing import Any
 
 import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from tune_spacenas.data import DataSpec
+from tune_spacenas.runner import result_callback
 from tune_spacenas.searchers import SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store.actor import WeightStore
@@ -50,11 +53,7 @@ def main() -> None:
         param_space=store.param_space(),
         tune_config=tune.TuneConfig(metric="accuracy", mode="max", num_samples=-1, reuse_actors=True,
                                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrency)),
-        run_config=tune.RunConfig(name="quickstart", verbose=1,
-                                  progress_reporter=tune.CLIReporter(metric_columns=["task", "loss", "accuracy",
-                                                                                     "images_per_s"],
-                                                                     parameter_columns=["task", "steps"],
-                                                                     max_report_frequency=15)),
+        run_config=tune.RunConfig(name="quickstart", verbose=0, callbacks=[result_callback(Progress(searcher))]),
     )
     tuner.fit()
     best = searcher.best_architecture()
@@ -64,6 +63,23 @@ def main() -> None:
     print(f"  NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs: {table.query(best):.2f}% "
           f"(table optimum {table.best()[1]:.2f}%)")
     store.kill()
+
+
+class Progress:
+    """One line per finished trial: supernet training, then each generation of the evolution."""
+
+    def __init__(self, searcher: SPOSSearcher):
+        self.searcher, self.start = searcher, time.time()
+
+    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
+        s, elapsed = self.searcher, time.time() - self.start
+        if config["task"] == "train":
+            print(f"[{elapsed:5.0f}s] supernet training {s.training.completed}/{s.training.total_steps} steps, "
+                  f"loss {result['loss']:.3f}, {result['images_per_s']:.0f} images/s", flush=True)
+        else:
+            best = s.evolution.best()
+            print(f"[{elapsed:5.0f}s] evolution generation {s.evolution.generation}: {len(config['archs'])} "
+                  f"candidates scored, best so far {best[1]:.1f}%", flush=True)
 
 
 def _cuda() -> bool:

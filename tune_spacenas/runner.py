@@ -125,14 +125,22 @@ def run_with_tune(
 
     from tune_spacenas.trainables import supernet_trainable
 
-    class _OnResult(tune.Callback):
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if trial.last_result:
-                on_result(trial.config, trial.last_result)
-
-    callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([_OnResult()] if on_result else [])
+    callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([result_callback(on_result)] if on_result else [])
     run_kwargs.setdefault("num_samples", -1)
     run_kwargs.setdefault("reuse_actors", True)
     return tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric,
                     mode=mode, search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
                     callbacks=callbacks, **run_kwargs)
+
+
+def result_callback(on_result: OnResult) -> Any:
+    """A Tune ``Callback`` that calls ``on_result(config, result)`` for every finished trial: the
+    in-process runner's progress hook, for ``tune.run(callbacks=...)`` or ``tune.RunConfig(callbacks=...)``."""
+    from ray import tune
+
+    class _OnResult(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if trial.last_result:
+                on_result(trial.config, trial.last_result)
+
+    return _OnResult()

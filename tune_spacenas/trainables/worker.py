@@ -67,6 +67,7 @@ class SupernetWorker:
         self.data = DeviceData(load_data(spec.data), self.device, augment=spec.data.augment)
         self.versions: dict[str, int] = {}
         self.incarnation: str | None = None
+        self.pulled_bytes = 0  # bytes ``sync`` brought in so far (the throughput benchmark's accounting)
 
     # ------------------------------------------------------------------------------------------
     # Weights in and out
@@ -80,6 +81,7 @@ class SupernetWorker:
         for key, (version, array) in fresh.items():
             self.params[key].copy_(_as_tensor(array), non_blocking=True)
             self.versions[key] = version
+            self.pulled_bytes += array.nbytes
         return len(fresh)
 
     @torch.no_grad()
@@ -126,6 +128,7 @@ class SupernetWorker:
         touched: set[str] = set()
         push_ms: list[float] = []
         pull_ms: list[float] = []
+        moved_bytes = 0  # pushed and pulled in this job's syncs
         window_loss = window_correct = window_images = 0.0
         window_start = time.perf_counter()
         result: dict[str, Any] = {}
@@ -150,12 +153,14 @@ class SupernetWorker:
             window_correct += (logits.argmax(1) == y).sum().item()
             window_images += len(y)
             if step % sync_every == 0 or step == steps or step in snapshot_at:
-                clock = time.perf_counter()
-                self.store.push(self._deltas(base, touched - private.keys) | private.deltas(), trial_id, step)
+                clock, pulled = time.perf_counter(), self.pulled_bytes
+                deltas = self._deltas(base, touched - private.keys) | private.deltas()
+                self.store.push(deltas, trial_id, step)
                 push_ms.append(1e3 * (time.perf_counter() - clock))
                 clock = time.perf_counter()
                 self.sync()
                 pull_ms.append(1e3 * (time.perf_counter() - clock))
+                moved_bytes += sum(a.nbytes for a in deltas.values()) + self.pulled_bytes - pulled
                 base = {k: p.detach().clone() for k, p in self.params.items()}
                 private.rebase()
                 touched, synced = set(), step
@@ -166,7 +171,9 @@ class SupernetWorker:
                 result = {"loss": window_loss / window_images, "accuracy": 100.0 * window_correct / window_images,
                           "images_per_s": window_images / elapsed, "steps_done": step,
                           "store_push_ms": float(np.mean(push_ms)) if push_ms else 0.0,
-                          "store_pull_ms": float(np.mean(pull_ms)) if pull_ms else 0.0, **net.training_metrics()}
+                          "store_pull_ms": float(np.mean(pull_ms)) if pull_ms else 0.0,
+                          "store_mb_per_sync": moved_bytes / 2**20 / len(push_ms) if push_ms else 0.0,
+                          **net.training_metrics()}
                 report(result, synced)
                 synced = None
                 window_loss = window_correct = window_images = 0.0
