@@ -23,7 +23,9 @@ def test_pushes_add_deltas_version_and_deduplicate():
     assert list(changed) == ["a"] and changed["a"][0] == 2
     assert table.stats["duplicates"] == 1
     with pytest.raises(ValueError, match="shape"):
-        table.push({"a": np.zeros(3)}, "t3", 1)
+        table.push({"a": np.ones(4, np.float32), "b": np.zeros(3)}, "t3", 1)
+    np.testing.assert_allclose(table.arrays["a"], 0.75)  # a refused push changes nothing: its retry is safe
+    assert table.push({"a": np.ones(4, np.float32)}, "t3", 1)
     with pytest.raises(KeyError):
         table.push({"zz": np.zeros(3)}, "t3", 2)
 

@@ -95,9 +95,11 @@ class WeightTable:
         unknown = [k for k in deltas if k not in self.arrays]
         if unknown:
             raise KeyError(f"push names tensors the store does not hold: {unknown[:5]}")
+        # Every delta is checked before any is added: a refused push changes nothing, so its retry is safe.
         for key, delta in deltas.items():
             if np.shape(delta) != self.arrays[key].shape:
                 raise ValueError(f"delta for {key!r} has shape {np.shape(delta)}, the tensor {self.arrays[key].shape}")
+        for key, delta in deltas.items():
             self.arrays[key] += delta
             self.versions[key] += 1
         self.last_step[trial_id] = step
