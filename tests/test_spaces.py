@@ -138,6 +138,19 @@ def test_ofa_canonical_form_and_madds():
     assert space.size == (9**2 + 9**3 + 9**4) ** 5
 
 
+def test_ofa_subspace_keeps_the_full_spaces_encoding_of_missing_layers():
+    """A layer beyond its unit's depth is not constrained by a subspace, and every space encodes it alike,
+    so an architecture round-trips between a subspace and the full space (SE-NAS maps results back)."""
+    full = OFASpace()
+    sub = full.restrict({"u1.l4": ["k5_e6", "k7_e6"]})
+    shallow = full.from_string(full.to_string(full.validate(["d2"] + ["k3_e3"] * 4 + (["d2"] + ["k3_e3"] * 4) * 4)))
+    assert sub.validate(shallow) == shallow  # u1.l4 does not exist at depth 2
+    for arch in sub.sample_many(np.random.default_rng(0), 50):
+        assert full.from_string(sub.to_string(arch)) == arch == sub.validate(full.to_string(arch))
+    with pytest.raises(ValueError, match="u1.l4"):
+        sub.validate(["d4"] + ["k3_e3"] * 4 + (["d2"] + ["k3_e3"] * 4) * 4)  # at depth 4 it exists
+
+
 def test_darts_and_sizes():
     assert DARTSSpace().size == 8**28
     assert len(DARTSSpace().slots) == 28

@@ -9,7 +9,7 @@ evolves or replenishes the space around it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ ARCH_KEY = "arch"
 _REGISTRY: dict[str, type["SearchSpace"]] = {}
 
 
-def register_space(name: str):
+def register_space(name: str) -> Callable[[type["SearchSpace"]], type["SearchSpace"]]:
     """Class decorator: make a space constructible from its spec (``space_from_spec``) under ``name``."""
 
     def wrap(cls: type["SearchSpace"]) -> type["SearchSpace"]:
@@ -73,6 +73,8 @@ class SearchSpace:
 
     kind: ClassVar[str] = "generic"
     separator: ClassVar[str] = ","
+    # A slot's value is one operation index (False: a set of operations, NSE's multi-branch layers).
+    one_choice_per_slot: ClassVar[bool] = True
 
     def __init__(self, slots: Sequence[Slot], name: str | None = None):
         if not slots:
@@ -136,6 +138,11 @@ class SearchSpace:
         """Map equivalent encodings to one (identity here; spaces with inactive slots override)."""
         return arch
 
+    def inactive_slots(self, arch: Architecture) -> frozenset[int]:
+        """Slots that do not exist in ``arch``'s network (none here; OFA: layers beyond a unit's depth).
+        ``canonicalize`` fixes them to index 0 and a subspace does not constrain them."""
+        return frozenset()
+
     def validate(self, arch: Sequence[int | str]) -> Architecture:
         """Return ``arch`` as a canonical tuple of indices; ValueError naming the slot and value otherwise."""
         if isinstance(arch, str):
@@ -145,16 +152,15 @@ class SearchSpace:
             raise ValueError(
                 f"architecture has {len(arch)} choices but space {self.name!r} has {len(self.slots)} slots"
             )
-        out = []
-        for slot, choice in zip(self.slots, arch):
-            idx = slot.index(choice)
-            if idx not in slot.allowed:
+        canonical = self.canonicalize(tuple(slot.index(choice) for slot, choice in zip(self.slots, arch)))
+        inactive = self.inactive_slots(canonical)
+        for i, (slot, idx) in enumerate(zip(self.slots, canonical)):
+            if i not in inactive and idx not in slot.allowed:
                 raise ValueError(
                     f"slot {slot.name!r}: operation {slot.ops[idx]!r} is outside this subspace; "
                     f"allowed are {[slot.ops[i] for i in slot.allowed]}"
                 )
-            out.append(idx)
-        return self.canonicalize(tuple(out))
+        return canonical
 
     def contains(self, arch: Sequence[int | str]) -> bool:
         try:

@@ -23,8 +23,9 @@ class OFASpace(SearchSpace):
     {3, 4, 6}, then 1x1 convs to 960 and 1280 and the classifier.
 
     Slots per unit: ``u{i}.depth`` then ``u{i}.l1`` .. ``u{i}.l4``. Layers beyond a unit's depth do not
-    exist, so ``canonicalize`` sets them to the first option: two encodings that differ only there are
-    the same network (and are at architecture distance 0 after canonicalization).
+    exist (``inactive_slots``), so ``canonicalize`` sets them to the first option of the full space: two
+    encodings that differ only there are the same network (and are at architecture distance 0 after
+    canonicalization), in the full space and in every subspace alike.
     """
 
     def __init__(self, input_size: int = 224, num_classes: int = 1000):
@@ -42,13 +43,14 @@ class OFASpace(SearchSpace):
     def depth(choice: int) -> int:
         return int(OFA_DEPTHS[choice][1:])
 
+    def inactive_slots(self, arch: Architecture) -> frozenset[int]:
+        return frozenset(u * (MAX_DEPTH + 1) + 1 + l for u in range(len(OFA_UNITS))
+                         for l in range(self.depth(arch[u * (MAX_DEPTH + 1)]), MAX_DEPTH))
+
     def canonicalize(self, arch: Architecture) -> Architecture:
-        out = list(arch)
-        for u in range(len(OFA_UNITS)):
-            base = u * (MAX_DEPTH + 1)
-            for l in range(self.depth(out[base]), MAX_DEPTH):
-                out[base + 1 + l] = self.slots[base + 1 + l].allowed[0]
-        return tuple(out)
+        # Index 0 of the full space, not a subspace's first option: one network, one encoding everywhere.
+        inactive = self.inactive_slots(arch)
+        return tuple(0 if i in inactive else choice for i, choice in enumerate(arch))
 
     @property
     def size(self) -> int:
