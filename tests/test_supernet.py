@@ -64,3 +64,27 @@ def test_unknown_ops_and_spaces_are_clear_errors():
 
     with pytest.raises(ValueError, match="no supernet skeleton"):
         build_supernet(DARTSSpace())
+
+
+@pytest.mark.parametrize("input_size", [32, 224])
+def test_mobilenet_cost_model_counts_what_the_supernet_computes(input_size):
+    """MAdds of conv and linear layers on a path, counted by hooks, equal the space's cost model, at
+    ImageNet size (stride-2 stem) and CIFAR size (stride-1 stem) alike."""
+    space = MobileNetSpace(width_mult=0.35, input_size=input_size, num_classes=10)
+    net = build_supernet(space).eval()
+    counted = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            counted.append(k * output.numel())  # batch of one: per image
+        else:
+            counted.append(module.in_features * module.out_features)
+
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(count)
+    arch = space.sample(np.random.default_rng(1))
+    with torch.no_grad():
+        net(torch.randn(1, 3, input_size, input_size), arch)
+    assert sum(counted) == pytest.approx(space.cost(arch).madds, rel=0.01)

@@ -70,10 +70,6 @@ def cell_ratio(cell: Cell) -> int:
     return int(RATIOS[cell[0]][1:])
 
 
-def cell_edges(cell: Cell) -> list[str]:
-    return [EDGE_OPS[i] for i in cell[2:]]
-
-
 def live_edges(cell: Cell) -> list[int]:
     """Edges that carry information from node 0 to node 3 (non-zero, source reachable, destination
     leading to node 3); the others compute nothing that reaches the output and cost nothing."""
@@ -172,16 +168,11 @@ _CELL_SPACE = CellSpace()
 def plan_layers(widths: Sequence[int], strides: Sequence[int], stem_channels: int,
                 input_size: int) -> list[tuple[int, int, int, int]]:
     """(in channels, out channels, stride, input resolution) of each searchable layer of a plan."""
-    plan, cin, size = [], stem_channels, costs.out_size(input_size, stem_stride(input_size))
+    plan, cin, size = [], stem_channels, costs.out_size(input_size, costs.stem_stride(input_size))
     for cout, stride in zip(widths, strides):
         plan.append((cin, cout, stride, size))
         cin, size = cout, costs.out_size(size, stride)
     return plan
-
-
-def stem_stride(input_size: int) -> int:
-    """Small images (CIFAR at 32 or 16 pixels) keep their resolution through the stem."""
-    return 2 if input_size > 64 else 1
 
 
 class CellNetworkSpace(SearchSpace):
@@ -213,7 +204,7 @@ class CellNetworkSpace(SearchSpace):
 
     @property
     def stem_stride(self) -> int:
-        return stem_stride(self.input_size)
+        return costs.stem_stride(self.input_size)
 
     def layer_plan(self) -> list[tuple[int, int, int, int]]:
         """(in channels, out channels, stride, input resolution) of each layer."""
@@ -223,8 +214,10 @@ class CellNetworkSpace(SearchSpace):
         cin, cout, stride, _ = self.layer_plan()[layer]
         return stride == 1 and cin == cout
 
-    def layer_cost(self, layer: int, op: str) -> Cost:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def layer_cost(self, layer: int, op: str) -> Cost:
+        """Cost of operation ``op`` (a cell string here; IRBSpace: an MBConv) at layer ``layer``."""
+        cin, cout, stride, size = self.layer_plan()[layer]
+        return cell_cost(parse_cell(op), cin, cout, stride, size)
 
     def layer_ops(self, arch: Sequence[int]) -> list[str]:
         """One operation name per layer (subclasses with several slots per layer override)."""
@@ -233,7 +226,6 @@ class CellNetworkSpace(SearchSpace):
     def cost(self, arch: Sequence[int]) -> Cost:
         """Stem, every layer's choice, classifier (MAdds per image)."""
         arch = self.validate(arch)
-        size = costs.out_size(self.input_size, self.stem_stride)
         total = costs.conv_bn(3, self.stem_channels, 3, self.input_size, self.stem_stride)
         for layer, op in enumerate(self.layer_ops(arch)):
             total += self.layer_cost(layer, op)
@@ -284,10 +276,6 @@ class OpenCellSpace(CellNetworkSpace):
             raise ValueError(f"{text!r} names {len(parts)} cells but space {self.name!r} has {self.num_layers} layers")
         return self.from_cells(parts)
 
-    def layer_cost(self, layer: int, op: str) -> Cost:
-        cin, cout, stride, size = self.layer_plan()[layer]
-        return cell_cost(parse_cell(op), cin, cout, stride, size)
-
     def generated_space(self, cells: Sequence[Sequence[str]]) -> "GeneratedSpace":
         """The space of ``cells[l]`` (K cell strings) at each layer, on this plan."""
         return GeneratedSpace(cells=cells, **self.plan_kwargs())
@@ -320,10 +308,6 @@ class GeneratedSpace(CellNetworkSpace):
 
     def spec_kwargs(self) -> dict[str, Any]:
         return {"cells": self.layer_cells, **self.plan_kwargs()}
-
-    def layer_cost(self, layer: int, op: str) -> Cost:
-        cin, cout, stride, size = self.layer_plan()[layer]
-        return cell_cost(parse_cell(op), cin, cout, stride, size)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the space (``to_spec()``, restrictions included) as JSON, atomically."""

@@ -41,6 +41,12 @@ def linear(fin: int, fout: int, bias: bool = True) -> Cost:
     return Cost(madds=fin * fout, params=fin * fout + (fout if bias else 0))
 
 
+def stem_stride(input_size: int) -> int:
+    """The 3x3 stem's stride: 2 at ImageNet sizes; images of 64 pixels or less (CIFAR at 32 or 16) keep
+    their resolution through it. Every skeleton and its cost model use this one rule."""
+    return 2 if input_size > 64 else 1
+
+
 def conv_bn(cin: int, cout: int, kernel: int | tuple[int, int], size: int, stride: int = 1, groups: int = 1) -> Cost:
     return conv(cin, cout, kernel, size, stride, groups) + batchnorm(cout)
 

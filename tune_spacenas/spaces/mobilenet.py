@@ -66,9 +66,9 @@ class MobileNetSpace(SearchSpace):
         ops = self.op_names(self.validate(arch))
         w = self.width_mult
         stem, first = scaled(STEM_CHANNELS, w), scaled(FIRST_BLOCK_CHANNELS, w)
-        size = self.input_size
-        total = costs.conv_bn(3, stem, 3, size, 2)
-        size = costs.out_size(size, 2)
+        size, stride = self.input_size, costs.stem_stride(self.input_size)
+        total = costs.conv_bn(3, stem, 3, size, stride)
+        size = costs.out_size(size, stride)
         total += costs.mbconv(stem, first, 3, 1, size)
         for op, (cin, cout, stride) in zip(ops, self.layer_plan()):
             if op != IDENTITY:

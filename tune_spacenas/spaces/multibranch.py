@@ -103,6 +103,7 @@ class MultiBranchSpace(SearchSpace):
     """
 
     separator = ","
+    one_choice_per_slot = False
 
     def __init__(self, pool: str | Sequence[str] = "nse27", width_mult: float = 1.0, input_size: int = 224,
                  num_classes: int = 1000, stages: Sequence[Sequence[int]] = TABLE5_STAGES,
@@ -288,7 +289,7 @@ class MultiBranchSpace(SearchSpace):
     @property
     def stem_stride(self) -> int:
         """Table 5's stride-2 stem; inputs of 64 pixels or less keep their resolution (CIFAR)."""
-        return 2 if self.input_size > 64 else 1
+        return costs.stem_stride(self.input_size)
 
     def cost_table(self) -> tuple[Cost, list[list[Cost]]]:
         """The fixed part (stem, head, classifier) and every (layer, operation) branch's cost; a
@@ -351,6 +352,14 @@ def layer_configurations(space: SearchSpace, slot: int) -> list[int]:
 def branches_of(space: SearchSpace, slot: int, value: int) -> tuple[int, ...]:
     """The operations a slot value selects: its branches, or the one operation of a one-choice slot."""
     return space.branches(slot, value) if isinstance(space, MultiBranchSpace) else (int(value),)
+
+
+def configuration_selectors(space: SearchSpace, slot: int, subset: Sequence[int]) -> tuple[list[int], np.ndarray]:
+    """The configurations slot ``slot`` may take and their selectors over ``subset`` (NSE Eq. 4's binary
+    vectors ``s``): ``selectors[c, n] = 1`` when configuration ``c`` uses operation ``subset[n]``."""
+    configs = layer_configurations(space, slot)
+    selectors = np.array([[float(n in branches_of(space, slot, c)) for n in subset] for c in configs])
+    return configs, selectors.reshape(len(configs), len(subset))
 
 
 def subsets_of(space: SearchSpace) -> list[tuple[int, ...]]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tune_spacenas.spaces import costs
 from tune_spacenas.spaces.mobilenet import FIRST_BLOCK_CHANNELS, HEAD_CHANNELS, STEM_CHANNELS, MobileNetSpace, scaled
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.ops import MBConv, build_op
@@ -23,7 +24,7 @@ class MobileNetSupernet(Supernet):
         super().__init__(space)
         w = space.width_mult
         stem, first = scaled(STEM_CHANNELS, w), scaled(FIRST_BLOCK_CHANNELS, w)
-        stem_stride = 2 if space.input_size > 64 else 1
+        stem_stride = costs.stem_stride(space.input_size)
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem),
                                   nn.ReLU6(inplace=True))
         self.first = MBConv(stem, first, 1, 3, 1, affine=True)
