@@ -1,5 +1,3 @@
-import os
-
 import pytest
 
 from tune_spacenas.tables import MissingMetricError, NASBench201Table
@@ -46,6 +44,22 @@ def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table):
     truncated.write_text("".join(open(table.path).readlines()[:100]))
     with pytest.raises(ValueError, match="all 15625"):
         NASBench201Table(truncated)
+
+
+def test_batch_evaluation_answers_per_architecture_like_the_supernet(table):
+    """SPOS's evolution sends batches: the table answers them, so it stands in for the supernet."""
+    from tune_spacenas.runner import run_in_process
+    from tune_spacenas.searchers import SPOSSearcher
+
+    archs = [BEST_C10, table.space.to_string((0,) * 6)]
+    result = evaluate_on_table({"task": "evaluate", "archs": archs, "dataset": "cifar10"})
+    assert result["per_arch"]["accuracy"] == [table.query(a) for a in archs]
+    assert result["accuracy"] == pytest.approx(sum(result["per_arch"]["accuracy"]) / 2)
+    spos = SPOSSearcher(space=table.space, metric="accuracy", mode="max", train_steps=0, population=10,
+                        generations=3, parents=3, mutations=5, crossovers=5, eval_batch=5, seed=0)
+    run_in_process(spos, evaluate_on_table)
+    assert len(spos.history) >= 20  # every architecture of every batch, one record each
+    assert table.query(spos.best_architecture()) == max(h["accuracy"] for h in spos.history)
 
 
 def test_trainable_reports_reward_and_all_datasets():

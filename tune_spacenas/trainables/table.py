@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, archs_of
 from tune_spacenas.tables.nasbench201 import DATASET_COLUMNS, TEST_ACCURACY, NASBench201Table, canonical_dataset
 
 DATASET_KEY = "dataset"
@@ -12,15 +13,25 @@ TABLE_PATH_KEY = "table_path"
 
 
 def evaluate_on_table(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Look up the architecture a trial config names (``arch`` or Tune's ``ops``).
+    """Look up the architecture a trial config names (``arch`` or Tune's ``ops``), or a batch (``archs``).
 
     Reports ``accuracy`` (the reward: 200-epoch test accuracy on ``config['dataset']``, default
     cifar10), the test accuracy on all three datasets, and ``reward`` naming which reward was used:
-    our copy of the table has no 12-epoch validation accuracy, so every result says so.
+    our copy of the table has no 12-epoch validation accuracy, so every result says so. A batch is
+    answered as the supernet trainable answers it: the mean, plus ``per_arch`` lists in the batch's order,
+    so the table stands in for the supernet under any searcher (a noise-free evaluator).
     """
     table = NASBench201Table.load(config.get(TABLE_PATH_KEY))
     dataset = canonical_dataset(config.get(DATASET_KEY, "cifar10"))
-    arch = table.space.arch_from_config(config)
+    per_arch = [_lookup(table, arch, dataset) for arch in archs_of(table.space, config)]
+    if ARCHS_KEY not in config:
+        return per_arch[0]
+    numeric = [k for k, v in per_arch[0].items() if isinstance(v, float)]
+    return {"accuracy": sum(r["accuracy"] for r in per_arch) / len(per_arch), "evaluated": len(per_arch),
+            "reward": per_arch[0]["reward"], PER_ARCH_KEY: {k: [r[k] for r in per_arch] for k in numeric}}
+
+
+def _lookup(table: NASBench201Table, arch: Any, dataset: str) -> dict[str, Any]:
     result: dict[str, Any] = {f"{name}_test_accuracy": table.query(arch, name) for name in DATASET_COLUMNS}
     result.update(accuracy=result[f"{dataset}_test_accuracy"], reward=f"{TEST_ACCURACY}:{dataset}",
                   arch=table.space.to_string(arch))
