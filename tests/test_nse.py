@@ -339,7 +339,6 @@ def test_a_finished_search_continues_on_a_second_pool():
 def test_continuing_on_a_second_pool_inherits_and_locks():
     space = MultiBranchSpace(pool="nse27+second", width_mult=0.25, input_size=8, num_classes=10,
                              stages=((16, 2, 1), (24, 2, 2)))
-    runner = InProcessSupernet(tiny_spec(space), "cpu")
     inherit = [[s.ops[0]] for s in space.slots]
     searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, pool=SECOND_POOL,
                            inherit=inherit)
@@ -387,3 +386,19 @@ def test_nse_under_tune_with_concurrency_limiter(ray_session, tune_run_kwargs):
         assert math.isfinite(searcher.rounds[0]["front_accuracy"][0])
     finally:
         store.kill()
+
+
+def test_bad_settings_name_the_fix():
+    from tune_spacenas.searchers import ASESearcher, RegularizedEvolutionSearcher, REINFORCESearcher
+    from tune_spacenas.spaces import DARTSSpace
+
+    with pytest.raises(ValueError, match="no cost model.*cost_table"):
+        resource_table(DARTSSpace())
+    with pytest.raises(ValueError, match="inherit= has 2 layers"):
+        tiny_nse(inherit=[["dw_k3_e1"], ["dw_k5_e1"]], metric="accuracy", mode="max").suggest("t0")
+    with pytest.raises(ValueError, match="num_edits"):
+        RegularizedEvolutionSearcher(num_edits=0)
+    # A slot of a multi-branch space holds a set of operations: methods with a softmax over one op refuse it.
+    for searcher in (ASESearcher, REINFORCESearcher):
+        with pytest.raises(ValueError, match="set of operations per layer.*NSESearcher"):
+            searcher(space=tiny_space(), metric="accuracy", mode="max").suggest("t0")

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tune_spacenas.jobs import TASK_KEY, TRAIN
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.base import FINISHED, ArchSearcher, write_rows
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.cells import (NUM_NODES, REFERENCE_IRB, CellSpace, GeneratedSpace, OpenCellSpace,
                                         canonical_cell, cell_string, hamming_distance, parse_cell)
@@ -292,11 +292,7 @@ class AutoSpaceSearcher(ArchSearcher):
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the population history (one row per cell per generation: alphas before, learned and
         after Eq. 5, iterations trained, MAdds, the generation's metric) to Parquet."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(self.population_history) if self.population_history
-                       else pa.table({"cell": pa.array([], pa.string())}), path)
+        write_rows(self.population_history, path, empty_column="cell")
 
     def population_table(self) -> list[list[dict[str, Any]]]:
         """The populations as plain data (per layer, fittest first)."""

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, STORE_KEY, TASK_KEY, TRAIN
 from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SPACE_KEY, Architecture, SearchSpace, space_from_spec
+from tune_spacenas.store import storage
 
 try:
     from ray.tune.search import Searcher
@@ -56,12 +56,17 @@ class ArchSearcher(Searcher):
             the ``param_space`` (``config=space.param_space()``). An explicit space wins.
         metric, mode: what to optimise; if omitted here, taken from ``tune.run``/``TuneConfig``.
         seed: seeds the searcher's ``numpy.random.Generator``; same seed, same suggestions.
-        max_queries: budget of *distinct* architectures evaluated; ``FINISHED`` once spent.
+        max_queries: budget of architecture evaluations (each architecture of a batch counts); ``FINISHED``
+            once spent. With the cache on (below), a repeat costs nothing, so the budget counts distinct
+            architectures; supernet searchers keep it off and count every evaluation.
         cache_evaluations: answer a repeated single-architecture evaluation from the run's cache
             instead of a trial (the benchmark protocol); the cache empties when the supernet trains.
         store: the weight store of a supernet-based search: its name (the Ray actor), or a store
             object (an in-process ``WeightTable``); if omitted, the ``param_space``'s ``store`` entry.
     """
+
+    # Methods that model a slot's value as one operation index (a softmax over ops) set this.
+    needs_one_choice_per_slot: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -110,7 +115,7 @@ class ArchSearcher(Searcher):
             self.store = config[STORE_KEY]
         return True
 
-    def store_client(self):
+    def store_client(self) -> Any:
         """The weight store this search trains (connected by name for a Ray actor)."""
         if self.store is None:
             raise ValueError(f"{type(self).__name__} needs a weight store: pass store= or config=store.param_space()")
@@ -156,6 +161,11 @@ class ArchSearcher(Searcher):
         if self.space is None:
             problems.append(
                 "no search space: pass space= to the searcher or config=space.param_space() to tune.run"
+            )
+        elif self.needs_one_choice_per_slot and not self.space.one_choice_per_slot:
+            problems.append(
+                f"space {self.space.name!r} selects a set of operations per layer and this method picks one "
+                "operation per slot: use NSESearcher, RandomSearcher or RegularizedEvolutionSearcher on it"
             )
         if problems:
             raise ValueError(f"{type(self).__name__} cannot suggest yet: " + "; ".join(problems))
@@ -232,11 +242,7 @@ class ArchSearcher(Searcher):
 
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the (architecture, metric) history to Parquet."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pylist(self.history) if self.history else pa.table({"arch": pa.array([], pa.string())})
-        pq.write_table(table, path)
+        write_rows(self.history, path, empty_column="arch")
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -260,11 +266,17 @@ class ArchSearcher(Searcher):
         self.space = saved if saved is not None else self.space
 
     def save(self, checkpoint_path: str) -> None:
-        directory = os.path.dirname(os.path.abspath(checkpoint_path))
-        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
-            pickle.dump(self.get_state(), f)
-        os.replace(f.name, checkpoint_path)
+        state = self.get_state()  # taken first: a state that fails to pickle leaves the old file as it was
+        storage.write_atomic(checkpoint_path, lambda f: pickle.dump(state, f))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike, empty_column: str) -> None:
+    """Rows of plain data (a searcher's history) to a Parquet file; no rows: an empty ``empty_column``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({empty_column: pa.array([], pa.string())}), path)

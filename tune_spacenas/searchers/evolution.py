@@ -9,8 +9,11 @@ SPOS, SE-NAS's final search and AutoSpace's generated-space search compose this 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
+from tune_spacenas.searchers.base import FINISHED
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 
 Constraint = Callable[[Architecture], bool]
@@ -58,6 +61,15 @@ class EvolutionPhase:
             return None
         arch = max(self.scores, key=self.scores.get)
         return arch, self.scores[arch]
+
+    def next_job(self, rng: np.random.Generator, size: int,
+                 make_job: Callable[[list[Architecture]], dict[str, Any]]) -> dict[str, Any] | str | None:
+        """A searcher's ``propose`` during the search: the job ``make_job`` builds for the next batch,
+        ``FINISHED`` once every generation is scored, or None while a generation waits for its scores."""
+        if self.finished:
+            return FINISHED
+        batch = self.next_batch(rng, size)
+        return None if batch is None else make_job(batch)
 
     def next_batch(self, rng: np.random.Generator, size: int) -> list[Architecture] | None:
         """Up to ``size`` candidates to evaluate, or None while waiting for the generation to finish."""

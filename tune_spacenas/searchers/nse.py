@@ -30,10 +30,10 @@ import numpy as np
 
 from tune_spacenas.analysis.pareto import pareto_front
 from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.base import FINISHED, ArchSearcher, write_rows
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import SearchSpace
-from tune_spacenas.spaces.multibranch import MultiBranchSpace, branches_of, layer_configurations
+from tune_spacenas.spaces.multibranch import MultiBranchSpace, branches_of, configuration_selectors
 from tune_spacenas.supernet.multibranch import FITNESS_KEY, NSE_JOB_KEY, layer_probability
 
 SAMPLE, EDGE, REHEARSE = "sample", "edge", "rehearse"
@@ -52,6 +52,9 @@ def resource_table(space: SearchSpace, unit: float = 1e6) -> tuple[float, np.nda
     if isinstance(full, MultiBranchSpace):
         fixed, table = full.cost_table()
         return fixed.madds / unit, np.array([[c.madds / unit for c in row] for row in table])
+    if not full.has_cost_model:
+        raise ValueError(f"space {full.name!r} has no cost model; give NSESearcher cost_table=(fixed, table) "
+                         "(e.g. a latency lookup table: a fixed cost and one cost per slot and operation)")
     reference = tuple(0 for _ in full.slots)
     base = full.cost(reference).madds
     table = np.zeros((len(full.slots), max(len(s.ops) for s in full.slots)))
@@ -192,6 +195,9 @@ class NSESearcher(ArchSearcher):
         fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
         self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
+        if self.inherit and len(self.inherit) != len(full.slots):
+            raise ValueError(f"inherit= has {len(self.inherit)} layers but space {full.name!r} has {len(full.slots)}: "
+                             "give one list of operations per layer (e.g. a finished search's final subsets)")
         inherited = ([[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)] if self.inherit
                      else [[] for _ in full.slots])
         # Section 4.1: each layer's pool in a fixed, layer-wise shuffled order (a MultiBranchSpace's slots are
@@ -293,13 +299,11 @@ class NSESearcher(ArchSearcher):
         space, p = self.subspace, 1.0 / (1.0 + np.exp(-theta))
         columns, cost = [], np.full(n, self.fixed_cost)
         for layer, subset in enumerate(self.subsets):
-            configs = layer_configurations(space, layer)
-            chosen = [branches_of(space, layer, c) for c in configs]
-            selectors = np.array([[float(o in ops) for o in subset] for ops in chosen]).reshape(len(configs), len(subset))
+            configs, selectors = configuration_selectors(space, layer, subset)
             probs = layer_probability(p[layer, list(subset)], selectors)
             pick = self.rng.choice(len(configs), size=n, p=probs / probs.sum())
             columns.append([configs[i] for i in pick])
-            cost += np.array([self.costs[layer, list(ops)].sum() for ops in chosen])[pick]
+            cost += (selectors @ self.costs[layer, list(subset)])[pick]  # a configuration's branches' costs
         return list(zip(*columns)), cost
 
     def _retrieve_candidates(self) -> None:
@@ -389,7 +393,4 @@ class NSESearcher(ArchSearcher):
     def export_rounds(self, path: str | os.PathLike) -> None:
         """Per-round history to Parquet: subsets, locked, simplified and aggregated operations per layer,
         thetas, the Pareto front (architectures, accuracy, cost) and sample counts."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(self.rounds), path)
+        write_rows(self.rounds, path, empty_column="round")

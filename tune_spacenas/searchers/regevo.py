@@ -25,6 +25,8 @@ class RegularizedEvolutionSearcher(ArchSearcher):
 
     def __init__(self, population_size: int = 10, tournament_size: int = 3, num_edits: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
+        if num_edits < 1:
+            raise ValueError(f"num_edits must be at least 1 (a mutation changes that many slots), got {num_edits}")
         if not 1 <= tournament_size <= population_size:
             raise ValueError(f"need 1 <= tournament_size ({tournament_size}) <= population_size ({population_size})")
         self.population_size, self.tournament_size, self.num_edits = population_size, tournament_size, num_edits

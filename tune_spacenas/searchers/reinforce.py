@@ -40,6 +40,8 @@ class REINFORCESearcher(ArchSearcher):
         entropy_weight: weight of the entropy bonus (0 disables it).
     """
 
+    needs_one_choice_per_slot = True
+
     def __init__(self, learning_rate: float = 0.01, baseline_decay: float = 0.9, entropy_weight: float = 0.0,
                  **kwargs: Any):
         super().__init__(**kwargs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tune_spacenas.jobs import TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.base import ArchSearcher
 from tune_spacenas.searchers.evolution import CostConstraint, EvolutionPhase
 from tune_spacenas.searchers.training import TrainingPhase
 
@@ -21,7 +21,7 @@ class SPOSSearcher(ArchSearcher):
     Args:
         train_steps: supernet training steps in all (SE-NAS trains 40 epochs on NAS-Bench-201).
         steps_per_trial: steps a training trial runs.
-        lr: peak learning rate (cosine to 0 over ``train_steps``); ``None`` uses the store spec's.
+        lr: peak learning rate (cosine to 0 over ``train_steps``); every training job carries it.
         population, generations, parents, mutations, crossovers, mutation_prob: the evolution (SPOS:
             50, 20, 10, 25, 25, 0.1).
         max_madds: discard candidates above this many multiply-adds (spaces with a cost model).
@@ -29,13 +29,13 @@ class SPOSSearcher(ArchSearcher):
         **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed).
     """
 
-    def __init__(self, train_steps: int = 2000, steps_per_trial: int = 200, lr: float | None = 0.05,
+    def __init__(self, train_steps: int = 2000, steps_per_trial: int = 200, lr: float = 0.05,
                  population: int = 50, generations: int = 20, parents: int = 10, mutations: int = 25,
                  crossovers: int = 25, mutation_prob: float = 0.1, max_madds: float | None = None,
                  eval_batch: int = 25, **kwargs: Any):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(**kwargs)
-        self.training = TrainingPhase(train_steps, steps_per_trial, lr if lr is not None else 0.05)
+        self.training = TrainingPhase(train_steps, steps_per_trial, lr)
         self.evolution_args = dict(population=population, generations=generations, parents=parents,
                                    mutations=mutations, crossovers=crossovers, mutation_prob=mutation_prob)
         self.max_madds, self.eval_batch = max_madds, eval_batch
@@ -48,10 +48,7 @@ class SPOSSearcher(ArchSearcher):
     def propose(self) -> dict[str, Any] | str | None:
         if not self.training.finished:
             return self.training.next_job(seed=self.rng.integers(2**31))
-        if self.evolution.finished:
-            return FINISHED
-        batch = self.evolution.next_batch(self.rng, self.eval_batch)
-        return None if batch is None else evaluate_batch_job(self.space, batch)
+        return self.evolution.next_job(self.rng, self.eval_batch, lambda batch: evaluate_batch_job(self.space, batch))
 
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:

@@ -32,7 +32,6 @@ class TrainingPhase:
     total_steps: int
     steps_per_trial: int
     lr: float
-    subspace: dict[str, Any] | None = None
     schedule_offset: int = 0
     schedule_steps: int | None = None
     sync_every: int | None = None

@@ -26,7 +26,7 @@ from torch import nn
 from tune_spacenas.jobs import SUBSPACE_KEY
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 from tune_spacenas.spaces.multibranch import (HEAD_CHANNELS, STEM_CHANNELS, MultiBranchSpace, branches_of,
-                                              layer_configurations, subsets_of)
+                                              configuration_selectors, subsets_of)
 from tune_spacenas.spaces.mobilenet import scaled
 from tune_spacenas.spaces.nasbench201 import NB201_EDGES, NASBench201Space
 from tune_spacenas.supernet.base import Supernet
@@ -247,7 +247,7 @@ class FitnessIndicators:
         p = torch.sigmoid(self.fitness_indicators)
         pairs = []
         for slot, subset in enumerate(subsets_of(space)):
-            configs = layer_configurations(space, slot)
+            configs, selectors = configuration_selectors(space, slot, subset)
             names = [[space.slots[slot].ops[n] for n in branches_of(space, slot, c)] for c in configs]
             if len(configs) < 2:
                 pairs.append(_Pair(names[0]))
@@ -255,9 +255,7 @@ class FitnessIndicators:
             if len(subset) > MAX_ENUMERATED_BRANCHES:
                 raise ValueError(f"slot {slot}: {len(subset)} operations; Eq. (4) is enumerated over a subset's "
                                  f"configurations, so keep K <= {MAX_ENUMERATED_BRANCHES}")
-            selectors = torch.tensor([[float(n in branches_of(space, slot, c)) for n in subset] for c in configs],
-                                     device=p.device)
-            probs = layer_probability(p[slot, list(subset)], selectors)
+            probs = layer_probability(p[slot, list(subset)], torch.tensor(selectors, dtype=p.dtype, device=p.device))
             weights = probs.detach().cpu().double().numpy()
             a, b = rng.choice(len(configs), size=2, replace=False, p=weights / weights.sum())
             total = probs[a] + probs[b]
@@ -297,10 +295,8 @@ class MultiBranchSupernet(FitnessIndicators, Supernet):
 
     def path_parameter_names(self, arch: Sequence[int]) -> list[str]:
         """The shared parameters and those of every selected branch of every layer."""
-        return self.shared_parameter_names() + self.slot_parameter_names(range(len(arch)), arch)
-
-    def slot_parameter_names(self, slots: Any, arch: Sequence[int]) -> list[str]:
-        return [n for s in slots for op in self.space.branches(s, arch[s]) for n in self.choice_parameter_names(s, op)]
+        return self.shared_parameter_names() + [n for s, config in enumerate(arch) for op in self.space.branches(s, config)
+                                                for n in self.choice_parameter_names(s, op)]
 
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(x).mean(dim=(2, 3)))

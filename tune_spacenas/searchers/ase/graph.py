@@ -84,10 +84,6 @@ class SubspaceGraph:
         return {"centers": [space.to_string(c) for c in self.centers], "scores": list(self.scores),
                 "space": space.to_spec()}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], space: SearchSpace) -> "SubspaceGraph":
-        return cls([space.from_string(c) for c in data["centers"]], list(data["scores"]))
-
     def save(self, path: str | os.PathLike, space: SearchSpace) -> None:
         """Write the graph as JSON (the centres as strings); ASE-NAS+ starts a new search from it."""
         Path(path).write_text(json.dumps(self.to_dict(space), indent=1))

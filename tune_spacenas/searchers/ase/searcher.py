@@ -67,6 +67,8 @@ class ASESearcher(ArchSearcher):
         **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, max_queries, ...).
     """
 
+    needs_one_choice_per_slot = True
+
     def __init__(self, num_subspaces: int = 4, local_distance: int = 4,
                  initial_centers: list[Any] | str | os.PathLike | None = None, learning_rate: float = 1e-2,
                  entropy_weight: float = 7.5e-4, baseline_decay: float = 0.9, weight_decay: float = 2.374e-5,

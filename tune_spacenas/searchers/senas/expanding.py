@@ -35,8 +35,3 @@ def merge_layer_spaces(space: SearchSpace | Sequence[int], threshold: int = 50) 
             groups.append(list(range(start, end)))
         start = end
     return groups
-
-
-def merged_size(space: SearchSpace, group: Sequence[int]) -> int:
-    """Number of partial models (each with its own weight copy) of one merged child space."""
-    return math.prod(len(space.slots[i].allowed) for i in group)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tune_spacenas.analysis import kendall_tau
 from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.base import ArchSearcher
 from tune_spacenas.searchers.evolution import CostConstraint, EvolutionPhase
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
 from tune_spacenas.searchers.senas.scores import (as_table, labels, operator_sample, operator_scores,
@@ -63,6 +63,8 @@ class SENASSearcher(ArchSearcher):
     Public state: ``shrunk_space`` (the current space), ``merged_spaces`` (groups of slots whose partial
     models have their own weights), ``stage_log`` (per stage: SI, SC, scores, dropped operators, merges).
     """
+
+    needs_one_choice_per_slot = True
 
     def __init__(self, stages: int = 2, stage_steps: int | Sequence[int] = 2000, steps_per_trial: int = 200,
                  lr: float = 0.05, restart_lr: bool = False, snapshots: int = 5, snapshot_window: int | None = None,
@@ -119,7 +121,7 @@ class SENASSearcher(ArchSearcher):
             return self._next_training_job()
         if self.phase == SCORING:
             return self._next_scoring_batch()
-        return self._next_search_batch()
+        return self.evolution.next_job(self.rng, self.eval_batch, self.evaluation_job)
 
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:
@@ -212,13 +214,7 @@ class SENASSearcher(ArchSearcher):
             self.phase = SEARCH
             self.evolution = EvolutionPhase(self.shrunk_space, constraint=self.constraint, **self.evolution_args)
 
-    # --- the final search (Eq. 2) ----------------------------------------------------------------
-    def _next_search_batch(self) -> dict[str, Any] | str | None:
-        if self.evolution.finished:
-            return FINISHED
-        batch = self.evolution.next_batch(self.rng, self.eval_batch)
-        return None if batch is None else self.evaluation_job(batch)
-
+    # --- the final search (Eq. 2): EvolutionPhase.next_job ---------------------------------------
     def best_architecture(self) -> str | None:
         best = self.evolution.best() if self.evolution else None
         return None if best is None else self.space.to_string(best[0])
