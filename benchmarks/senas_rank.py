@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, mean_std, welch_p, write_json, write_markdown
+from benchmarks.common import RESULTS, welch_p, write_json, write_markdown
 from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, table_truth, train
 
 OUT = RESULTS / "senas"

@@ -30,7 +30,7 @@ _AUTH_HINT = ("the cluster uses token authentication or this driver does: set RA
               "~/.ray/auth_token everywhere)")
 
 
-def connect(address: str | None = None, probe_timeout_s: float = 5.0, **init_kwargs: Any):
+def connect(address: str | None = None, probe_timeout_s: float = 5.0, **init_kwargs: Any) -> Any:
     """Join the cluster at ``address`` (default ``$RAY_ADDRESS``; ``"auto"``: the one ``ray start`` recorded
     on this machine), or start a local Ray when neither is set. Returns ``ray.init``'s context.
 

@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -29,6 +29,9 @@ from ray.exceptions import ObjectLostError, RayActorError
 
 from tune_spacenas.store import storage
 from tune_spacenas.store.table import WeightTable, check_same_supernet, read_checkpoint_meta
+
+if TYPE_CHECKING:
+    from tune_spacenas.supernet.spec import SupernetSpec
 
 NAMESPACE = "tune_spacenas"
 log = logging.getLogger("tune_spacenas.store")
@@ -291,7 +294,7 @@ class WeightStore:
         return self._call("info")
 
     @property
-    def spec(self):
+    def spec(self) -> "SupernetSpec":
         from tune_spacenas.supernet.spec import SupernetSpec
 
         meta = self.info()["meta"]

@@ -8,14 +8,17 @@ belong to a set of slots, which are shared by every path (stem, reductions, head
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
+
+if TYPE_CHECKING:
+    from tune_spacenas.trainables.worker import SupernetWorker
 
 
 class Supernet(nn.Module):
@@ -56,10 +59,6 @@ class Supernet(nn.Module):
             names += self.choice_parameter_names(slot, op)
         return names
 
-    def slot_parameter_names(self, slots: Iterable[int], arch: Sequence[int]) -> list[str]:
-        """Parameters of ``arch``'s operations at ``slots`` (SE-NAS's expanded partial models)."""
-        return [n for s in slots for n in self.choice_parameter_names(s, arch[s])]
-
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:
         """SPOS: one path uniformly from the (shrunk) subspace. Methods' skeletons override (NSE's
         Bernoulli branches, AutoSpace's gates)."""
@@ -78,7 +77,7 @@ class Supernet(nn.Module):
         """Plain-data entries added to a training job's reports (AutoSpace's learned fitness scores)."""
         return {}
 
-    def after_step(self, worker, step: int, arch: Architecture, job: dict) -> list[str]:
+    def after_step(self, worker: "SupernetWorker", step: int, arch: Architecture, job: dict) -> list[str]:
         """Hook run after every training step (e.g. NSE updates its thetas every two iterations on a
         validation batch); returns the names of parameters it changed, so the worker pushes them too."""
         return []

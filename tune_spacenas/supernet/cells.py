@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from tune_spacenas.spaces.cells import (CELL_EDGES, EDGE_OPS, SKIP, Cell, CellNe
                                         IRBSpace, OpenCellSpace, cell_cost, cell_ratio, live_edges, parse_cell)
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.ops import build_op
+
+if TYPE_CHECKING:
+    from tune_spacenas.trainables.worker import SupernetWorker
 
 AUTOSPACE_KEY = "autospace"
 """Training-job key of one AutoSpace generation: ``{"cells": [[K cell strings] per layer], "alpha": [[K]],
@@ -352,7 +355,7 @@ class OpenCellSupernet(_CellSupernet):
             return self.generation[layer].forward(x)
         return super().run_layer(layer, x, arch)
 
-    def after_step(self, worker, step: int, arch: Architecture, job: dict) -> list[str]:
+    def after_step(self, worker: "SupernetWorker", step: int, arch: Architecture, job: dict) -> list[str]:
         for layer in self.generation or []:
             layer.update()
         return []  # fitness scores are the trial's own, reported at the end, never pushed

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tune_spacenas.data.spec import DataSpec
 from tune_spacenas.spaces.base import SearchSpace, space_from_spec
+
+if TYPE_CHECKING:
+    from tune_spacenas.supernet.base import Supernet
 
 
 @dataclass
@@ -61,7 +64,7 @@ class SupernetSpec:
         data = dict(data)
         return cls(space=space_from_spec(data.pop("space")), data=DataSpec.from_dict(data.pop("data")), **data)
 
-    def build(self):
+    def build(self) -> "Supernet":
         """A freshly initialised supernet (seeded by ``init_seed``)."""
         from tune_spacenas.supernet import build_supernet
 
