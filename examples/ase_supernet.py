@@ -15,9 +15,7 @@ The best centre is looked up in the NAS-Bench-201 table, which knows its true CI
 from __future__ import annotations
 
 import argparse
-import os
 import time
-import uuid
 from typing import Any
 
 from tune_spacenas.data import DataSpec
@@ -56,17 +54,13 @@ class Progress:
 
 
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
-    import ray
-
+    from tune_spacenas.cluster import connect
     from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store.actor import WeightStore
 
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
-    store = WeightStore.create(f"ase-example-{uuid.uuid4().hex[:6]}", spec)
-    try:
+    connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
+    with WeightStore.temporary(spec, "ase-example") as store:
         search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
-    finally:
-        store.kill()
 
 
 def run_in_process(searcher: ASESearcher, spec: SupernetSpec) -> None:

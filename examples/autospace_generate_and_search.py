@@ -75,11 +75,11 @@ class Runner:
         self.in_process, self.concurrency = in_process, concurrency
         self.stores: dict[str, Any] = {}
         if not in_process:
-            import ray
+            from tune_spacenas.cluster import connect
 
             # SPOS's training trials report the training loss, not the evaluations' regularized_loss.
             os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-            ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
+            connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
 
     def run(self, searcher: Any, spec: SupernetSpec, metric: str, mode: str, constants: dict | None = None,
             trials: int | None = None) -> None:

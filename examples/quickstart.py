@@ -13,15 +13,13 @@ Runs on the local embedded Ray, or on a cluster when RAY_ADDRESS is set.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-import uuid
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
+from tune_spacenas.cluster import connect
 from tune_spacenas.data import DataSpec
 from tune_spacenas.runner import result_callback
 from tune_spacenas.searchers import SPOSSearcher
@@ -41,28 +39,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
+    connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
     spec = SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
-    store = WeightStore.create(f"quickstart-{uuid.uuid4().hex[:6]}", spec)
     searcher = SPOSSearcher(train_steps=args.train_steps, steps_per_trial=150, population=args.population,
                             generations=args.generations, parents=5, mutations=args.population // 2,
                             crossovers=args.population // 2, eval_batch=10, seed=args.seed)
-    tuner = tune.Tuner(
-        tune.with_resources(supernet_trainable, {"cpu": 1, "gpu": 1 if _cuda() else 0}),
-        param_space=store.param_space(),
-        tune_config=tune.TuneConfig(metric="accuracy", mode="max", num_samples=-1, reuse_actors=True,
-                                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrency)),
-        run_config=tune.RunConfig(name="quickstart", verbose=0, callbacks=[result_callback(Progress(searcher))]),
-    )
-    tuner.fit()
+    with WeightStore.temporary(spec, "quickstart") as store:  # the shared supernet, for this search only
+        tuner = tune.Tuner(
+            tune.with_resources(supernet_trainable, {"cpu": 1, "gpu": 1 if _cuda() else 0}),
+            param_space=store.param_space(),
+            tune_config=tune.TuneConfig(metric="accuracy", mode="max", num_samples=-1, reuse_actors=True,
+                                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrency)),
+            run_config=tune.RunConfig(name="quickstart", verbose=0, callbacks=[result_callback(Progress(searcher))]),
+        )
+        tuner.fit()
     best = searcher.best_architecture()
     table = NASBench201Table.load()
     print(f"\nbest architecture (supernet accuracy {searcher.evolution.best()[1]:.1f}% on 1,000 validation images):")
     print(f"  {best}")
     print(f"  NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs: {table.query(best):.2f}% "
           f"(table optimum {table.best()[1]:.2f}%)")
-    store.kill()
 
 
 class Progress:

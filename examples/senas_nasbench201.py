@@ -14,8 +14,6 @@ which the NAS-Bench-201 table then scores.
 from __future__ import annotations
 
 import argparse
-import os
-import uuid
 
 from tune_spacenas.data import DataSpec
 from tune_spacenas.searchers import SENASSearcher
@@ -40,18 +38,14 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
-    import ray
-
+    from tune_spacenas.cluster import connect
     from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store.actor import WeightStore
 
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, log_to_driver=False)
-    store = WeightStore.create(f"senas-example-{uuid.uuid4().hex[:6]}", spec)
+    connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     searcher = make_searcher(quick)  # space, store, metric and mode come from tune.run's config
-    try:
+    with WeightStore.temporary(spec, "senas-example") as store:
         search(searcher, store, max_concurrent=concurrency, verbose=1)
-    finally:
-        store.kill()
     return searcher
 
 

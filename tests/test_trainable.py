@@ -57,8 +57,7 @@ class _Jobs(ArchSearcher):
 
 @pytest.mark.slow
 def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_kwargs):
-    store = WeightStore.create("test-trainable", tiny_spec)
-    try:
+    with WeightStore.temporary(tiny_spec, "test-trainable") as store:
         space = tiny_spec.space
         archs = space.sample_many(np.random.default_rng(0), 4, distinct=True)
         jobs = [train_job(15, seed=i, sync_every=5) for i in range(4)] + [evaluate_batch_job(space, archs[:2]),
@@ -72,8 +71,8 @@ def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_k
         assert all(r is not None for _, r in searcher.results)
         assert store.info()["stats"]["applied"] == 4 * 3  # every sync of every training trial counted once
         assert sorted(h["arch"] for h in searcher.history) == sorted(space.to_string(a) for a in archs[:3])
-    finally:
-        store.kill()
+    with pytest.raises(ValueError, match="no weight store named"):  # the block's end killed it
+        WeightStore.connect(store.name)
 
 
 def test_trainable_rejects_configs_without_a_store_or_of_another_space(ray_session, tiny_spec):

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -250,6 +251,17 @@ class WeightStore:
                 "store.param_space() as the config; a store that is not detached dies with its driver"
             )
         return cls(name, actor, namespace)
+
+    @classmethod
+    @contextmanager
+    def temporary(cls, spec: Any, prefix: str = "search", **create_options: Any) -> Iterator["WeightStore"]:
+        """A store under a fresh name for one search, killed when the block exits (examples, one-off runs;
+        create a named store with a ``checkpoint_path`` to keep the trained weights)."""
+        store = cls.create(f"{prefix}-{uuid.uuid4().hex[:6]}", spec, **create_options)
+        try:
+            yield store
+        finally:
+            store.kill()
 
     def kill(self, wait_s: float = 10.0) -> None:
         """Stop the store for good; returns once its name is free (a new store may take it)."""
