@@ -4,7 +4,7 @@
 time, with an evaluator (any callable from trial config to result dict: the table lookup, or the
 in-process supernet worker): the benchmark harness and Ray-less (GPU image) runs. ``run_with_tune`` is
 the same search with trials on the shared-weight supernet trainable; both call ``on_result(config,
-result)`` after every finished trial, so one progress printer serves both. Ray is imported only there.
+result)`` after every finished trial, so one progress printer serves both. Only the Tune side imports Ray.
 """
 
 from __future__ import annotations
