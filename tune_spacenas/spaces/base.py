@@ -304,22 +304,27 @@ class SearchSpace:
         named keep what they allow now). Restricting a slot to nothing is an error: shrinking and
         simplification must leave every slot at least one operation, or the topology would change.
         """
+        slots = []
+        for slot, idx in zip(self.slots, self._restriction(allowed, [s.allowed for s in self.slots])):
+            if not idx:
+                raise ValueError(f"slot {slot.name!r} restricted to no operation; keep at least one")
+            slots.append(Slot(slot.name, slot.ops, idx))
+        sub = self.full_space()
+        sub.slots = tuple(slots)
+        return sub
+
+    def _restriction(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]],
+                     current: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+        """``restrict``'s argument as sorted operation indices per slot; slots a mapping leaves out keep
+        ``current``. ValueError for unknown slot names, a wrong slot count or unknown operations."""
         if isinstance(allowed, Mapping):
             unknown = set(allowed) - {s.name for s in self.slots}
             if unknown:
                 raise ValueError(f"unknown slots {sorted(unknown)}; slots are {[s.name for s in self.slots]}")
-            allowed = [allowed.get(s.name, s.allowed) for s in self.slots]
+            allowed = [allowed.get(s.name, now) for s, now in zip(self.slots, current)]
         if len(allowed) != len(self.slots):
             raise ValueError(f"restriction names {len(allowed)} slots but the space has {len(self.slots)}")
-        slots = []
-        for slot, ops in zip(self.slots, allowed):
-            idx = sorted({slot.index(o) for o in ops})
-            if not idx:
-                raise ValueError(f"slot {slot.name!r} restricted to no operation; keep at least one")
-            slots.append(Slot(slot.name, slot.ops, tuple(idx)))
-        sub = self.full_space()
-        sub.slots = tuple(slots)
-        return sub
+        return [tuple(sorted({slot.index(o) for o in ops})) for slot, ops in zip(self.slots, allowed)]
 
     # --- cost model ----------------------------------------------------------------------------
     @property

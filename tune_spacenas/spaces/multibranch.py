@@ -151,16 +151,8 @@ class MultiBranchSpace(SearchSpace):
     def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> "MultiBranchSpace":
         """The subspace whose layer ``l`` may use only ``allowed[l]``; an empty subset is fine in a normal
         layer (only its identity path is left) and an error in a reduction layer."""
-        if isinstance(allowed, Mapping):
-            unknown = set(allowed) - {s.name for s in self.slots}
-            if unknown:
-                raise ValueError(f"unknown layers {sorted(unknown)}; layers are {[s.name for s in self.slots]}")
-            allowed = [allowed.get(s.name, sub) for s, sub in zip(self.slots, self.subsets)]
-        if len(allowed) != len(self.slots):
-            raise ValueError(f"restriction names {len(allowed)} layers but the space has {len(self.slots)}")
         subsets = []
-        for i, (slot, ops) in enumerate(zip(self.slots, allowed)):
-            idx = tuple(sorted({slot.index(o) for o in ops}))
+        for i, (slot, idx) in enumerate(zip(self.slots, self._restriction(allowed, self.subsets))):
             if not idx and self.reduction[i]:
                 raise ValueError(f"reduction layer {slot.name!r} restricted to no operation; it has no identity "
                                  "path, so keep at least one")

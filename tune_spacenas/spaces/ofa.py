@@ -25,7 +25,9 @@ class OFASpace(SearchSpace):
     Slots per unit: ``u{i}.depth`` then ``u{i}.l1`` .. ``u{i}.l4``. Layers beyond a unit's depth do not
     exist (``inactive_slots``), so ``canonicalize`` sets them to the first option of the full space: two
     encodings that differ only there are the same network (and are at architecture distance 0 after
-    canonicalization), in the full space and in every subspace alike.
+    canonicalization), in the full space and in every subspace alike. ``sample`` is uniform over
+    encodings, so each depth is equally likely and deep units are rarer than among the distinct
+    networks that ``size`` counts (as in OFA's own sampling).
     """
 
     def __init__(self, input_size: int = 224, num_classes: int = 1000):
