@@ -135,12 +135,14 @@ class SearchSpace:
         return math.prod(len(s.allowed) for s in self.slots)
 
     def canonicalize(self, arch: Architecture) -> Architecture:
-        """Map equivalent encodings to one (identity here; spaces with inactive slots override)."""
-        return arch
+        """Map equivalent encodings to one: inactive slots set to index 0 of the full space, so one
+        network has one encoding in the full space and every subspace."""
+        inactive = self.inactive_slots(arch)
+        return tuple(0 if i in inactive else choice for i, choice in enumerate(arch)) if inactive else arch
 
     def inactive_slots(self, arch: Architecture) -> frozenset[int]:
-        """Slots that do not exist in ``arch``'s network (none here; OFA: layers beyond a unit's depth).
-        ``canonicalize`` fixes them to index 0 and a subspace does not constrain them."""
+        """Slots that do not exist in ``arch``'s network (none here; OFA: layers beyond a unit's depth);
+        a subspace does not constrain them."""
         return frozenset()
 
     def validate(self, arch: Sequence[int | str]) -> Architecture:

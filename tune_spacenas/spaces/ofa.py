@@ -49,11 +49,6 @@ class OFASpace(SearchSpace):
         return frozenset(u * (MAX_DEPTH + 1) + 1 + l for u in range(len(OFA_UNITS))
                          for l in range(self.depth(arch[u * (MAX_DEPTH + 1)]), MAX_DEPTH))
 
-    def canonicalize(self, arch: Architecture) -> Architecture:
-        # Index 0 of the full space, not a subspace's first option: one network, one encoding everywhere.
-        inactive = self.inactive_slots(arch)
-        return tuple(0 if i in inactive else choice for i, choice in enumerate(arch))
-
     @property
     def size(self) -> int:
         """Distinct networks: per unit, sum over depths of (allowed layer ops)^depth."""

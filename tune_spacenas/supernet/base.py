@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
+from tune_spacenas.spaces.multibranch import branches_of
 
 if TYPE_CHECKING:
     from tune_spacenas.trainables.worker import SupernetWorker
@@ -53,10 +54,12 @@ class Supernet(nn.Module):
         return [n for n, _ in self.named_parameters() if n not in owned]
 
     def path_parameter_names(self, arch: Sequence[int]) -> list[str]:
-        """Every parameter the single path ``arch`` uses: the shared ones and its chosen operations'."""
+        """Every parameter the path ``arch`` uses: the shared ones and its chosen operations' (every
+        selected branch of a multi-branch layer)."""
         names = self.shared_parameter_names()
-        for slot, op in enumerate(arch):
-            names += self.choice_parameter_names(slot, op)
+        for slot, value in enumerate(arch):
+            for op in branches_of(self.space, slot, value):
+                names += self.choice_parameter_names(slot, op)
         return names
 
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:

@@ -293,11 +293,6 @@ class MultiBranchSupernet(FitnessIndicators, Supernet):
     def _ops(self, slot: int, config: int) -> list[str]:
         return [self.space.slots[slot].ops[n] for n in self.space.branches(slot, config)]
 
-    def path_parameter_names(self, arch: Sequence[int]) -> list[str]:
-        """The shared parameters and those of every selected branch of every layer."""
-        return self.shared_parameter_names() + [n for s, config in enumerate(arch) for op in self.space.branches(s, config)
-                                                for n in self.choice_parameter_names(s, op)]
-
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(x).mean(dim=(2, 3)))
 
