@@ -13,8 +13,18 @@ from ray.tune.search import ConcurrencyLimiter
 
 from tune_spacenas.jobs import TRAIN
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers.ase import ASEController, ASESearcher, Decision, EdgeSAGEConv, SubspaceGraph
-from tune_spacenas.searchers.ase.controller import GraphTensors, edge_features, ordered_pairs
+from tune_spacenas.searchers.ase import (
+    ASEController,
+    ASESearcher,
+    Decision,
+    EdgeSAGEConv,
+    SubspaceGraph,
+)
+from tune_spacenas.searchers.ase.controller import (
+    GraphTensors,
+    edge_features,
+    ordered_pairs,
+)
 from tune_spacenas.searchers.ase.searcher import DECISION_KEY
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.trainables import nasbench201_trainable
@@ -36,8 +46,8 @@ def graph():
 
 
 def searcher(**kwargs):
-    kwargs = {"space": SPACE, "metric": "accuracy", "mode": "max", "seed": 0, **kwargs}
-    return ASESearcher(**kwargs)
+    """The paper's NAS-Bench-201 setting (K=4, M=4) unless a test says otherwise."""
+    return ASESearcher.paper_preset(**{"space": SPACE, "metric": "accuracy", "mode": "max", "seed": 0, **kwargs})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +165,7 @@ def drive_recording(s, trials, dataset="cifar10"):
         result = evaluate_on_table({**config, "dataset": dataset})
         s.on_trial_complete(f"t{i}", result=result)
         if record is not None:
-            node = record["decision"][0]
+            node = record["node"]
             beta = SPACE.from_string(config["arch"])
             log.append((before[0][node], node, beta, result["accuracy"] - record["center_score"], before,
                         (list(s.graph.centers), list(s.graph.scores))))
@@ -164,7 +174,7 @@ def drive_recording(s, trials, dataset="cifar10"):
 
 @pytest.mark.parametrize("distance", [1, 2, 4])
 def test_every_suggestion_lies_within_distance_m_of_its_centre(distance):
-    s = searcher(local_distance=distance, num_subspaces=3)
+    s = searcher(local_distance=distance, num_subspaces=3, seed=7)
     log = drive_recording(s, 60)
     assert len(log) > 40
     assert all(SPACE.distance(center, beta) <= distance for center, _, beta, *_ in log)
@@ -210,7 +220,8 @@ class RecordingASE(ASESearcher):
 
 @pytest.mark.parametrize("absolute", [False, True])
 def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(absolute):
-    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=2, num_subspaces=3, absolute_reward=absolute)
+    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=2, num_subspaces=3, local_distance=4,
+                     absolute_reward=absolute)
     for i in range(3):
         s.on_trial_complete(f"c{i}", result=evaluate_on_table(s.suggest(f"c{i}")))
     expected = {}
@@ -320,8 +331,127 @@ def test_slots_with_fewer_operations_are_never_edited_to_a_missing_one():
 
     space = MobileNetSpace()
     s = ASESearcher(space=space, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=3)
-    reward = lambda config: {"accuracy": float(len(config["arch"]) % 17)}  # noqa: E731
+    reward = lambda config: {"accuracy": float(len(config["arch"]) % 17)}
     seen = []
     run_in_process(s, reward, max_trials=60, on_result=lambda c, r: seen.append(c["arch"]))
     assert len(seen) == 60 and all(space.contains(a) for a in seen)
     assert all(torch.isfinite(p).all() for p in s.controller.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Every suggestion new: no stall, no repeat learned from, no rewarded no-op
+# ----------------------------------------------------------------------------------------------
+def test_k1_m1_spends_its_whole_budget_on_new_architectures_and_learns_each_once():
+    """K = 1, M = 1: a ball of 25 cells, used up long before 150 queries (the search used to stall)."""
+    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=1, local_distance=1,
+                     max_queries=150)
+    seen = []
+    trials = run_in_process(s, lambda c: evaluate_on_table({**c, "dataset": "cifar100"}), max_queries=150, space=SPACE,
+                            on_result=lambda c, r: seen.append(c["arch"]))
+    assert trials == 150 and s.queries == 150 and len(set(seen)) == 150
+    assert s.reseeds >= 1 and s.suggest("after") == "FINISHED"
+    learned = [Decision.apply(d, centers[d.node]) for centers, d, _ in s.steps]
+    assert len(learned) == len(set(learned)) and len(learned) >= 100  # each architecture learned from once
+    assert all(beta != centers[d.node] for beta, (centers, d, _) in zip(learned, s.steps))  # never a no-op
+    assert set(map(SPACE.to_string, learned)) <= set(seen)
+
+
+def test_a_space_used_up_finishes_and_suggest_waits_only_while_trials_run():
+    from tune_spacenas.spaces import SearchSpace, Slot
+
+    tiny = SearchSpace([Slot(f"s{i}", ("a", "b")) for i in range(3)])  # 8 architectures
+    s = ASESearcher(space=tiny, metric="accuracy", mode="max", seed=0, num_subspaces=2, local_distance=1)
+    reward = lambda config: {"accuracy": float(config["arch"].count("b"))}
+    configs = {}
+    while (config := s.suggest(f"t{len(configs)}")) is not None:
+        configs[f"t{len(configs)}"] = config
+        if len(configs) == 2:  # the centres: their results build the graph
+            for trial_id, c in configs.items():
+                s.on_trial_complete(trial_id, result=reward(c))
+    assert config is None and len(configs) == 8 and s.pending  # all 8 suggested, 6 in flight: wait
+    for trial_id, c in list(configs.items())[2:]:
+        s.on_trial_complete(trial_id, result=reward(c))
+    assert s.suggest("last") == "FINISHED" and s.best_architecture() == "b,b,b"
+
+
+def test_a_repeated_edit_is_drawn_again_and_never_reaches_the_policy():
+    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=3, num_subspaces=2, local_distance=2)
+    run_in_process(s, evaluate_on_table, max_trials=60, space=SPACE)
+    assert s.resamples > 0  # the policy did propose known architectures (the centre itself, or a repeat) ...
+    learned = [Decision.apply(d, centers[d.node]) for centers, d, _ in s.steps]
+    assert len(set(learned)) == len(learned) == s.decisions - s.fallbacks  # ... and learned from none of them
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults: from the budget, the paper's as a preset
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("budget", [50, 100, 300, None])
+def test_k_and_m_default_to_the_budget_setting_and_explicit_values_win(budget):
+    from tune_spacenas.searchers.ase.searcher import budget_setting
+
+    s = ASESearcher(space=SPACE, metric="accuracy", mode="max", max_queries=budget)
+    s.suggest("c0")
+    K, M = budget_setting(budget, SPACE)
+    assert (s.num_subspaces, s.local_distance) == (K, M) and s.controller.local_distance == M
+    assert 1 <= K and 1 <= M < len(SPACE)
+    explicit = ASESearcher(space=SPACE, metric="accuracy", mode="max", max_queries=budget, num_subspaces=3,
+                           local_distance=2)
+    explicit.suggest("c0")
+    assert (explicit.num_subspaces, explicit.local_distance) == (3, 2)
+
+
+def test_paper_preset_is_the_papers_setting():
+    s = ASESearcher.paper_preset(space=SPACE, metric="accuracy", mode="max", seed=4)
+    assert (s.num_subspaces, s.local_distance, s.learning_rate, s.entropy_weight) == (4, 4, 1e-2, 7.5e-4)
+    mobile = ASESearcher.paper_preset("mobilenet", learning_rate=1e-3)
+    assert (mobile.num_subspaces, mobile.local_distance, mobile.max_madds, mobile.learning_rate) == (10, 3, 600e6, 1e-3)
+    with pytest.raises(ValueError, match="unknown paper setting"):
+        ASESearcher.paper_preset("darts")
+    with pytest.raises(TypeError):
+        ASESearcher(4, 4)  # settings are keyword-only
+
+
+# ----------------------------------------------------------------------------------------------
+# A prior: centres chosen before any query
+# ----------------------------------------------------------------------------------------------
+def conv_count_prior():
+    """A made-up prior for the tests: the number of 3x3 convolutions of a cell (plus a tie-breaker)."""
+    return {SPACE.to_string(a): a.count(3) + 0.01 * a.count(2) for a in SPACE.enumerate()}
+
+
+def test_with_a_prior_the_centres_are_its_best_architectures_and_reseeds_its_best_new_ones():
+    from tune_spacenas.searchers.ase.searcher import CENTER_KEY
+
+    prior = conv_count_prior()
+    s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=1, prior=prior,
+                    max_queries=120)
+    evaluated = []
+    run_in_process(s, evaluate_on_table, max_queries=120, space=SPACE,
+                   on_result=lambda c, r: evaluated.append((c["arch"], CENTER_KEY in c)))
+    best_first = sorted(prior, key=lambda a: -prior[a])
+    assert [a for a, _ in evaluated[:3]] == best_first[:3]
+    reseeds = [i for i, (_, centre) in enumerate(evaluated) if centre][3:]
+    assert len(reseeds) == s.reseeds >= 1 and s.prior_picks == 3 + s.reseeds
+    for i in reseeds:  # the best-scored architecture not evaluated before it
+        before = {a for a, _ in evaluated[:i]}
+        assert evaluated[i][0] == next(a for a in best_first if a not in before)
+
+
+def test_a_callable_prior_ranks_a_seeded_pool_and_is_not_saved(tmp_path):
+    calls = []
+
+    def prior(arch: str) -> float:
+        calls.append(arch)
+        return float(arch.count("nor_conv_1x1"))
+
+    s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=5, num_subspaces=2, prior=prior, prior_pool=40)
+    first = s.suggest("c0")
+    assert len(calls) == 40 and first["arch"].count("nor_conv_1x1") == max(a.count("nor_conv_1x1") for a in calls)
+    s.save(str(tmp_path / "ase.pkl"))
+    restored = ASESearcher(space=SPACE, metric="accuracy", mode="max", prior=prior, prior_pool=40)
+    restored.restore(str(tmp_path / "ase.pkl"))
+    assert restored.prior is prior and restored.suggest("c1") == s.suggest("c1")
+    with pytest.raises(ValueError, match="prior_pool"):
+        ASESearcher(space=SPACE, metric="accuracy", mode="max", prior=prior).suggest("x")
+    with pytest.raises(ValueError, match="mapping"):
+        ASESearcher(prior=3)

@@ -2,6 +2,6 @@
 
 from tune_spacenas.analysis.curves import best_so_far, plot_curves
 from tune_spacenas.analysis.pareto import pareto_front
-from tune_spacenas.analysis.ranking import kendall_tau, top_half_tau
+from tune_spacenas.analysis.ranking import kendall_tau, rank_mean, top_half_tau
 
-__all__ = ["best_so_far", "kendall_tau", "pareto_front", "plot_curves", "top_half_tau"]
+__all__ = ["best_so_far", "kendall_tau", "pareto_front", "plot_curves", "rank_mean", "top_half_tau"]

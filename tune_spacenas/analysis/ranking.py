@@ -22,3 +22,12 @@ def top_half_tau(scores: Sequence[float], truth: Sequence[float]) -> float:
     truth = np.asarray(truth, float)
     keep = truth >= np.median(truth)
     return kendall_tau(np.asarray(scores, float)[keep], truth[keep])
+
+
+def rank_mean(columns: Sequence[Sequence[float]]) -> np.ndarray:
+    """Each item's mean rank-percentile over several score lists (a voting ensemble of proxies as one
+    score, after Abdelfattah et al. 2021): ties share their mean rank, NaN ranks lowest with -inf."""
+    from scipy.stats import rankdata
+
+    ranks = [rankdata(np.nan_to_num(np.asarray(c, float), nan=-np.inf)) / len(c) for c in columns]
+    return np.mean(ranks, axis=0)
