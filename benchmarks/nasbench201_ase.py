@@ -17,7 +17,9 @@
   queries count) and the controller starts fresh. On cifar10 itself it is undefined (an error).
 * ablations of the defaults (sections V-B to V-D): ``ase_no_update``, ``ase_absolute``, ``ase_no_graph``,
   and ``ase_untrained`` (learning rate 0: the policy stays at its initialisation);
-* the K x M grid the defaults were chosen from (on seed 0 only): ``ase_k{K}_m{M}``, K in 1-4, M in 1-3.
+* the K x M grid the defaults were chosen from (on seed 0 only): ``ase_k{K}_m{M}``, K in 1-4, M in 1-3;
+  and the grid ``ase_prior``'s settings were chosen from (seed 0 only): ``ase_prior_k{K}_e{E}``, K in 1-3
+  centres, E in 1, 2, 4, 8 policy samples ranked by the prior (``prior_edits``).
 """
 
 from __future__ import annotations
@@ -51,10 +53,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ase_untrained": {"learning_rate": 0.0},
 }
 GRID = {f"ase_k{k}_m{m}": {"num_subspaces": k, "local_distance": m} for k in (1, 2, 3, 4) for m in (1, 2, 3)}
+PRIOR_GRID = {f"ase_prior_k{k}_e{e}": {"num_subspaces": k, "prior_edits": e} for k in (1, 2, 3) for e in (1, 2, 4, 8)}
+# ase_prior: the library defaults plus the prior, with these settings (chosen on seed 0 from PRIOR_GRID).
+PRIOR_SETTING: dict[str, Any] = {}
 
 
-def _ase_prior(space: NASBench201Space, seed: int, queries: int, dataset: str) -> ASESearcher:
-    return _ours(ASESearcher, prior=prior(), prior_pool=PRIOR_POOL)(space, seed, queries, dataset)
+def _with_prior(**setting: Any):
+    def make(space: NASBench201Space, seed: int, queries: int, dataset: str) -> ASESearcher:
+        return _ours(ASESearcher, prior=prior(), prior_pool=PRIOR_POOL, **setting)(space, seed, queries, dataset)
+
+    return make
 
 
 def transferred_centers(seed: int, queries: int) -> list[Architecture]:
@@ -74,10 +82,12 @@ def ase_plus(space: NASBench201Space, seed: int, queries: int, dataset: str) -> 
 
 
 register_method("ase", _ours(ASESearcher), budget_aware=True)
-register_method("ase_prior", _ase_prior, budget_aware=True)
+register_method("ase_prior", _with_prior(**PRIOR_SETTING), budget_aware=True)
 register_method("ase_paper", _ours(ASESearcher, **PAPER_SETTINGS["nasbench201"]))
 register_method("ase_plus", ase_plus, budget_aware=True)
 for name, change in ABLATIONS.items():
     register_method(name, _ours(ASESearcher, **change), budget_aware=True)
 for name, setting in GRID.items():
     register_method(name, _ours(ASESearcher, **setting))
+for name, setting in PRIOR_GRID.items():
+    register_method(name, _with_prior(**setting))

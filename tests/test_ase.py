@@ -455,3 +455,19 @@ def test_a_callable_prior_ranks_a_seeded_pool_and_is_not_saved(tmp_path):
         ASESearcher(space=SPACE, metric="accuracy", mode="max", prior=prior).suggest("x")
     with pytest.raises(ValueError, match="mapping"):
         ASESearcher(prior=3)
+
+
+def test_prior_edits_evaluate_the_edit_the_prior_ranks_best():
+    prior = conv_count_prior()
+
+    def mean_prior_of_edits(edits: int) -> float:
+        s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=1, num_subspaces=2, local_distance=2,
+                        prior=prior, prior_pool=200, prior_edits=edits, subspace_update=False)
+        seen = []
+        run_in_process(s, evaluate_on_table, max_trials=40, space=SPACE,
+                       on_result=lambda c, r: seen.append(c["arch"]) if "ase_decision" in c else None)
+        return float(np.mean([prior[a] for a in seen]))
+
+    assert mean_prior_of_edits(8) > mean_prior_of_edits(1) + 0.5
+    with pytest.raises(ValueError, match="prior="):
+        ASESearcher(prior_edits=4)
