@@ -4,8 +4,9 @@ Algorithm 1, as Tune suggestions:
 
 1. (line 1) with a supernet, train it first (``train_steps`` of uniform single-path training in
    ``TrainingPhase`` trials, as SPOS does); on the NAS-Bench-201 table there is nothing to train;
-2. (lines 2-3) K centres, random or given (ASE-NAS+: ``initial_centers``), each evaluated once so that
-   ``R(a)`` is known, then the subspace graph (``SubspaceGraph``);
+2. (lines 2-3) K centres, random, given (ASE-NAS+: ``initial_centers``) or the best by a ``prior``
+   that costs no query (e.g. a zero-cost proxy), each evaluated once so that ``R(a)`` is known, then
+   the subspace graph (``SubspaceGraph``);
 3. (lines 5-9) every further suggestion is one sample of the joint policy: evoke a subspace
    ``Omega_a ~ pi_G(.|G)``, edit its centre ``M`` times ``Delta a ~ pi_L(.|Omega_a)``, and evaluate
    ``b = a (+) Delta a`` (with inherited supernet weights, line 10, or by table lookup);
