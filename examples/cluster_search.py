@@ -28,7 +28,7 @@ from tune_spacenas.cluster import connect, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
 from tune_spacenas.searchers import SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables import supernet_trainable

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import ray
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 from tune_spacenas.store.actor import WeightStore
 
 ONES = np.ones(65536, np.float32)  # 256 KiB: above the size Ray inlines, so in the object store

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 
 CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"
 _AUTH_HINT = ("the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "

@@ -24,7 +24,7 @@ import numpy as np
 
 from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, STORE_KEY, TASK_KEY, TRAIN
 from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SPACE_KEY, Architecture, SearchSpace, space_from_spec
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 
 try:
     from ray.tune.search import Searcher

@@ -28,7 +28,7 @@ import numpy as np
 import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 from tune_spacenas.store.table import WeightTable, check_same_supernet, read_checkpoint_meta
 
 if TYPE_CHECKING:

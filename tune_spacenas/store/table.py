@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 
 VARIANT_SEP = "#"
 
