@@ -125,7 +125,7 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
     """SPOS on one space (supernet training, then evolution), then random search on the same supernet
     with as many candidates; both rank by Eq. (6)'s regularised loss."""
     from tune_spacenas.runner import run_in_process
-    from tune_spacenas.searchers import RandomSearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, RandomSearcher, SPOSSearcher
     from tune_spacenas.spaces import space_from_spec
 
     start = _start(args, f"search on the {label} space")
@@ -133,10 +133,7 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
     runner = runner or _runner(args, spec_for(args, space, seed))
     constants = {"madds_penalty": args.madds_penalty, "images": args.eval_images}
     population = min(args.search_population, space.size)
-    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=seed, train_steps=args.supernet_steps,
-                        steps_per_trial=max(1, args.supernet_steps // 5), lr=args.lr, population=population,
-                        generations=args.search_generations, parents=max(2, population // 4),
-                        mutations=population // 2, crossovers=population - population // 2, eval_batch=25)
+    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=seed, train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 5), lr=args.lr, eval_batch=25, evolution=EvolutionSettings(population=population, generations=args.search_generations, parents=max(2, population // 4), mutations=population // 2, crossovers=population - population // 2))
     run_in_process(spos, runner, param_space=constants)
     trained = time.perf_counter()
     evaluated = len(spos.evolution.scores)

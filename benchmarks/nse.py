@@ -100,14 +100,11 @@ def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
     """SPOS on the full 27-operation pool: single-path uniform sampling (N_l = 1), then evolution under
     the MAdds bound of NSE's window."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
-    from tune_spacenas.searchers import SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 
     space = space_for(args, max_branches=1)
     runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
-    searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                            population=args.population, generations=args.generations, parents=5,
-                            mutations=args.population // 2, crossovers=args.population // 2,
-                            max_madds=window(args)[1] * 1e6, eval_batch=25, metric="accuracy", mode="max", seed=seed)
+    searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr, max_madds=window(args)[1] * 1e6, eval_batch=25, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=args.population, generations=args.generations, parents=5, mutations=args.population // 2, crossovers=args.population // 2))
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
@@ -120,7 +117,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
     """(e): NSE's single-branch case or SPOS + evolution on NAS-Bench-201 (C=16, N=1, 16x16) with the same
     training steps; the returned cell is scored by the table's CIFAR-10 test accuracy."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
-    from tune_spacenas.searchers import NSESearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
     from tune_spacenas.spaces import NASBench201Space
     from tune_spacenas.tables import NASBench201Table
 
@@ -137,10 +134,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
                                mode="max", seed=seed)
     else:
         generations = 2
-        searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                                population=evaluations // generations, generations=generations, parents=5,
-                                mutations=evaluations // generations // 2, crossovers=evaluations // generations // 2,
-                                eval_batch=25, metric="accuracy", mode="max", seed=seed)
+        searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr, eval_batch=25, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=evaluations // generations, generations=generations, parents=5, mutations=evaluations // generations // 2, crossovers=evaluations // generations // 2))
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()

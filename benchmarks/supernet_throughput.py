@@ -67,7 +67,7 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
 
     from tune_spacenas.jobs import train_job
     from tune_spacenas.searchers.base import ArchSearcher
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
     class Train(ArchSearcher):
@@ -78,7 +78,7 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
         def observe(self, job, result):
             pass
 
-    store = WeightStore.create("throughput", spec)
+    store = SupernetStore.create("throughput", spec)
     cpus = int(ray.cluster_resources()["CPU"])
     start = time.perf_counter()
     analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_spacenas.data import DataSpec
-from tune_spacenas.searchers import AutoSpaceSearcher, SPOSSearcher
+from tune_spacenas.searchers import AutoSpaceSearcher, EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import GeneratedSpace, OpenCellSpace
 from tune_spacenas.supernet.spec import SupernetSpec
 
@@ -99,9 +99,9 @@ class Runner:
                            space=None if ours else spec.space, on_result=progress)
             return
         from tune_spacenas.runner import run_with_tune
-        from tune_spacenas.store.actor import WeightStore
+        from tune_spacenas.store import SupernetStore
 
-        store = self.stores.get(key) or WeightStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
+        store = self.stores.get(key) or SupernetStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
         self.stores[key] = store
         run_with_tune(searcher, store, max_concurrent=self.concurrency, on_result=progress, metric=metric,
                       mode=mode, constants=constants, num_samples=trials or -1, verbose=0)
@@ -133,9 +133,7 @@ def search(args: argparse.Namespace, space: GeneratedSpace, runner: Runner) -> N
 
     spec = make_spec(space, args.quick)
     constants = {"madds_penalty": MADDS_PENALTY}
-    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=args.seed,
-                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), population=12,
-                        generations=4, parents=4, mutations=6, crossovers=6, eval_batch=12)
+    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=args.seed, train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), eval_batch=12, evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6))
     print(f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
           f"then evolution")
     runner.run(spos, spec, "regularized_loss", "min", constants)

@@ -26,10 +26,10 @@ from ray import tune
 
 from tune_spacenas.cluster import connect, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas import storage
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables import supernet_trainable
 
@@ -40,9 +40,7 @@ def tiny_spec() -> SupernetSpec:
 
 
 def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
-    searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed,
-                            train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, population=4,
-                            generations=args.generations, parents=2, mutations=2, crossovers=2, eval_batch=4)
+    searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed, train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, eval_batch=4, evolution=EvolutionSettings(population=4, generations=args.generations, parents=2, mutations=2, crossovers=2))
     searcher.training.sync_every = args.sync_every
     return searcher
 
@@ -61,7 +59,7 @@ def trainable(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
-    store = WeightStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
+    store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
                                checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     connect(log_to_driver=False)
     summary = run(args)
     if not args.keep_store:
-        WeightStore.connect(args.name).kill()
+        SupernetStore.connect(args.name).kill()
     text = json.dumps(summary, indent=1)
     if args.summary:
         with open(args.summary, "w") as f:

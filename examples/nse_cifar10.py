@@ -72,10 +72,10 @@ class Progress:
 def run_with_tune(searcher: NSESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
     from tune_spacenas.runner import run_with_tune as search
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
-    with WeightStore.temporary(spec, "nse-example") as store:
+    with SupernetStore.temporary(spec, prefix="nse-example") as store:
         search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
 
 

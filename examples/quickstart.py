@@ -22,9 +22,9 @@ from ray.tune.search import ConcurrencyLimiter
 from tune_spacenas.cluster import connect
 from tune_spacenas.data import DataSpec
 from tune_spacenas.runner import result_callback
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.tables import NASBench201Table
 from tune_spacenas.trainables import supernet_trainable
@@ -42,10 +42,8 @@ def main() -> None:
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
     spec = SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
-    searcher = SPOSSearcher(train_steps=args.train_steps, steps_per_trial=150, population=args.population,
-                            generations=args.generations, parents=5, mutations=args.population // 2,
-                            crossovers=args.population // 2, eval_batch=10, seed=args.seed)
-    with WeightStore.temporary(spec, "quickstart") as store:  # the shared supernet, for this search only
+    searcher = SPOSSearcher(train_steps=args.train_steps, steps_per_trial=150, eval_batch=10, seed=args.seed, evolution=EvolutionSettings(population=args.population, generations=args.generations, parents=5, mutations=args.population // 2, crossovers=args.population // 2))
+    with SupernetStore.temporary(spec, prefix="quickstart") as store:  # the shared supernet, for this search only
         tuner = tune.Tuner(
             tune.with_resources(supernet_trainable, {"cpu": 1, "gpu": 1 if _cuda() else 0}),
             param_space=store.param_space(),

@@ -40,11 +40,11 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
     from tune_spacenas.cluster import connect
     from tune_spacenas.runner import run_with_tune as search
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     searcher = make_searcher(quick)  # space, store, metric and mode come from tune.run's config
-    with WeightStore.temporary(spec, "senas-example") as store:
+    with SupernetStore.temporary(spec, prefix="senas-example") as store:
         search(searcher, store, max_concurrent=concurrency, verbose=1)
     return searcher
 

@@ -15,7 +15,8 @@ from tune_spacenas.jobs import TRAIN
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers.ase import ASEController, ASESearcher, Decision, EdgeSAGEConv, SubspaceGraph
 from tune_spacenas.searchers.ase.controller import GraphTensors, edge_features, ordered_pairs
-from tune_spacenas.searchers.ase.searcher import DECISION_KEY
+from tune_spacenas.jobs import ASEJob
+from tune_spacenas.spaces.neighbourhood import distance
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.trainables import nasbench201_trainable
 from tune_spacenas.trainables.table import evaluate_on_table
@@ -150,7 +151,7 @@ def drive_recording(s, trials, dataset="cifar10"):
         config = s.suggest(f"t{i}")
         if config in (None, "FINISHED"):
             break
-        record = s.pending.get(config.get(DECISION_KEY))
+        record = s.pending.get(ASEJob.from_dict(config["ase"]).decision)
         before = None if s.graph is None else (list(s.graph.centers), list(s.graph.scores))
         result = evaluate_on_table({**config, "dataset": dataset})
         s.on_trial_complete(f"t{i}", result=result)
@@ -162,13 +163,13 @@ def drive_recording(s, trials, dataset="cifar10"):
     return log
 
 
-@pytest.mark.parametrize("distance", [1, 2, 4])
-def test_every_suggestion_lies_within_distance_m_of_its_centre(distance):
-    s = searcher(local_distance=distance, num_subspaces=3)
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_every_suggestion_lies_within_distance_m_of_its_centre(m):
+    s = searcher(local_distance=m, num_subspaces=3)
     log = drive_recording(s, 60)
     assert len(log) > 40
-    assert all(SPACE.distance(center, beta) <= distance for center, _, beta, *_ in log)
-    assert max(SPACE.distance(center, beta) for center, _, beta, *_ in log) == distance
+    assert all(distance(center, beta) <= m for center, _, beta, *_ in log)
+    assert max(distance(center, beta) for center, _, beta, *_ in log) == m
 
 
 def test_the_centres_are_evaluated_first_then_the_graph_is_built():
@@ -217,9 +218,9 @@ def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(abs
     for round_ in range(5):  # four trials in flight, completed in reverse order
         configs = {f"r{round_}-{i}": s.suggest(f"r{round_}-{i}") for i in range(4)}
         for trial_id, config in configs.items():
-            record = s.pending[config[DECISION_KEY]]
+            record = s.pending[_decision(config)]
             value = evaluate_on_table(config)["accuracy"]
-            expected[config[DECISION_KEY]] = (record["graph"][0], Decision.from_plain(record["decision"]),
+            expected[_decision(config)] = (record["graph"][0], Decision.from_plain(record["decision"]),
                                               value if absolute else value - record["center_score"])
         for trial_id in reversed(list(configs)):
             s.on_trial_complete(trial_id, result=evaluate_on_table(configs[trial_id]))
@@ -325,3 +326,7 @@ def test_slots_with_fewer_operations_are_never_edited_to_a_missing_one():
     run_in_process(s, reward, max_trials=60, on_result=lambda c, r: seen.append(c["arch"]))
     assert len(seen) == 60 and all(space.contains(a) for a in seen)
     assert all(torch.isfinite(p).all() for p in s.controller.parameters())
+
+
+def _decision(config: dict) -> int:
+    return ASEJob.from_dict(config["ase"]).decision

@@ -16,22 +16,23 @@ from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import evaluate_job, train_job
 from tune_spacenas.paths import data_dir
 from tune_spacenas.runner import run_in_process
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
-from tune_spacenas.trainables.supernet import check_config, supernet_trainable
+from tune_spacenas.jobs import check_job
+from tune_spacenas.trainables.supernet import supernet_trainable
 from tune_spacenas.trainables.worker import SupernetWorker
 
 
 @pytest.fixture
 def store(ray_session, tiny_spec):
-    store = WeightStore.create(f"bad-input-{uuid.uuid4().hex[:8]}", tiny_spec)
+    store = SupernetStore.create(f"bad-input-{uuid.uuid4().hex[:8]}", tiny_spec)
     yield store
     store.kill()
 
 
-def _usable(store: WeightStore) -> None:
+def _usable(store: SupernetStore) -> None:
     """The store still answers and still applies pushes."""
     incarnation, arrays = store.pull()
     key = next(iter(arrays))
@@ -41,8 +42,7 @@ def _usable(store: WeightStore) -> None:
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    return SPOSSearcher(space=space, seed=0, train_steps=20, steps_per_trial=10, population=3, generations=1,
-                        eval_batch=3, **kwargs)
+    return SPOSSearcher(space=space, seed=0, train_steps=20, steps_per_trial=10, eval_batch=3, **kwargs, evolution=EvolutionSettings(population=3, generations=1))
 
 
 def _worker_evaluator(spec, store):
@@ -62,8 +62,7 @@ def test_wrong_metric_names_what_the_trainable_reports_and_the_trained_weights_s
     assert searcher.training.completed == 20 and searcher.history == []  # trained; nothing half-recorded
     trained = store.info()["push_counts"]
     assert len(trained) == 2  # the supernet's training is in the store: a fixed search starts from it
-    fixed = SPOSSearcher(space=tiny_spec.space, metric="accuracy", mode="max", train_steps=0, population=3,
-                         generations=1, eval_batch=3)
+    fixed = SPOSSearcher(space=tiny_spec.space, metric="accuracy", mode="max", train_steps=0, eval_batch=3, evolution=EvolutionSettings(population=3, generations=1))
     run_in_process(fixed, _worker_evaluator(tiny_spec, store))
     assert fixed.best_architecture() is not None
     _usable(store)
@@ -75,7 +74,7 @@ def test_a_space_that_is_not_the_stores_supernet(store, tiny_spec):
     with pytest.raises(ValueError, match=r"does not match weight store .* use the store's own store.param_space\(\)"):
         supernet_trainable(config)
     with pytest.raises(ValueError, match=r"another supernet than the one asked for .*space differ"):
-        WeightStore.create(store.name, SupernetSpec(other, tiny_spec.data), exist_ok=True)
+        SupernetStore.create(store.name, SupernetSpec(other, tiny_spec.data), exist_ok=True)
     _usable(store)
 
 
@@ -88,9 +87,9 @@ def test_an_architecture_that_is_not_in_the_stores_space(store, tiny_spec):
 
 
 def test_a_store_that_does_not_exist_says_how_to_create_it(ray_session, tiny_spec):
-    with pytest.raises(ValueError, match=r"no weight store named 'nope'.*WeightStore.create\('nope', SupernetSpec"):
-        WeightStore.connect("nope")
-    with pytest.raises(ValueError, match=r"WeightStore.create"):
+    with pytest.raises(ValueError, match=r"no weight store named 'nope'.*SupernetStore.create\('nope', SupernetSpec"):
+        SupernetStore.connect("nope")
+    with pytest.raises(ValueError, match=r"SupernetStore.create"):
         supernet_trainable({**tiny_spec.space.param_space(), **train_job(5), "store": "nope"})
 
 
@@ -109,7 +108,7 @@ def test_restoring_a_checkpoint_of_another_space(store, tiny_spec, tmp_path):
     before = os.path.getmtime(path)
     other_spec = SupernetSpec(NASBench201Space(channels=4, cells_per_stage=1, input_size=8), tiny_spec.data)
     with pytest.raises(ValueError, match=r"checkpoint .* holds another supernet .* another name / checkpoint_path"):
-        WeightStore.create(f"other-{uuid.uuid4().hex[:6]}", other_spec, checkpoint_path=path)
+        SupernetStore.create(f"other-{uuid.uuid4().hex[:6]}", other_spec, checkpoint_path=path)
     assert os.path.getmtime(path) == before
     _usable(store)
 
@@ -126,7 +125,7 @@ def test_restoring_a_checkpoint_of_another_space(store, tiny_spec, tmp_path):
 def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint):
     config = {**train_job(10), **edit}
     with pytest.raises(ValueError, match=complaint) as err:
-        check_config(config, tiny_spec.space)
+        check_job(config, tiny_spec.space)
     assert "jobs.train_job" in str(err.value)
 
 
@@ -139,7 +138,7 @@ def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint)
 def test_a_hand_edited_evaluation_config_names_the_key(tiny_spec, edit, complaint):
     config = {**evaluate_job(tiny_spec.space, tiny_spec.space.sample(np.random.default_rng(0))), **edit}
     with pytest.raises(ValueError, match=complaint):
-        check_config(config, tiny_spec.space)
+        check_job(config, tiny_spec.space)
 
 
 def test_a_missing_data_file_names_the_variable_to_set(store, tmp_path):
@@ -186,9 +185,9 @@ def test_a_truncated_store_checkpoint_is_refused_before_a_store_starts(store, ti
     damaged.write_bytes(head)
     name = f"damaged-{uuid.uuid4().hex[:6]}"
     with pytest.raises(ValueError, match="cannot be read .* truncated .* move it away"):
-        WeightStore.create(name, tiny_spec, checkpoint_path=str(damaged))
+        SupernetStore.create(name, tiny_spec, checkpoint_path=str(damaged))
     with pytest.raises(ValueError, match="no weight store named"):
-        WeightStore.connect(name)  # nothing half-started under that name
+        SupernetStore.connect(name)  # nothing half-started under that name
     _usable(store)
 
 

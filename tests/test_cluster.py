@@ -25,8 +25,8 @@ from ray import tune
 from tune_spacenas.cluster import round_robin, simulated_cluster
 from tune_spacenas.jobs import train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers import ASESearcher, SPOSSearcher
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.searchers import ASESearcher, EvolutionSettings, SPOSSearcher
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import supernet_trainable
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,8 @@ def _alternating_nodes(trainable):
     return tune.with_resources(placed, round_robin(nodes=2))
 
 
-def _store(spec, **kwargs) -> WeightStore:
-    return WeightStore.create(f"cluster-{uuid.uuid4().hex[:8]}", spec, **kwargs)
+def _store(spec, **kwargs) -> SupernetStore:
+    return SupernetStore.create(f"cluster-{uuid.uuid4().hex[:8]}", spec, **kwargs)
 
 
 def _run(config, tmp_path, trainable=supernet_trainable, **kwargs):
@@ -70,11 +70,11 @@ def _run(config, tmp_path, trainable=supernet_trainable, **kwargs):
     return tune.run(trainable, config=config, **kwargs)
 
 
-def _train_config(store: WeightStore, steps: int = 40, every: int = 2) -> dict:
+def _train_config(store: SupernetStore, steps: int = 40, every: int = 2) -> dict:
     return {**store.param_space(), **train_job(steps, sync_every=every, report_every=every, seed=0)}
 
 
-def _assert_every_push_once(store: WeightStore, trials, expected: int) -> dict:
+def _assert_every_push_once(store: SupernetStore, trials, expected: int) -> dict:
     """The ledger: each training trial's pushes were applied exactly ``expected`` times, to its last step."""
     info = store.info()
     for trial in trials:
@@ -84,8 +84,7 @@ def _assert_every_push_once(store: WeightStore, trials, expected: int) -> dict:
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10,
-                            population=4, generations=1, eval_batch=4, **kwargs)
+    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10, eval_batch=4, **kwargs, evolution=EvolutionSettings(population=4, generations=1))
     searcher.training.sync_every = 5
     return searcher
 
@@ -147,7 +146,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_
 
 
 class _CrashStoreOnce(tune.Callback):
-    def __init__(self, store: WeightStore):
+    def __init__(self, store: SupernetStore):
         self.store, self.crashed = store, False
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

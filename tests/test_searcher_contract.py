@@ -9,10 +9,11 @@ from ray.tune.search import ConcurrencyLimiter
 
 from contract import Case, drive, finishes
 from test_nse import tiny_nse, tiny_spec as _nse_spec
-from tune_spacenas.searchers import (ASESearcher, AutoSpaceSearcher, RandomSearcher, RegularizedEvolutionSearcher,
+from tune_spacenas.searchers import (ASESearcher, AutoSpaceSearcher, EvolutionSettings, RandomSearcher,
+                                     RegularizedEvolutionSearcher,
                                      REINFORCESearcher, SENASSearcher, SPOSSearcher)
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import nasbench201_trainable, supernet_trainable
 
 
@@ -39,12 +40,9 @@ CASES = [
                                                              population_size=8, **kw)),
     Case("reinforce", lambda **kw: REINFORCESearcher(space=NASBench201Space(), max_queries=30, **kw)),
     Case("ase", lambda **kw: ASESearcher(space=NASBench201Space(), max_queries=30, num_subspaces=2, **kw)),
-    Case("spos", lambda **kw: SPOSSearcher(space=_tiny_spec().space, train_steps=40, steps_per_trial=20, population=6,
-                                           generations=2, parents=3, mutations=3, crossovers=3, eval_batch=3, **kw),
+    Case("spos", lambda **kw: SPOSSearcher(space=_tiny_spec().space, train_steps=40, steps_per_trial=20, eval_batch=3, **kw, evolution=EvolutionSettings(population=6, generations=2, parents=3, mutations=3, crossovers=3)),
          evaluator="supernet", spec=_tiny_spec, max_trials=20),
-    Case("senas", lambda **kw: SENASSearcher(space=_tiny_spec().space, stage_steps=20, steps_per_trial=10, snapshots=2,
-                                             samples_per_op=2, eval_batch=30, population=6, generations=2, parents=3,
-                                             mutations=3, crossovers=3, **kw),
+    Case("senas", lambda **kw: SENASSearcher(space=_tiny_spec().space, stage_steps=20, steps_per_trial=10, snapshots=2, samples_per_op=2, eval_batch=30, **kw, evolution=EvolutionSettings(population=6, generations=2, parents=3, mutations=3, crossovers=3)),
          evaluator="supernet", spec=_tiny_spec, max_trials=30),
     Case("autospace", lambda **kw: AutoSpaceSearcher(space=_autospace_spec().space, generations=4,
                                                      iterations_per_generation=10, cells_per_layer=2,
@@ -113,7 +111,7 @@ def test_under_tune_with_concurrency_limiter_and_asha(case, ray_session, tune_ru
     if case.evaluator == "table":
         trainable, config = nasbench201_trainable, NASBench201Space().param_space()
     else:
-        store = WeightStore.create(f"contract-{case.name}", case.spec())
+        store = SupernetStore.create(f"contract-{case.name}", case.spec())
         trainable, config = supernet_trainable, store.param_space()
     analysis = tune.run(trainable, config=config, metric="accuracy", mode="max",
                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),

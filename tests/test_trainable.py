@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tune_spacenas.jobs import evaluate_batch_job, evaluate_job, train_job
+from tune_spacenas.jobs import SENASJob, SnapshotRequest, evaluate_batch_job, evaluate_job, train_job
 from tune_spacenas.runner import InProcessSupernet, run_with_tune
 from tune_spacenas.searchers.base import ArchSearcher
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import supernet_trainable
 
 
@@ -31,12 +31,12 @@ def test_train_job_moves_only_sampled_paths_and_evaluate_reports_per_architectur
 
 def test_evaluation_with_averaged_snapshots_restores_live_weights(tiny_spec):
     runner = InProcessSupernet(tiny_spec, "cpu")
-    runner(train_job(12, seed=0, snapshots={"name": "stage", "count": 3}))
+    runner(train_job(12, seed=0, senas=SENASJob(snapshots=SnapshotRequest(name="stage", count=3))))
     assert sorted(runner.store.snapshots) == ["stage/0", "stage/1", "stage/2"]
     arch = tiny_spec.space.from_string(
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|")
     live = runner(evaluate_job(tiny_spec.space, arch))["accuracy"]
-    averaged = runner(evaluate_job(tiny_spec.space, arch, weights={"average": ["stage/0", "stage/1", "stage/2"]}))
+    averaged = runner(evaluate_job(tiny_spec.space, arch, senas=SENASJob(average=["stage/0", "stage/1", "stage/2"])))
     assert runner(evaluate_job(tiny_spec.space, arch))["accuracy"] == live
     assert 0 <= averaged["accuracy"] <= 100
 
@@ -45,7 +45,7 @@ class _Jobs(ArchSearcher):
     """A fixed list of jobs: what any method's searcher hands the trainable."""
 
     def __init__(self, jobs, **kw):
-        super().__init__(**kw)
+        super().__init__(None, **kw)
         self.jobs, self.results = list(jobs), []
 
     def propose(self):
@@ -57,7 +57,7 @@ class _Jobs(ArchSearcher):
 
 @pytest.mark.slow
 def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_kwargs):
-    with WeightStore.temporary(tiny_spec, "test-trainable") as store:
+    with SupernetStore.temporary(tiny_spec, prefix="test-trainable") as store:
         space = tiny_spec.space
         archs = space.sample_many(np.random.default_rng(0), 4, distinct=True)
         jobs = [train_job(15, seed=i, sync_every=5) for i in range(4)] + [evaluate_batch_job(space, archs[:2]),
@@ -72,11 +72,11 @@ def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_k
         assert store.info()["stats"]["applied"] == 4 * 3  # every sync of every training trial counted once
         assert sorted(h["arch"] for h in searcher.history) == sorted(space.to_string(a) for a in archs[:3])
     with pytest.raises(ValueError, match="no weight store named"):  # the block's end killed it
-        WeightStore.connect(store.name)
+        SupernetStore.connect(store.name)
 
 
 def test_trainable_rejects_configs_without_a_store_or_of_another_space(ray_session, tiny_spec):
     with pytest.raises(ValueError, match="names no weight store"):
         supernet_trainable({"task": "train", "steps": 1})
-    with pytest.raises(ValueError, match="no weight store named 'nope'.*WeightStore.create"):
+    with pytest.raises(ValueError, match="no weight store named 'nope'.*SupernetStore.create"):
         supernet_trainable({"task": "train", "steps": 1, "store": "nope"})

@@ -13,8 +13,9 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tune_spacenas.jobs import ARCH_KEY, ARCHS_KEY, EVALUATE, OPS_KEY, TASK_KEY
 from tune_spacenas.searchers.base import FINISHED
-from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SearchSpace
+from tune_spacenas.spaces.base import SearchSpace
 
 Evaluator = Callable[[Mapping[str, Any]], dict[str, Any]]
 OnResult = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -80,9 +81,9 @@ def run_in_process(
 
 
 def _arch_key(config: Mapping[str, Any], space: SearchSpace | None) -> Any:
-    if ARCH_KEY in config and "archs" not in config:
+    if ARCH_KEY in config and ARCHS_KEY not in config:
         return config[ARCH_KEY] if space is None else space.arch_from_config(config)
-    if space is not None and OPS_KEY in config and config.get("task", "evaluate") == "evaluate":
+    if space is not None and OPS_KEY in config and config.get(TASK_KEY, EVALUATE) == EVALUATE:
         return space.arch_from_config(config)
     return None
 
@@ -95,7 +96,7 @@ class InProcessSupernet:
         from tune_spacenas.store.table import WeightTable
         from tune_spacenas.trainables.worker import SupernetWorker
 
-        self.store = WeightTable(spec.initial_weights(), {"spec": spec.to_dict()})
+        self.store = WeightTable(spec.initial_weights(), spec.store_meta())
         self.worker = SupernetWorker(spec, self.store, device)
         self.trials = 0
 
@@ -117,7 +118,8 @@ def run_with_tune(
     """``tune.run`` of the supernet trainable on ``store`` (a ``WeightStore``), trials suggested by
     ``searcher`` at most ``max_concurrent`` at a time, until it is finished; returns Tune's analysis.
 
-    ``constants`` join the store's ``param_space`` (e.g. AutoSpace's ``madds_penalty``); ``run_kwargs``
+    ``constants`` join the store's ``param_space`` (e.g. ``{jobs.AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=...)
+    .to_dict()}`` for Eq. 6's regularised loss in every evaluation); ``run_kwargs``
     go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...).
     """
     from ray import tune

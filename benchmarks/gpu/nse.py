@@ -23,7 +23,7 @@ MARGIN = 0.8  # of the budget left after timing, planned for the runs (building 
 
 
 def _searcher(method: str, space, steps: int, evaluations: int, seed: int):
-    from tune_spacenas.searchers import NSESearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
 
     if method == "nse":  # no resource term: the anchor asks for the most accurate cell
         return NSESearcher(space=space, ops_per_layer=K, steps_per_round=max(1, steps // ROUNDS),
@@ -31,10 +31,7 @@ def _searcher(method: str, space, steps: int, evaluations: int, seed: int):
                            constraint=(0.0, 1e12), samples=max(1, evaluations // ROUNDS), edge_samples=0,
                            max_rounds=ROUNDS, eval_batch=50, metric="accuracy", mode="max", seed=seed)
     population = max(2, evaluations // 2)
-    return SPOSSearcher(space=space, train_steps=ROUNDS * max(1, steps // ROUNDS), steps_per_trial=max(1, steps // 10),
-                        lr=0.1, population=population, generations=2, parents=max(1, population // 5),
-                        mutations=population // 2, crossovers=population // 2, eval_batch=50, metric="accuracy",
-                        mode="max", seed=seed)
+    return SPOSSearcher(space=space, train_steps=ROUNDS * max(1, steps // ROUNDS), steps_per_trial=max(1, steps // 10), lr=0.1, eval_batch=50, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=population, generations=2, parents=max(1, population // 5), mutations=population // 2, crossovers=population // 2))
 
 
 def run(budget_s: float, smoke: bool) -> dict:

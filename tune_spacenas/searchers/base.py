@@ -11,6 +11,10 @@ A method implements two hooks:
 * ``propose() -> job | None | FINISHED``: the next job (see ``tune_spacenas.jobs``), ``None`` to wait
   for results in flight, or ``FINISHED``;
 * ``observe(job, result)``: learn from a finished job (``result`` is ``None`` when the trial failed).
+
+and follows one convention for its phases: ``phase`` names the part of the method running now, one of
+the class's ``PHASES`` (e.g. SPOS: ``("training", "search", "finished")``), and ``progress()`` reports
+it with the budget spent and the best so far as small plain data (``SearchProgress``).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, PER_ARCH_KEY, STORE_KEY, TASK_KEY, TRAIN
-from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SPACE_KEY, Architecture, SearchSpace, space_from_spec
 from tune_spacenas import storage
+from tune_spacenas.jobs import ARCH_KEY, ARCHS_KEY, EVALUATE, OPS_KEY, PER_ARCH_KEY, SPACE_KEY, TASK_KEY, TRAIN
+from tune_spacenas.spaces.base import Architecture, SearchSpace, space_from_spec
 
 try:
     from ray.tune.search import Searcher
@@ -38,8 +43,39 @@ except ImportError:  # Ray is a dependency; this only keeps the methods usable i
 
 
 FINISHED = Searcher.FINISHED
+# Phase names several methods share (a method adds its own: SE-NAS "scoring", NSE "evaluation", ...).
+TRAINING, SEARCH, DONE = "training", "search", "finished"
 # Repeated suggestions answered from the cache in one ``suggest`` call before giving the loop back.
 _MAX_CACHED_ANSWERS = 10_000
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a search stands, as plain data (``asdict``): its phase, the supernet training steps and the
+    architecture evaluations done of their budgets (``None``: open-ended), the best metric value so far
+    and its architecture, and a method's own one-line ``note`` (round, graph, generation)."""
+
+    phase: str
+    steps_done: int = 0
+    steps_total: int = 0
+    evaluations_done: int = 0
+    evaluations_total: int | None = None
+    best: float | None = None
+    best_arch: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [self.phase]
+        if self.steps_total:
+            parts.append(f"training {self.steps_done}/{self.steps_total} steps")
+        if self.evaluations_done or self.evaluations_total:
+            parts.append(f"{self.evaluations_done}/{self.evaluations_total or '?'} evaluated")
+        if self.best is not None:
+            parts.append(f"best so far {self.best:.4g}")
+        return ", ".join(parts) + (f" | {self.note}" if self.note else "")
 
 
 def check_mode(mode: str | None) -> str | None:
@@ -55,28 +91,28 @@ class ArchSearcher(Searcher):
         space: the space to search; if omitted, Tune passes it through ``set_search_properties`` from
             the ``param_space`` (``config=space.param_space()``). An explicit space wins.
         metric, mode: what to optimise; if omitted here, taken from ``tune.run``/``TuneConfig``.
+            Every argument after ``space`` is keyword-only, in every searcher.
         seed: seeds the searcher's ``numpy.random.Generator``; same seed, same suggestions.
         max_queries: budget of architecture evaluations (each architecture of a batch counts); ``FINISHED``
             once spent. With the cache on (below), a repeat costs nothing, so the budget counts distinct
             architectures; supernet searchers keep it off and count every evaluation.
         cache_evaluations: answer a repeated single-architecture evaluation from the run's cache
             instead of a trial (the benchmark protocol); the cache empties when the supernet trains.
-        store: the weight store of a supernet-based search: its name (the Ray actor), or a store
-            object (an in-process ``WeightTable``); if omitted, the ``param_space``'s ``store`` entry.
     """
 
     # Methods that model a slot's value as one operation index (a softmax over ops) set this.
     needs_one_choice_per_slot: ClassVar[bool] = False
+    PHASES: ClassVar[tuple[str, ...]] = (SEARCH, DONE)
 
     def __init__(
         self,
         space: SearchSpace | None = None,
+        *,
         metric: str | None = None,
         mode: str | None = None,
         seed: int = 0,
         max_queries: int | None = None,
         cache_evaluations: bool = True,
-        store: Any = None,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if space is not None and not isinstance(space, SearchSpace):
@@ -84,7 +120,6 @@ class ArchSearcher(Searcher):
         if max_queries is not None and max_queries < 1:
             raise ValueError(f"max_queries must be positive, got {max_queries}")
         self.space = space
-        self.store = store
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.max_queries = max_queries
@@ -94,6 +129,7 @@ class ArchSearcher(Searcher):
         self._cache: dict[str, dict[str, Any]] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._ready = False
+        self.phase = self.PHASES[0]  # the part of the method running now, one of PHASES
 
     # ------------------------------------------------------------------------------------------
     # Tune's side
@@ -111,26 +147,17 @@ class ArchSearcher(Searcher):
         self._mode = self._mode or check_mode(mode)
         if self.space is None and config and SPACE_KEY in config:
             self.space = space_from_spec(config[SPACE_KEY])
-        if self.store is None and config and STORE_KEY in config:
-            self.store = config[STORE_KEY]
         return True
-
-    def store_client(self) -> Any:
-        """The weight store this search trains (connected by name for a Ray actor)."""
-        if self.store is None:
-            raise ValueError(f"{type(self).__name__} needs a weight store: pass store= or config=store.param_space()")
-        if isinstance(self.store, str):
-            from tune_spacenas.store.actor import WeightStore
-
-            return WeightStore.connect(self.store)
-        return self.store
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         self._check_ready()
         for _ in range(_MAX_CACHED_ANSWERS):
             if self.max_queries is not None and self.queries >= self.max_queries:
+                self.phase = DONE
                 return FINISHED
             job = self.propose()
+            if job == FINISHED:
+                self.phase = DONE
             if job is None or job == FINISHED:
                 return job
             cached = self._cached_result(job)
@@ -202,6 +229,14 @@ class ArchSearcher(Searcher):
             return [(self.space.from_string(s), float(v)) for s, v in zip(job[ARCHS_KEY], values)]
         return [(self.space.arch_from_config(job), float(self._metric_of(result)))]
 
+    def batch_scores(self, job: Mapping[str, Any], result: Mapping[str, Any] | None
+                     ) -> tuple[list[Architecture], list[float] | None]:
+        """An evaluation job's architectures and their scores to maximise (``None`` when the trial failed):
+        what every method that evaluates in batches learns from."""
+        archs = [self.space.from_string(s) for s in job[ARCHS_KEY]]
+        values = None if result is None else [self.score(v) for _, v in self.arch_values(job, result)]
+        return archs, values
+
     def _metric_of(self, result: Mapping[str, Any]) -> Any:
         if self._metric not in result:
             reported = sorted(k for k, v in result.items() if isinstance(v, (int, float, list)))
@@ -218,7 +253,7 @@ class ArchSearcher(Searcher):
         elif result is not None:
             for arch, value in self.arch_values(job, result):
                 text = self.space.to_string(arch)
-                record = {"order": len(self.history), "trial_id": trial_id or "cache", "arch": text,
+                record = {"order": len(self.history), "trial_id": trial_id or "cache", ARCH_KEY: text,
                           self._metric: value}
                 self.history.append(record)
                 if self.cache_evaluations and ARCHS_KEY not in job:
@@ -233,16 +268,39 @@ class ArchSearcher(Searcher):
     def best_architecture(self) -> str | None:
         """The best architecture evaluated so far (by metric and mode); methods may define their own."""
         record = self.best_record()
-        return None if record is None else record["arch"]
+        return None if record is None else record[ARCH_KEY]
 
     def best_record(self) -> dict[str, Any] | None:
         if not self.history:
             return None
         return max(self.history, key=lambda r: self.score(r[self._metric]))
 
+    # ------------------------------------------------------------------------------------------
+    # Progress
+    # ------------------------------------------------------------------------------------------
+    def progress(self) -> SearchProgress:
+        """Where the search stands (plain data; ``str()`` of it is a one-line progress report)."""
+        return self.current_progress() if self._ready else self.make_progress()
+
+    def current_progress(self) -> SearchProgress:
+        """``progress()`` once the search has started (metric, mode and space known): methods override it."""
+        return self.make_progress()
+
+    def make_progress(self, steps: tuple[int, int] = (0, 0), evaluations: tuple[int, int | None] | None = None,
+                      best: tuple[float, str] | None = None, note: str = "") -> SearchProgress:
+        """``SearchProgress`` with this searcher's phase and defaults: evaluations are the queries spent of
+        ``max_queries``, the best is the best evaluation in the history."""
+        if evaluations is None:
+            evaluations = (self.queries, self.max_queries)
+        if best is None:
+            record = self.best_record()
+            best = None if record is None else (float(record[self._metric]), record[ARCH_KEY])
+        return SearchProgress(self.phase, int(steps[0]), int(steps[1]), int(evaluations[0]), evaluations[1],
+                              None if best is None else best[0], None if best is None else best[1], note)
+
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the (architecture, metric) history to Parquet."""
-        write_rows(self.history, path, empty_column="arch")
+        write_rows(self.history, path, empty_column=ARCH_KEY)
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -270,13 +328,15 @@ class ArchSearcher(Searcher):
         storage.write_atomic(checkpoint_path, lambda f: pickle.dump(state, f))
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
+        with storage.open_read(checkpoint_path) as f:
             self.set_state(pickle.load(f))
 
 
 def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike, empty_column: str) -> None:
-    """Rows of plain data (a searcher's history) to a Parquet file; no rows: an empty ``empty_column``."""
+    """Rows of plain data (a searcher's history) to a Parquet file (a path or URI, atomically); no rows: an
+    empty ``empty_column``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({empty_column: pa.array([], pa.string())}), path)
+    table = pa.Table.from_pylist(rows) if rows else pa.table({empty_column: pa.array([], pa.string())})
+    storage.write_atomic(path, lambda f: pq.write_table(table, f))

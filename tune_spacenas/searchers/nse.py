@@ -17,7 +17,8 @@ Each round (section 3.1, Figure 2) runs as phases of trials this searcher sugges
 
 The search space can be a ``MultiBranchSpace`` (the paper's setting) or any one-choice-per-slot space
 (its single-branch special case ``N_l = 1``, e.g. NAS-Bench-201 with ``SupernetSpec(...,
-skeleton="nasbench201+fitness")``). The supernet must carry fitness indicators (``FITNESS_KEY``).
+skeleton="nasbench201+fitness")``). The supernet must carry fitness indicators; NSE's worker extension
+(``trainables.extensions.nse``) updates them during the training trials (the job's ``nse`` payload).
 """
 
 from __future__ import annotations
@@ -28,15 +29,19 @@ from typing import Any
 
 import numpy as np
 
+from dataclasses import replace
+
 from tune_spacenas.analysis.pareto import pareto_front
-from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher, write_rows
+from tune_spacenas.jobs import (ARCH_KEY, FITNESS_INDICATORS, IMAGES_KEY, NSE_KEY, TASK_KEY, TRAIN, NSEJob, NSEReset,
+                                evaluate_batch_job)
+from tune_spacenas.searchers.base import DONE, FINISHED, TRAINING, ArchSearcher, SearchProgress, write_rows
+from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import SearchSpace
-from tune_spacenas.spaces.multibranch import MultiBranchSpace, branches_of, configuration_selectors
-from tune_spacenas.supernet.multibranch import FITNESS_KEY, NSE_JOB_KEY, layer_probability
+from tune_spacenas.spaces.multibranch import MultiBranchSpace, configuration_selectors, layer_probability
 
 SAMPLE, EDGE, REHEARSE = "sample", "edge", "rehearse"
+EVALUATION = "evaluation"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,7 +126,8 @@ def retrieve_front(accuracy: Sequence[float], cost: Sequence[float], edge: Seque
 
 
 class NSESearcher(ArchSearcher):
-    """Neural Search-space Evolution on the shared supernet, round after round.
+    """Neural Search-space Evolution on the shared supernet, round after round (phases: ``training`` the
+    round's subset, ``evaluation`` of its candidates, ``finished``).
 
     Args:
         ops_per_layer: ``K``, the layer-wise size of the search space subset (paper: 5).
@@ -147,10 +153,12 @@ class NSESearcher(ArchSearcher):
         inherit: per layer, operations of an earlier search's aggregated subset to start from (locked by
             L&R); ``rehearse``: that search's Pareto architectures (strings) to re-evaluate in round one.
             Together they continue a finished search on a second pool (the "K=5 w/ 2nd Space" run).
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store).
+        **kwargs: ``ArchSearcher`` arguments (metric, mode, seed).
     """
 
-    def __init__(self, ops_per_layer: int = 5, steps_per_round: int = 2000, steps_per_trial: int = 200,
+    PHASES = (TRAINING, EVALUATION, DONE)
+
+    def __init__(self, space: SearchSpace | None = None, *, ops_per_layer: int = 5, steps_per_round: int = 2000, steps_per_trial: int = 200,
                  lr: float = 0.05, theta_lr: float = 0.1, theta_betas: tuple[float, float] = (0.0, 0.999),
                  update_every: int = 2, alpha: float = 1e-5, beta: float = 2.0, tau: float = 300.0,
                  resource_unit: float = 1e6, cost_table: tuple[float, Sequence[Sequence[float]]] | None = None,
@@ -164,14 +172,13 @@ class NSESearcher(ArchSearcher):
         self.settings = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
         self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed") if k in kwargs}
         kwargs.setdefault("cache_evaluations", False)
-        super().__init__(**kwargs)
+        super().__init__(space, **kwargs)
         if ops_per_layer < 1:
             raise ValueError(f"ops_per_layer (K) must be at least 1, got {ops_per_layer}")
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
-        self.fitness = {"every": update_every, "lr": theta_lr, "betas": list(theta_betas), "alpha": alpha,
-                        "beta": beta, "tau": tau}
+        self.fitness = NSEJob(every=update_every, lr=theta_lr, betas=list(theta_betas), alpha=alpha, beta=beta, tau=tau)
         self.resource_unit, self.cost_table = resource_unit, cost_table
         self.drop_threshold, self.lock_and_rehearse = drop_threshold, lock_and_rehearse
         self.samples, self.edge_samples = samples, edge_samples
@@ -181,7 +188,6 @@ class NSESearcher(ArchSearcher):
         self.reinit_weights, self.max_rounds = reinit_weights, max_rounds
         self.pool, self.inherit, self.rehearse = (list(pool) if pool is not None else None), inherit, list(rehearse)
         self.round = 0
-        self.phase = TRAIN
         self.rounds: list[dict[str, Any]] = []
         self.front: list[dict[str, Any]] = []
         self.final_subsets: list[list[str]] | None = None
@@ -227,17 +233,17 @@ class NSESearcher(ArchSearcher):
         """Open the round's training phase. Its first trial carries the round's reset: thetas back to 0
         (Eq. 4's uniform start) and fresh weights for the replenished operations (every weight with
         ``reinit_weights``); the other trials wait for it, so none trains on the previous round's values."""
-        settings = {**self.fitness, "costs": self.costs.tolist(), "fixed_cost": self.fixed_cost}
-        self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_JOB_KEY: settings})
-        self.reset = {"seed": 1000 * (self.seed + 1) + self.round, "ops": [list(op) for op in fresh_ops],
-                      "all": bool(self.reinit_weights and self.round)}
+        settings = replace(self.fitness, costs=self.costs.tolist(), fixed_cost=self.fixed_cost)
+        self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_KEY: settings})
+        self.reset: NSEReset | None = NSEReset(seed=1000 * (self.seed + 1) + self.round,
+                                               ops=[list(op) for op in fresh_ops],
+                                               all=bool(self.reinit_weights and self.round))
         self.reset_in_flight = False
         self.thetas = np.zeros((len(self.subsets), self.costs.shape[1]))
-        self.phase = TRAIN
+        self.phase = TRAINING
         self.record = {"round": self.round, "subsets": self._names(self.subsets), "locked": self._names(self.locked)}
         self.candidates: dict[str, dict[str, Any]] = {}
-        self.queue: list[str] = []
-        self.outstanding = 0
+        self.queue = EvaluationQueue(self.eval_batch)
 
     def _names(self, subsets: Sequence[Sequence[int]]) -> list[list[str]]:
         return [[slot.ops[o] for o in ops] for slot, ops in zip(self.space.full_space().slots, subsets)]
@@ -246,27 +252,26 @@ class NSESearcher(ArchSearcher):
     # Tune hooks
     # ------------------------------------------------------------------------------------------
     def propose(self) -> dict[str, Any] | str | None:
-        if self.phase == FINISHED:
+        if self.phase == DONE:
             return FINISHED
-        if self.phase == TRAIN:
+        if self.phase == TRAINING:
             if self.reset_in_flight:
                 return None
             if not self.training.all_issued:
                 job = self.training.next_job(seed=int(self.rng.integers(2**31)), subspace=self.subspace)
                 if self.reset is not None:
-                    job[NSE_JOB_KEY] = {**job[NSE_JOB_KEY], "reset": self.reset}
+                    job[NSE_KEY] = replace(NSEJob.from_dict(job[NSE_KEY]), reset=self.reset).to_dict()
                     self.reset_in_flight = True
                 return job
             if not self.training.finished:
                 return None
             self._retrieve_candidates()
-            self.phase = EVALUATE
-        if self.queue:
-            batch, self.queue = self.queue[: self.eval_batch], self.queue[self.eval_batch:]
-            self.outstanding += len(batch)
-            extra = {} if self.eval_images is None else {"images": self.eval_images}
+            self.phase = EVALUATION
+        batch = self.queue.next_batch()
+        if batch is not None:
+            extra = {} if self.eval_images is None else {IMAGES_KEY: self.eval_images}
             return evaluate_batch_job(self.space, [self.space.from_string(a) for a in batch], **extra)
-        if self.outstanding:
+        if self.queue.outstanding:
             return None
         self._finish_round()
         return self.propose()
@@ -274,20 +279,21 @@ class NSESearcher(ArchSearcher):
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:
             self.training.complete(job, ok=result is not None)
-            if "reset" in job[NSE_JOB_KEY]:
+            if NSEJob.from_dict(job[NSE_KEY]).reset is not None:
                 self.reset_in_flight = False
                 self.reset = self.reset if result is None else None  # a failed reset goes out with the next trial
             if result is not None:
-                if FITNESS_KEY not in result:
-                    raise ValueError(f"training results carry no {FITNESS_KEY!r}: NSE needs a supernet with fitness "
-                                     "indicators (a MultiBranchSpace, or SupernetSpec(..., skeleton='nasbench201+fitness'))")
-                self.thetas = np.asarray(result[FITNESS_KEY], float)  # the store's values after this trial's push
+                if FITNESS_INDICATORS not in result:
+                    raise ValueError(f"training results carry no {FITNESS_INDICATORS!r}: NSE needs a supernet with "
+                                     "fitness indicators (a MultiBranchSpace, or SupernetSpec(..., "
+                                     "skeleton='nasbench201+fitness'))")
+                self.thetas = np.asarray(result[FITNESS_INDICATORS], float)  # the store's values after this push
             self.subsets = simplify(self.subsets, self.thetas, self.drop_threshold, self.reduction, self.locked)
             return
-        self.outstanding -= len(job[ARCHS_KEY])
-        if result is not None:
-            for arch, value in self.arch_values(job, result):
-                self.candidates[self.space.to_string(arch)]["accuracy"] = self.score(value)
+        archs, values = self.batch_scores(job, result)
+        self.queue.complete(len(archs))
+        for arch, value in zip(archs, values or []):
+            self.candidates[self.space.to_string(arch)]["accuracy"] = value
 
     # ------------------------------------------------------------------------------------------
     # Pareto front retrieval (3.3.2)
@@ -329,12 +335,12 @@ class NSESearcher(ArchSearcher):
         rehearsed = [a for a in self.previous_front if a not in self.candidates and self._fits(a)]
         for arch in rehearsed:
             self.candidates[arch] = {"role": REHEARSE, "cost": self._cost(arch), "accuracy": None}
-        self.queue = list(self.candidates)
+        self.queue.put(self.candidates)
         self.record.update(sampled=len(found[SAMPLE]), edge=len(found[EDGE]), rehearsed=len(rehearsed))
 
     def _cost(self, arch: str) -> float:
         a = self.space.from_string(arch)
-        return self.fixed_cost + sum(self.costs[l, list(branches_of(self.space, l, v))].sum() for l, v in enumerate(a))
+        return self.fixed_cost + sum(self.costs[l, list(self.space.branches(l, v))].sum() for l, v in enumerate(a))
 
     def _fits(self, arch: str) -> bool:
         low, high = self.constraint
@@ -348,25 +354,25 @@ class NSESearcher(ArchSearcher):
         accuracy = [c["accuracy"] for _, c in scored]
         cost = [c["cost"] for _, c in scored]
         front = [scored[i] for i in retrieve_front(accuracy, cost, [c["role"] == EDGE for _, c in scored])]
-        self.front = [{"arch": a, self._metric: self.score(c["accuracy"]), "cost": c["cost"], "role": c["role"]}
+        self.front = [{ARCH_KEY: a, self._metric: self.score(c["accuracy"]), "cost": c["cost"], "role": c["role"]}
                       for a, c in front]
         archs = [self.space.from_string(a) for a, _ in front]
-        ops = [[branches_of(self.space, l, v) for l, v in enumerate(a)] for a in archs]
+        ops = [[self.space.branches(l, v) for l, v in enumerate(a)] for a in archs]
         aggregated = aggregate(ops, len(self.subsets)) if front else [list(s) for s in self.subsets]
-        self.record.update(front=[f["arch"] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
+        self.record.update(front=[f[ARCH_KEY] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
                            front_cost=[f["cost"] for f in self.front], aggregated=self._names(aggregated),
                            evaluated=len(scored))
         self.rounds.append(self.record)
         refilled = replenish(aggregated, self.pending, self.k)
         if refilled is None or self.round + 1 >= self.max_rounds:
             self.final_subsets = self._names(aggregated)
-            self.phase = FINISHED
+            self.phase = DONE
             return
         new_subsets, self.pending = refilled
         fresh = [(l, o) for l, (old, new) in enumerate(zip(aggregated, new_subsets)) for o in new if o not in old]
         self.subsets = new_subsets
         self.locked = aggregated if self.lock_and_rehearse else [[] for _ in self.subsets]
-        self.previous_front = [f["arch"] for f in self.front] if self.lock_and_rehearse else []
+        self.previous_front = [f[ARCH_KEY] for f in self.front] if self.lock_and_rehearse else []
         self.round += 1
         self._start_round(fresh)
 
@@ -381,14 +387,24 @@ class NSESearcher(ArchSearcher):
         if self.final_subsets is None:
             raise ValueError("this search has not finished yet; continue_on starts from its final subset and front")
         settings = {**self.settings, "space": space, "pool": list(pool), "inherit": self.final_subsets,
-                    "rehearse": [f["arch"] for f in self.front], "max_rounds": None}
+                    "rehearse": [f[ARCH_KEY] for f in self.front], "max_rounds": None}
         return NSESearcher(**{**settings, **overrides})
 
     def best_architecture(self) -> str | None:
         """The most accurate architecture of the latest Pareto front (all inside the constraint)."""
         if not self.front:
             return None
-        return max(self.front, key=lambda f: self.score(f[self._metric]))["arch"]
+        return max(self.front, key=lambda f: self.score(f[self._metric]))[ARCH_KEY]
+
+    def current_progress(self) -> SearchProgress:
+        done = self.round * self.steps_per_round + (self.training.done if self.phase == TRAINING else self.steps_per_round)
+        evaluated = sum(c["accuracy"] is not None for c in self.candidates.values())
+        best = None if not self.front else max(self.front, key=lambda f: self.score(f[self._metric]))
+        ops = sum(len(o) for o in self.subsets)
+        return self.make_progress((done, self.max_rounds * self.steps_per_round), (evaluated, len(self.candidates)),
+                                  None if best is None else (best[self._metric], best[ARCH_KEY]),
+                                  note=f"round {self.round + 1}/{self.max_rounds}, {ops} operations in the subset, "
+                                       f"{len(self.rounds)} fronts")
 
     def export_rounds(self, path: str | os.PathLike) -> None:
         """Per-round history to Parquet: subsets, locked, simplified and aggregated operations per layer,

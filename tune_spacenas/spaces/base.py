@@ -15,13 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tune_spacenas.jobs import ARCH_KEY, OPS_KEY, SPACE_KEY
 from tune_spacenas.spaces.costs import Cost
 
 Architecture = tuple[int, ...]
 
-SPACE_KEY = "space"
-OPS_KEY = "ops"
-ARCH_KEY = "arch"
 
 _REGISTRY: dict[str, type["SearchSpace"]] = {}
 
@@ -145,6 +143,15 @@ class SearchSpace:
         a subspace does not constrain them."""
         return frozenset()
 
+    def branches(self, slot: int, value: int) -> tuple[int, ...]:
+        """The operations (indices into the slot's ``ops``) a slot value selects: here the one operation it
+        names; a multi-branch space's value is a set of operations (NSE's configurations)."""
+        return (int(value),)
+
+    def layer_configurations(self, slot: int) -> list[int]:
+        """Every value slot ``slot`` may take in this (sub)space: here its allowed operations."""
+        return list(self.slots[slot].allowed)
+
     def validate(self, arch: Sequence[int | str]) -> Architecture:
         """Return ``arch`` as a canonical tuple of indices; ValueError naming the slot and value otherwise."""
         if isinstance(arch, str):
@@ -219,74 +226,7 @@ class SearchSpace:
                 seen.add(arch)
                 yield arch
 
-    # --- distance and neighbourhood (ASE-NAS section III) --------------------------------------
-    @staticmethod
-    def distance(a: Sequence[int], b: Sequence[int]) -> int:
-        """ASE-NAS Eq. (4): ``D(a, b) = sum_i 1{a_i != b_i}``, the number of differing slots."""
-        if len(a) != len(b):
-            raise ValueError(f"architectures of different lengths: {len(a)} vs {len(b)}")
-        return sum(x != y for x, y in zip(a, b))
-
-    def _ball_counts(self, center: Architecture) -> np.ndarray:
-        """counts[i, m]: ways to differ from ``center`` in exactly m of the slots i..L-1 (within the space)."""
-        alts = [len(s.allowed) - (c in s.allowed) for s, c in zip(self.slots, center)]
-        L = len(alts)
-        counts = np.zeros((L + 1, L + 1), dtype=object)
-        counts[L, 0] = 1
-        for i in range(L - 1, -1, -1):
-            for m in range(L + 1):
-                counts[i, m] = counts[i + 1, m] + (alts[i] * counts[i + 1, m - 1] if m else 0)
-        return counts
-
-    def neighbourhood_size(self, center: Sequence[int], max_distance: int) -> int:
-        """Exact ``|{b in space : D(center, b) <= M}|`` (encodings, before canonical de-duplication)."""
-        center = tuple(center)
-        counts = self._ball_counts(center)
-        return int(sum(counts[0, m] for m in range(min(max_distance, len(center)) + 1)))
-
-    def paper_subspace_size(self, max_distance: int) -> int:
-        """ASE-NAS section III-C's ``|Omega_a| = C(L, M) C^M`` for reporting (C = mean candidates per slot).
-
-        The paper's count picks M layers and an operation for each, so it counts some architectures more
-        than once; ``neighbourhood_size`` is the exact count. Both agree at M = L (the whole space).
-        """
-        L = len(self.slots)
-        C = round(self.size ** (1 / L))  # the geometric mean where slots differ in size
-        return math.comb(L, max_distance) * C**max_distance
-
-    def neighbourhood(self, center: Sequence[int], max_distance: int) -> Iterator[Architecture]:
-        """Enumerate ``{b : D(center, b) <= M}`` within the space, nearest first (the centre itself first)."""
-        import itertools
-
-        center = tuple(center)
-        L = len(center)
-        for m in range(min(max_distance, L) + 1):
-            for positions in itertools.combinations(range(L), m):
-                options = [[o for o in self.slots[p].allowed if o != center[p]] for p in positions]
-                for ops in itertools.product(*options):
-                    b = list(center)
-                    for p, o in zip(positions, ops):
-                        b[p] = o
-                    yield tuple(b)
-
-    def sample_neighbour(self, center: Sequence[int], max_distance: int, rng: np.random.Generator) -> Architecture:
-        """Uniform draw from ``{b : D(center, b) <= M}`` (exact, by counting, without enumerating)."""
-        center = tuple(center)
-        L = len(center)
-        counts = self._ball_counts(center)
-        weights = np.array([float(counts[0, m]) for m in range(min(max_distance, L) + 1)])
-        m = int(rng.choice(len(weights), p=weights / weights.sum()))
-        b = list(center)
-        for i, slot in enumerate(self.slots):
-            if m == 0:
-                break
-            alts = [o for o in slot.allowed if o != center[i]]
-            change = len(alts) * float(counts[i + 1, m - 1])
-            if rng.random() * (change + float(counts[i + 1, m])) < change:
-                b[i] = int(alts[rng.integers(len(alts))])
-                m -= 1
-        return tuple(b)
-
+    # --- mutation --------------------------------------------------------------------------------
     def mutate(self, arch: Sequence[int], rng: np.random.Generator, num_edits: int = 1) -> Architecture:
         """Change ``num_edits`` distinct slots to a different allowed operation (slots with one option stay)."""
         free = [i for i, s in enumerate(self.slots) if len(s.allowed) > 1]

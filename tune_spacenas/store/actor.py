@@ -22,17 +22,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
 from tune_spacenas import storage
-from tune_spacenas.store.table import WeightTable, check_same_supernet, read_checkpoint_meta
-
-if TYPE_CHECKING:
-    from tune_spacenas.supernet.spec import SupernetSpec
+from tune_spacenas.store.table import LINEAGE, WeightTable, check_same_contents, read_checkpoint_meta
 
 NAMESPACE = "tune_spacenas"
 log = logging.getLogger("tune_spacenas.store")
@@ -159,14 +156,11 @@ def _log_restart(name: str, table: WeightTable) -> None:
 class WeightStore:
     """Client of a named weight-store actor; the same calls as ``WeightTable``, returning numpy.
 
-    Create it once per experiment (the driver, or a searcher), then pass ``store.param_space()`` as
-    Tune's ``param_space``/``config`` so every trial names it::
-
-        store = WeightStore.create("exp1", SupernetSpec(NASBench201Space(cells_per_stage=1), DataSpec(resolution=16)))
-        tune.run(supernet_trainable, config=store.param_space(), search_alg=SPOSSearcher(), ...)
-
-    Every call survives a store restart: it waits for the actor (found again by name) for up to
-    ``reconnect_timeout_s`` seconds, then raises ``RuntimeError`` saying how to bring the store back.
+    Generic: it holds named tensors and a ``meta`` dict describing them. ``SupernetStore``
+    (``store.supernet``) is the one a search creates: a store of one ``SupernetSpec``'s supernet that
+    names itself in Tune's ``param_space``. Every call survives a store restart: it waits for the actor
+    (found again by name) for up to ``reconnect_timeout_s`` seconds, then raises ``RuntimeError`` saying
+    how to bring the store back.
     """
 
     reconnect_timeout_s = float(os.environ.get("TUNE_SPACENAS_STORE_TIMEOUT_S", 60))
@@ -177,11 +171,12 @@ class WeightStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, spec: Any = None, *, arrays: Mapping[str, np.ndarray] | None = None,
-               checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
-               detached: bool = False, exist_ok: bool = False, node_id: str | None = None,
-               **actor_options: Any) -> "WeightStore":
-        """Start the store ``name`` holding ``spec``'s freshly initialised supernet (or ``arrays``).
+    def create(cls, name: str, arrays: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]], *,
+               meta: Mapping[str, Any] | None = None, checkpoint_path: str | None = None, checkpoint_every: int = 0,
+               namespace: str = NAMESPACE, detached: bool = False, exist_ok: bool = False,
+               node_id: str | None = None, **actor_options: Any) -> WeightStore:
+        """Start the store ``name`` holding ``arrays`` (or what calling it returns: computed only when no
+        checkpoint is there to resume from), described by ``meta`` (plain data).
 
         Args:
             checkpoint_path: where it checkpoints and where a (re)started store reloads from: a path every
@@ -193,35 +188,34 @@ class WeightStore:
             checkpoint_every: checkpoint after this many changes; a crash loses at most
                 ``checkpoint_every - 1`` (1: nothing; 0: only explicit ``checkpoint()`` calls).
             detached: keep the store alive after the driver exits (a killed driver otherwise takes it along).
-            exist_ok: connect to a running store of that name (which must hold the same supernet).
+            exist_ok: connect to a running store of that name (which must hold the same contents).
             node_id: place the store on this node, softly (``NodeAffinitySchedulingStrategy(soft=True)``):
                 if the node dies it restarts elsewhere. A hard pin (``resources={"my_node": 0.01}``
                 through ``actor_options``) never comes back once its node is gone.
             actor_options: more ``.options()`` (resources, scheduling_strategy, runtime_env).
         """
         _require_ray()
-        if spec is None and arrays is None:
-            raise ValueError("give the store a SupernetSpec (spec=) or the tensors themselves (arrays=)")
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: on demand only), got {checkpoint_every}")
-        meta = {"uid": uuid.uuid4().hex, **({"spec": spec.to_dict()} if spec is not None else {})}
+        meta = {LINEAGE: uuid.uuid4().hex, **(meta or {})}
+        initial = arrays if callable(arrays) else (lambda: arrays)
         existing = _lookup(name, namespace)
         if existing is not None:
             if not exist_ok:
                 raise ValueError(f"a weight store named {name!r} already runs; connect to it with "
-                                 f"WeightStore.connect({name!r}), pass exist_ok=True, or kill it first")
+                                 f"{cls.__name__}.connect({name!r}), pass exist_ok=True, or kill it first")
             store = cls(name, existing, namespace)
-            check_same_supernet(store.info()["meta"], meta, f"the running store {name!r}")
+            check_same_contents(store.info()["meta"], meta, f"the running store {name!r}")
             return store
         if checkpoint_path is not None:
             checkpoint_path = storage.join(checkpoint_path)  # absolute: the actor's working directory differs
             if storage.exists(checkpoint_path):  # fail here, in the driver, not in a restarting actor
-                check_same_supernet(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
+                check_same_contents(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
             else:  # the actor starts, and restarts, from the file: not from arguments its driver's object store holds
-                WeightTable(_initial(spec, arrays), meta, checkpoint_path).checkpoint()
-            arrays = {}
+                WeightTable(initial(), meta, checkpoint_path).checkpoint()
+            contents: Mapping[str, np.ndarray] = {}
         else:
-            arrays = _initial(spec, arrays)
+            contents = initial()
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
@@ -231,14 +225,14 @@ class WeightStore:
             # Ray 2.60 places an actor that requests no resource at all on a random node despite the
             # affinity; a token request (1 MiB of "memory", which trials do not ask for) makes it stick.
             options.setdefault("memory", 2**20)
-        actor = ray.remote(_StoreActor).options(**options).remote(arrays, meta, checkpoint_path, checkpoint_every, name)
+        actor = ray.remote(_StoreActor).options(**options).remote(contents, meta, checkpoint_path, checkpoint_every, name)
         _CREATED[(namespace, name)] = actor
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
         return store
 
     @classmethod
-    def connect(cls, name: str, namespace: str = NAMESPACE) -> "WeightStore":
+    def connect(cls, name: str, namespace: str = NAMESPACE) -> WeightStore:
         """The running store ``name``; ValueError saying how to create it otherwise."""
         _require_ray()
         actor = _lookup(name, namespace)
@@ -247,17 +241,18 @@ class WeightStore:
                              if a["namespace"] == namespace)
             raise ValueError(
                 f"no weight store named {name!r} in namespace {namespace!r} (running: {running or 'none'}): "
-                f"create it before tune.run with WeightStore.create({name!r}, SupernetSpec(...)) and pass "
+                f"create it before tune.run with SupernetStore.create({name!r}, SupernetSpec(...)) and pass "
                 "store.param_space() as the config; a store that is not detached dies with its driver"
             )
         return cls(name, actor, namespace)
 
     @classmethod
     @contextmanager
-    def temporary(cls, spec: Any, prefix: str = "search", **create_options: Any) -> Iterator["WeightStore"]:
-        """A store under a fresh name for one search, killed when the block exits (examples, one-off runs;
-        create a named store with a ``checkpoint_path`` to keep the trained weights)."""
-        store = cls.create(f"{prefix}-{uuid.uuid4().hex[:6]}", spec, **create_options)
+    def temporary(cls, *contents: Any, prefix: str = "search", **create_options: Any) -> Iterator[WeightStore]:
+        """A store under a fresh name for one search (``create``'s arguments after the name), killed when
+        the block exits (examples, one-off runs; create a named store with a ``checkpoint_path`` to keep
+        the trained weights)."""
+        store = cls.create(f"{prefix}-{uuid.uuid4().hex[:6]}", *contents, **create_options)
         try:
             yield store
         finally:
@@ -272,7 +267,7 @@ class WeightStore:
             time.sleep(0.05)
 
     def __reduce__(self):  # a pickled client reconnects by name (never ships a handle in a config)
-        return (WeightStore.connect, (self.name, self.namespace))
+        return (type(self).connect, (self.name, self.namespace))
 
     # --- fault handling ------------------------------------------------------------------------
     def _call(self, method: str, *args: Any, fetch: Callable[[Any], Any] | None = None) -> Any:
@@ -294,7 +289,7 @@ class WeightStore:
             raise RuntimeError(
                 f"weight store {self.name!r} did not come back within {self.reconnect_timeout_s:.0f} s "
                 f"({type(err).__name__} in {method}): if it was killed for good, create it again with "
-                f"WeightStore.create({self.name!r}, spec, checkpoint_path=<its checkpoint>) to resume from its "
+                f"{type(self).__name__}.create({self.name!r}, ..., checkpoint_path=<its checkpoint>) to resume from its "
                 "last checkpoint"
             ) from err
         log.warning("weight store %r unreachable during %s (%s); retrying", self.name, method, type(err).__name__)
@@ -304,15 +299,6 @@ class WeightStore:
     # --- calls ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return self._call("info")
-
-    @property
-    def spec(self) -> "SupernetSpec":
-        from tune_spacenas.supernet.spec import SupernetSpec
-
-        meta = self.info()["meta"]
-        if "spec" not in meta:
-            raise ValueError(f"weight store {self.name!r} was created from raw arrays and holds no SupernetSpec")
-        return SupernetSpec.from_dict(meta["spec"])
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
@@ -353,16 +339,6 @@ class WeightStore:
 
     def checkpoint(self, path: str | None = None) -> str:
         return self._call("checkpoint", path)
-
-    # --- Tune ----------------------------------------------------------------------------------
-    def param_space(self) -> dict[str, Any]:
-        """Tune config naming this store, plus its space (``space.param_space()``)."""
-        return {**self.spec.space.param_space(), "store": self.name}
-
-
-def _initial(spec: Any, arrays: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
-    return spec.initial_weights() if arrays is None else arrays
-
 
 def _lookup(name: str, namespace: str) -> Any:
     try:

@@ -28,6 +28,7 @@ import numpy as np
 from tune_spacenas import storage
 
 VARIANT_SEP = "#"
+LINEAGE = "uid"  # meta entry: the id of one store's lineage (a store resumed from a checkpoint keeps it apart)
 
 
 def variant_key(param: str, variant: str) -> str:
@@ -41,7 +42,8 @@ class WeightTable:
     Args:
         arrays: the initial tensors (ignored when ``checkpoint_path`` holds a checkpoint: a restarted
             store resumes from its last checkpoint).
-        meta: plain data describing what the tensors are (the supernet spec); checked by clients.
+        meta: plain data describing what the tensors are (``SupernetStore``: the supernet spec); a
+            checkpoint or running store with other meta is refused (``check_same_contents``).
         checkpoint_path: where ``checkpoint()`` writes (atomically) and where a new table looks first:
             a local path, a shared filesystem or a ``pyarrow.fs`` URI (``storage.store_checkpoint_path``
             puts it in Tune's experiment directory).
@@ -183,7 +185,7 @@ class WeightTable:
     def load(self, path: str) -> None:
         """Resume from the checkpoint at ``path`` (ValueError if it holds another supernet or is damaged)."""
         state, payload = _read_checkpoint(path)
-        check_same_supernet(state["meta"], self.meta, f"checkpoint {path}")
+        check_same_contents(state["meta"], self.meta, f"checkpoint {path}")
         self.arrays = {k[2:]: v for k, v in payload.items() if k.startswith("w:")}
         self.snapshots = {n: {k[len(n) + 3:]: v for k, v in payload.items() if k.startswith(f"s:{n}:")}
                           for n in state["snapshots"]}
@@ -201,17 +203,26 @@ def read_checkpoint_meta(path: str) -> dict[str, Any]:
     return _read_checkpoint(path, tensors=False)[0]["meta"]
 
 
-def check_same_supernet(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
-    """ValueError unless ``saved`` (a checkpoint's or a running store's meta) holds this store's supernet
-    spec (the lineage id may differ)."""
-    if not (saved.get("spec") and current.get("spec")) or saved["spec"] == current["spec"]:
+def check_same_contents(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
+    """ValueError unless ``saved`` (a checkpoint's or a running store's meta) describes what ``current``
+    describes (the lineage id may differ); meta without a description (raw arrays) is not checked."""
+    saved, current = ({k: v for k, v in m.items() if k != LINEAGE} for m in (saved, current))
+    if not (saved and current) or saved == current:
         return
-    differs = sorted(k for k in set(saved["spec"]) | set(current["spec"]) if saved["spec"].get(k) != current["spec"].get(k))
+    differs = sorted(f"{k}.{sub}" if sub else k for k in set(saved) | set(current) if saved.get(k) != current.get(k)
+                     for sub in _differing(saved.get(k), current.get(k)))
     raise ValueError(
         f"{where} holds another supernet than the one asked for (its {', '.join(differs)} differ): use the "
-        "SupernetSpec it was created with (WeightStore.connect(name).spec, or the original run's script), or "
+        "SupernetSpec it was created with (SupernetStore.connect(name).spec, or the original run's script), or "
         "give the new store another name / checkpoint_path"
     )
+
+
+def _differing(a: Any, b: Any) -> list[str]:
+    """The entries in which two meta values differ (one unnamed entry unless both are mappings)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [""]
 
 
 def _read_checkpoint(path: str, tensors: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -38,6 +38,16 @@ INIT_RANGE = 0.1
 
 
 @dataclass(frozen=True)
+class ControllerSettings:
+    """The policy network's shape (``ASEController``'s arguments of the same names; the official code's)."""
+
+    hidden_size: int = 64
+    embedding_size: int = 8
+    center_tanh_constant: float = 1.5
+    edit_tanh_constant: float = 0.6
+
+
+@dataclass(frozen=True)
 class Decision:
     """One sample of the joint policy: the evoked node (``pi_G``) and ``M`` edits ``(layer, op)`` (``pi_L``)."""
 
