@@ -33,40 +33,20 @@ def make_spec(quick: bool) -> SupernetSpec:
                         DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
 
 
-class Progress:
-    """One line per finished trial: the training phase, then each evaluated architecture and the graph."""
-
-    def __init__(self, searcher: ASESearcher):
-        self.searcher, self.start, self.evaluated = searcher, time.time(), 0
-
-    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        s, elapsed = self.searcher, time.time() - self.start
-        if config.get("task") == "train":
-            print(f"[{elapsed:6.0f}s] supernet training {s.training.completed + s.training.failed:>5}/"
-                  f"{s.training.total_steps} steps, loss {result.get('loss', float('nan')):.3f}", flush=True)
-            return
-        self.evaluated += 1
-        role = "centre" if "ase_center" in config else "b"
-        graph = "" if s.graph is None else (f" | centres {', '.join(f'{v:.1f}' for v in s.graph.scores)}"
-                                            f" | {s.replacements} replaced")
-        print(f"[{elapsed:6.0f}s] query {self.evaluated:>3}/{s.max_queries} {role:>6} {result['accuracy']:5.1f}%{graph}",
-              flush=True)
-
-
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
-    from tune_spacenas.runner import run_with_tune as search
+    from tune_spacenas.runner import ProgressPrinter, run_with_tune as search
     from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     with SupernetStore.temporary(spec, prefix="ase-example") as store:
-        search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
+        search(searcher, store, max_concurrent=concurrency, on_result=ProgressPrinter(searcher), verbose=0)
 
 
 def run_in_process(searcher: ASESearcher, spec: SupernetSpec) -> None:
-    from tune_spacenas.runner import InProcessSupernet, run_in_process
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter, run_in_process
 
-    run_in_process(searcher, InProcessSupernet(spec), on_result=Progress(searcher))
+    run_in_process(searcher, InProcessSupernet(spec), on_result=ProgressPrinter(searcher))
 
 
 def main() -> None:

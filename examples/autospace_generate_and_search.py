@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tune_spacenas.data import DataSpec
+from tune_spacenas.jobs import ACCURACY, AUTOSPACE_KEY, LOSS, REGULARIZED_LOSS, AutoSpaceJob
+from tune_spacenas.runner import ProgressPrinter
 from tune_spacenas.searchers import AutoSpaceSearcher, EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import GeneratedSpace, OpenCellSpace
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -44,30 +45,6 @@ def open_space(quick: bool) -> OpenCellSpace:
     return OpenCellSpace(input_size=16)
 
 
-class Progress:
-    """One line per finished trial."""
-
-    def __init__(self, searcher: Any):
-        self.searcher, self.start = searcher, time.time()
-
-    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        s, elapsed = self.searcher, time.time() - self.start
-        if isinstance(s, AutoSpaceSearcher):
-            best = s.top_cells(1)
-            print(f"[{elapsed:6.0f}s] generation {s.completed_generations:>3}/{s.generations} loss {result['loss']:.3f}"
-                  f" | fittest cell of layer 1: {best[0][0]}", flush=True)
-        elif config.get("task") == "train":
-            print(f"[{elapsed:6.0f}s] supernet training {s.training.completed}/{s.training.total_steps} steps, "
-                  f"loss {result['loss']:.3f}", flush=True)
-        elif "per_arch" in result or "per_arch/regularized_loss" in result:
-            scores = result.get("per_arch/regularized_loss") or result["per_arch"]["regularized_loss"]
-            print(f"[{elapsed:6.0f}s] evolution scored {len(scores)} candidates, best Eq. 6 loss {min(scores):.3f}",
-                  flush=True)
-        else:
-            print(f"[{elapsed:6.0f}s] {type(s).__name__}: Eq. 6 loss {result['regularized_loss']:.3f} "
-                  f"(accuracy {result['accuracy']:.1f}%, {result['madds'] / 1e6:.2f}M MAdds)", flush=True)
-
-
 class Runner:
     """The same trials with Ray Tune (a named weight store per supernet) or in this process."""
 
@@ -85,7 +62,7 @@ class Runner:
             trials: int | None = None) -> None:
         """Run ``searcher`` to its end (or ``trials`` trials) on ``spec``'s supernet; ``constants`` join every
         trial config. Searchers that are not ours (Optuna) search the space's ``param_space()``."""
-        progress = Progress(searcher)
+        progress = ProgressPrinter(searcher, metrics=(LOSS, REGULARIZED_LOSS, ACCURACY))
         key = repr(spec.space.to_spec())
         ours = hasattr(searcher, "propose")
         if self.in_process:
@@ -132,16 +109,19 @@ def search(args: argparse.Namespace, space: GeneratedSpace, runner: Runner) -> N
     from ray.tune.search.optuna import OptunaSearch
 
     spec = make_spec(space, args.quick)
-    constants = {"madds_penalty": MADDS_PENALTY}
-    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=args.seed, train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), eval_batch=12, evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6))
+    constants = {AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=MADDS_PENALTY).to_dict()}  # Eq. 6 in every evaluation
+    spos = SPOSSearcher(space=space, metric=REGULARIZED_LOSS, mode="min", seed=args.seed,
+                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), eval_batch=12,
+                        evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6))
     print(f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
           f"then evolution")
-    runner.run(spos, spec, "regularized_loss", "min", constants)
-    print(f"SPOS found {spos.best_architecture()}  ({space.cost(space.from_string(spos.best_architecture())).madds / 1e6:.2f}M MAdds)")
+    runner.run(spos, spec, REGULARIZED_LOSS, "min", constants)
+    best_madds = space.cost(space.from_string(spos.best_architecture())).madds
+    print(f"SPOS found {spos.best_architecture()}  ({best_madds / 1e6:.2f}M MAdds)")
 
     print(f"\n== Optuna (Tune's own searcher) on the same trained supernet: {args.optuna_trials} architectures")
-    optuna = OptunaSearch(metric="regularized_loss", mode="min", seed=args.seed)
-    runner.run(optuna, spec, "regularized_loss", "min", constants, trials=args.optuna_trials)
+    optuna = OptunaSearch(metric=REGULARIZED_LOSS, mode="min", seed=args.seed)
+    runner.run(optuna, spec, REGULARIZED_LOSS, "min", constants, trials=args.optuna_trials)
     best = optuna._ot_study.best_trial
     print(f"Optuna found {','.join(best.params[f'ops/{s.name}'] for s in space.slots)} (Eq. 6 loss {best.value:.3f})")
 

@@ -24,11 +24,12 @@ import sys
 
 from ray import tune
 
+from tune_spacenas import storage
 from tune_spacenas.cluster import connect, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
 from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
+from tune_spacenas.jobs import NODE_ID, TASK_KEY
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas import storage
 from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables import supernet_trainable
@@ -40,7 +41,10 @@ def tiny_spec() -> SupernetSpec:
 
 
 def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
-    searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed, train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, eval_batch=4, evolution=EvolutionSettings(population=4, generations=args.generations, parents=2, mutations=2, crossovers=2))
+    evolution = EvolutionSettings(population=4, generations=args.generations, parents=2, mutations=2, crossovers=2)
+    searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed,
+                            train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, evolution=evolution,
+                            eval_batch=4)
     searcher.training.sync_every = args.sync_every
     return searcher
 
@@ -48,7 +52,7 @@ def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
 class PrintCompleted(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        print(f"COMPLETE {trial.trial_id} {trial.config.get('task')} {result.get('node_id', '?')}", flush=True)
+        print(f"COMPLETE {trial.trial_id} {trial.config.get(TASK_KEY)} {result.get(NODE_ID, '?')}", flush=True)
 
 
 def trainable(args: argparse.Namespace):
@@ -60,7 +64,7 @@ def trainable(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
     store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
-                               checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
+                                 checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
             print(f"REPAIRED {path} from the driver's staged copy", flush=True)
@@ -79,14 +83,14 @@ def run(args: argparse.Namespace) -> dict:
     searcher.restore_from_dir(experiment)  # the state Tune saved last: the search's own bookkeeping
     info = store.info()
     return {
-        "trials": sorted([r.metrics.get("trial_id"), r.metrics.get("node_id")] for r in grid if r.metrics),
+        "trials": sorted([r.metrics.get("trial_id"), r.metrics.get(NODE_ID)] for r in grid if r.metrics),
         "errors": sum(r.error is not None for r in grid),
         "training": {"issued": searcher.training.issued, "completed": searcher.training.completed,
                      "failed": searcher.training.failed},
         "history": len(searcher.history),
         "history_trials": sorted({h["trial_id"] for h in searcher.history}),
         "best": searcher.best_architecture(),
-        "store": {k: info[k] for k in ("push_counts", "last_step")} | {"stats": info["stats"]},
+        "weight_store": {k: info[k] for k in ("push_counts", "last_step")} | {"stats": info["stats"]},
     }
 
 

@@ -39,22 +39,22 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
     from tune_spacenas.cluster import connect
-    from tune_spacenas.runner import run_with_tune as search
+    from tune_spacenas.runner import ProgressPrinter, run_with_tune as search
     from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
-    searcher = make_searcher(quick)  # space, store, metric and mode come from tune.run's config
+    searcher = make_searcher(quick)  # space, metric and mode come from tune.run's config
     with SupernetStore.temporary(spec, prefix="senas-example") as store:
-        search(searcher, store, max_concurrent=concurrency, verbose=1)
+        search(searcher, store, max_concurrent=concurrency, on_result=ProgressPrinter(searcher), verbose=0)
     return searcher
 
 
 def run_in_process(quick: bool, spec: SupernetSpec) -> SENASSearcher:
-    from tune_spacenas.runner import InProcessSupernet, run_in_process as drive
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter, run_in_process as drive
 
     runner = InProcessSupernet(spec, "cpu")
-    searcher = make_searcher(quick, space=spec.space, store=runner.store, metric="accuracy", mode="max")
-    drive(searcher, runner)
+    searcher = make_searcher(quick, space=spec.space, metric="accuracy", mode="max")
+    drive(searcher, runner, on_result=ProgressPrinter(searcher))
     return searcher
 
 

@@ -208,7 +208,7 @@ def test_a_killed_driver_resumes_with_tuner_restore_and_counts_every_trial_once(
     expected = {"issued": reference.training.issued, "completed": reference.training.completed, "failed": 0}
     assert summary["training"] == expected  # no training trial counted twice or lost
     assert summary["history"] == len(reference.history) and summary["errors"] == 0  # no suggestion lost
-    ledger = summary["store"]["push_counts"]
+    ledger = summary["weight_store"]["push_counts"]
     assert len(ledger) == 4 and set(ledger.values()) == {2}  # the store came back with every push, once
 
 

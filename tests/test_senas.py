@@ -302,7 +302,7 @@ def test_rank_correlation_over_the_shrunk_space(tiny_spec, runner):
     truth = lambda a: float(sum(a))  # noqa: E731  any ground truth
     report = searcher.rank_correlation(runner, truth, max_archs=25)
     assert report["architectures"] == min(25, searcher.shrunk_space.size)
-    assert all(searcher.shrunk_space.contains(a) for a in report["archs"]) and -1 <= report["kendall_tau"] <= 1
+    assert all(searcher.shrunk_space.contains(a) for a in report["sample"]) and -1 <= report["kendall_tau"] <= 1
 
 
 def test_save_and_restore_mid_loop_resumes_identically(tiny_spec, tmp_path):

@@ -23,10 +23,22 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from tune_spacenas.spaces.base import Architecture, SearchSpace
+Architecture = tuple[int, ...]
+
+
+class SearchSpace(Protocol):
+    """What the contract asks of a search space (``tune_spacenas.spaces.SearchSpace``): the contract sits
+    below the spaces, which name their Tune entries with its keys."""
+
+    @property
+    def choices(self) -> list[tuple[int, ...]]: ...
+    def to_config(self, arch: Sequence[int]) -> dict[str, Any]: ...
+    def to_string(self, arch: Sequence[int | str]) -> str: ...
+    def from_string(self, text: str) -> Architecture: ...
+    def arch_from_config(self, config: Mapping[str, Any]) -> Architecture: ...
+    def restrict(self, allowed: Sequence[Sequence[int | str]]) -> Any: ...
 
 # ----------------------------------------------------------------------------------------------
 # Keys of a trial config

@@ -10,10 +10,11 @@ result)`` after every finished trial, so one progress printer serves both. Only 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tune_spacenas.jobs import ARCH_KEY, ARCHS_KEY, EVALUATE, OPS_KEY, TASK_KEY
+from tune_spacenas.jobs import ACCURACY, ARCH_KEY, ARCHS_KEY, EVALUATE, LOSS, OPS_KEY, TASK_KEY
 from tune_spacenas.searchers.base import FINISHED
 from tune_spacenas.spaces.base import SearchSpace
 
@@ -133,6 +134,21 @@ def run_with_tune(
     return tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric,
                     mode=mode, search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
                     callbacks=callbacks, **run_kwargs)
+
+
+class ProgressPrinter:
+    """An ``on_result`` that prints one line per finished trial: the time, the search's ``progress()`` (a
+    searcher that has none, e.g. Tune's ``OptunaSearch``, is named instead) and the trial's own
+    ``metrics`` (Tune's flattened results and in-process ones alike)."""
+
+    def __init__(self, searcher: Any, metrics: Sequence[str] = (LOSS, ACCURACY), out: Callable[[str], Any] = print):
+        self.searcher, self.metrics, self.out, self.start = searcher, tuple(metrics), out, time.time()
+
+    def __call__(self, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        trial = ", ".join(f"{m} {result[m]:.4g}" for m in self.metrics if isinstance(result.get(m), (int, float)))
+        task = config.get(TASK_KEY, EVALUATE)
+        progress = self.searcher.progress() if hasattr(self.searcher, "progress") else type(self.searcher).__name__
+        self.out(f"[{time.time() - self.start:6.0f}s] {progress} | {task} trial: {trial}")
 
 
 def result_callback(on_result: OnResult) -> Any:

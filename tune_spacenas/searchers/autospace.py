@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tune_spacenas.jobs import (ALPHA, AUTOSPACE_KEY, STEPS_DONE, STEPS_KEY, TASK_KEY, TRAIN, AutoSpaceGeneration,
+from tune_spacenas.jobs import (ALPHA, AUTOSPACE_KEY, MADDS, STEPS_DONE, STEPS_KEY, TASK_KEY, TRAIN, AutoSpaceGeneration,
                                 AutoSpaceJob)
 from tune_spacenas.searchers.base import DONE, FINISHED, ArchSearcher, SearchProgress, write_rows
 from tune_spacenas.searchers.training import TrainingPhase
@@ -241,7 +241,7 @@ class AutoSpaceSearcher(ArchSearcher):
                 "generation": int(generation.generation), "completed": self.completed_generations, "layer": layer,
                 "cell": cell, "alpha_start": float(generation.alpha[layer][k]), "alpha_star": float(learned),
                 "fitness_before": before, "fitness": member.fitness, "trained": member.trained,
-                "madds": self.space.layer_cost(layer, cell).madds, self._metric: value})
+                MADDS: self.space.layer_cost(layer, cell).madds, self._metric: value})
         return updated
 
     def reference_active(self) -> bool:

@@ -293,7 +293,7 @@ class NSESearcher(ArchSearcher):
         archs, values = self.batch_scores(job, result)
         self.queue.complete(len(archs))
         for arch, value in zip(archs, values or []):
-            self.candidates[self.space.to_string(arch)]["accuracy"] = value
+            self.candidates[self.space.to_string(arch)]["score"] = value
 
     # ------------------------------------------------------------------------------------------
     # Pareto front retrieval (3.3.2)
@@ -331,10 +331,10 @@ class NSESearcher(ArchSearcher):
                     continue
                 seen.add(arch)
                 found[role].append(self.space.to_string(arch))
-                self.candidates[found[role][-1]] = {"role": role, "cost": float(c), "accuracy": None}
+                self.candidates[found[role][-1]] = {"role": role, "cost": float(c), "score": None}
         rehearsed = [a for a in self.previous_front if a not in self.candidates and self._fits(a)]
         for arch in rehearsed:
-            self.candidates[arch] = {"role": REHEARSE, "cost": self._cost(arch), "accuracy": None}
+            self.candidates[arch] = {"role": REHEARSE, "cost": self._cost(arch), "score": None}
         self.queue.put(self.candidates)
         self.record.update(sampled=len(found[SAMPLE]), edge=len(found[EDGE]), rehearsed=len(rehearsed))
 
@@ -350,11 +350,11 @@ class NSESearcher(ArchSearcher):
     # Aggregation (Eq. 9) and replenishment (3.3.3)
     # ------------------------------------------------------------------------------------------
     def _finish_round(self) -> None:
-        scored = [(a, c) for a, c in self.candidates.items() if c["accuracy"] is not None]
-        accuracy = [c["accuracy"] for _, c in scored]
+        scored = [(a, c) for a, c in self.candidates.items() if c["score"] is not None]
+        accuracy = [c["score"] for _, c in scored]
         cost = [c["cost"] for _, c in scored]
         front = [scored[i] for i in retrieve_front(accuracy, cost, [c["role"] == EDGE for _, c in scored])]
-        self.front = [{ARCH_KEY: a, self._metric: self.score(c["accuracy"]), "cost": c["cost"], "role": c["role"]}
+        self.front = [{ARCH_KEY: a, self._metric: self.score(c["score"]), "cost": c["cost"], "role": c["role"]}
                       for a, c in front]
         archs = [self.space.from_string(a) for a, _ in front]
         ops = [[self.space.branches(l, v) for l, v in enumerate(a)] for a in archs]
@@ -398,7 +398,7 @@ class NSESearcher(ArchSearcher):
 
     def current_progress(self) -> SearchProgress:
         done = self.round * self.steps_per_round + (self.training.done if self.phase == TRAINING else self.steps_per_round)
-        evaluated = sum(c["accuracy"] is not None for c in self.candidates.values())
+        evaluated = sum(c["score"] is not None for c in self.candidates.values())
         best = None if not self.front else max(self.front, key=lambda f: self.score(f[self._metric]))
         ops = sum(len(o) for o in self.subsets)
         return self.make_progress((done, self.max_rounds * self.steps_per_round), (evaluated, len(self.candidates)),

@@ -29,6 +29,7 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
 from tune_spacenas import storage
+from tune_spacenas.jobs import NODE_ID
 from tune_spacenas.store.table import LINEAGE, WeightTable, check_same_contents, read_checkpoint_meta
 
 NAMESPACE = "tune_spacenas"
@@ -91,7 +92,7 @@ class _StoreActor:
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
         self._objects = _ObjectGroups()
         context = ray.get_runtime_context()
-        self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
+        self.place = {NODE_ID: context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
         if self.place["restarted"]:
             _log_restart(name, self.table)

@@ -198,7 +198,7 @@ class SENASSearcher(EvolutionSearcher):
                 self.earlier_merges = ([self.merged_spaces] if self.merged_spaces else []) + self.earlier_merges
                 self.merged_spaces = merged
         self.stage_log.append({
-            "stage": self.stage, "evaluated": len(self.values), "selection_importance": as_table(space, si),
+            "stage": self.stage, "scored": len(self.values), "selection_importance": as_table(space, si),
             "selection_confidence": as_table(space, selection_confidence(si)), "scores": as_table(space, scores),
             "dropped": labels(space, dropped), "allowed": [list(s.allowed) for s in self.shrunk_space.slots],
             "size": self.shrunk_space.size, "merged_spaces": [list(g) for g in self.merged_spaces]})
@@ -250,7 +250,7 @@ class SENASSearcher(EvolutionSearcher):
             scores += [float(v) for v in result[PER_ARCH_KEY][self.metric]]
         truth = [float(ground_truth(a)) for a in archs]
         tau = kendall_tau(scores, truth) if len(archs) > 1 else float("nan")
-        return {"kendall_tau": tau, "architectures": len(archs), "archs": [self.space.to_string(a) for a in archs],
+        return {"kendall_tau": tau, "architectures": len(archs), "sample": [self.space.to_string(a) for a in archs],
                 "scores": scores, "truth": truth}
 
     # ------------------------------------------------------------------------------------------
