@@ -42,16 +42,23 @@ def nb201():
     return NASBench201Space()
 
 
-@pytest.fixture
-def tiny_spec():
-    """A NAS-Bench-201 supernet of width 8, one cell per stage, on scikit-learn's digits (8x8)."""
+def tiny_supernet_spec(space=None, **kwargs):
+    """The tests' tiny supernet, defined once: scikit-learn's digits (8x8), batches of 64, 300 validation
+    images, 2 recalibration batches; ``space`` defaults to NAS-Bench-201 of width 8, one cell per stage
+    (any tiny space of another method: ``tiny_supernet_spec(MultiBranchSpace(...), skeleton=...)``)."""
     from tune_spacenas.data import DataSpec
     from tune_spacenas.spaces import NASBench201Space
     from tune_spacenas.supernet.spec import SupernetSpec
 
-    space = NASBench201Space(channels=8, cells_per_stage=1, input_size=8)
-    return SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                        recalibration_batches=2)
+    space = space if space is not None else NASBench201Space(channels=8, cells_per_stage=1, input_size=8)
+    settings = dict(batch_size=64, eval_images=300, recalibration_batches=2) | kwargs
+    return SupernetSpec(space, DataSpec("digits", val_size=300), **settings)
+
+
+@pytest.fixture
+def tiny_spec():
+    """A NAS-Bench-201 supernet of width 8, one cell per stage, on scikit-learn's digits (8x8)."""
+    return tiny_supernet_spec()
 
 
 @pytest.fixture

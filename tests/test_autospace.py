@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_supernet_spec
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import AutoSpaceGeneration, AutoSpaceJob, evaluate_batch_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
@@ -26,8 +27,7 @@ PLAN = dict(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8)
 
 
 def tiny_spec(space=None) -> SupernetSpec:
-    return SupernetSpec(space or OpenCellSpace(**PLAN), DataSpec("digits", val_size=300), batch_size=64,
-                        eval_images=300, recalibration_batches=2)
+    return tiny_supernet_spec(space or OpenCellSpace(**PLAN))
 
 
 def searcher(**kw) -> AutoSpaceSearcher:

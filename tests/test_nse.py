@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_supernet_spec
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
@@ -36,8 +37,7 @@ def tiny_space(**kwargs) -> MultiBranchSpace:
 
 
 def tiny_spec(space=None, **kwargs) -> SupernetSpec:
-    return SupernetSpec(space or tiny_space(), DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                        recalibration_batches=2, **kwargs)
+    return tiny_supernet_spec(space or tiny_space(), **kwargs)
 
 
 def tiny_nse(**kwargs) -> NSESearcher:
@@ -188,7 +188,7 @@ register_supernet("test-good-or-negated", GoodOrNegated)
 
 def test_simulated_gradient_raises_the_theta_of_the_helpful_branch():
     space = SearchSpace([Slot("layer", ("good", "neg"))], name="toy")
-    spec = SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, skeleton="test-good-or-negated")
+    spec = tiny_supernet_spec(space, skeleton="test-good-or-negated")
     runner = InProcessSupernet(spec, "cpu")
     # The head trains on the good path; thetas update every 2 steps on validation batches (Eqs. 3-7).
     runner(train_job(80, arch="good", lr=0.05, seed=0, nse={"every": 2, "lr": 0.05, "betas": [0.0, 0.999]}))
@@ -351,9 +351,8 @@ def test_continuing_on_a_second_pool_inherits_and_locks():
 
 
 def test_single_branch_special_case_on_nasbench201():
-    space = NASBench201Space(channels=8, cells_per_stage=1, input_size=8)
-    spec = SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                        recalibration_batches=2, skeleton="nasbench201+fitness")
+    spec = tiny_supernet_spec(skeleton="nasbench201+fitness")
+    space = spec.space
     runner = InProcessSupernet(spec, "cpu")
     base, costs = resource_table(space)
     assert base > 0 and costs[0, 3] > costs[0, 2] > 0 == costs[0, 1]  # 3x3 > 1x1 conv > skip
@@ -362,7 +361,7 @@ def test_single_branch_special_case_on_nasbench201():
     _drive(searcher, runner, 40)
     assert searcher.phase == "finished" and len(searcher.rounds) == 2
     assert space.contains(searcher.best_architecture())
-    plain = InProcessSupernet(SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64), "cpu")
+    plain = InProcessSupernet(tiny_supernet_spec(space), "cpu")
     with pytest.raises(ValueError, match=r"carry no 'fitness_indicators'.*nasbench201\+fitness"):
         _drive(NSESearcher(space=space, metric="accuracy", mode="max", steps_per_trial=5, steps_per_round=5), plain, 2)
 

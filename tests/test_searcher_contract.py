@@ -7,6 +7,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from conftest import tiny_supernet_spec
 from contract import Case, drive, finishes
 from test_nse import tiny_nse, tiny_spec as _nse_spec
 from tune_spacenas.searchers import (ASESearcher, AutoSpaceSearcher, EvolutionSettings, RandomSearcher,
@@ -17,21 +18,13 @@ from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import nasbench201_trainable, supernet_trainable
 
 
-def _tiny_spec():
-    from tune_spacenas.data import DataSpec
-    from tune_spacenas.supernet.spec import SupernetSpec
-
-    return SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                        DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
+_tiny_spec = tiny_supernet_spec
 
 
 def _autospace_spec():
-    from tune_spacenas.data import DataSpec
     from tune_spacenas.spaces import OpenCellSpace
-    from tune_spacenas.supernet.spec import SupernetSpec
 
-    return SupernetSpec(OpenCellSpace(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8),
-                        DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
+    return tiny_supernet_spec(OpenCellSpace(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8))
 
 
 CASES = [
