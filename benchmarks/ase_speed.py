@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import MobileNetSpace, NASBench201Space
 from tune_spacenas.trainables.table import evaluate_on_table

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, welch_p, write_json, write_markdown
+from benchmarks.harness import RESULTS, welch_p, write_json, write_markdown
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 # ASE-NAS Table I: its margins over its random search (12-epoch validation reward, 25k s budget).

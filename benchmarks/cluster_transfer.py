@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 
 PORT_TIMEOUT_S = 30
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 from tune_spacenas.data import DataSpec, DeviceData, load_data
 from tune_spacenas.spaces import MobileNetSpace
 from tune_spacenas.supernet.spec import SupernetSpec

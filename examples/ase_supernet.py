@@ -15,8 +15,6 @@ The best centre is looked up in the NAS-Bench-201 table, which knows its true CI
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
 from tune_spacenas.data import DataSpec
 from tune_spacenas.searchers import ASESearcher
@@ -35,7 +33,8 @@ def make_spec(quick: bool) -> SupernetSpec:
 
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
-    from tune_spacenas.runner import ProgressPrinter, run_with_tune as search
+    from tune_spacenas.runner import ProgressPrinter
+    from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray

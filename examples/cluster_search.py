@@ -27,8 +27,8 @@ from ray import tune
 from tune_spacenas import storage
 from tune_spacenas.cluster import connect, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
-from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.jobs import NODE_ID, TASK_KEY
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from typing import Any
 
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import ACCURACY, ARCH_KEY
@@ -49,7 +47,8 @@ def make(quick: bool) -> tuple[SupernetSpec, NSESearcher]:
 
 def run_with_tune(searcher: NSESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
-    from tune_spacenas.runner import ProgressPrinter, run_with_tune as search
+    from tune_spacenas.runner import ProgressPrinter
+    from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
@@ -58,7 +57,8 @@ def run_with_tune(searcher: NSESearcher, spec: SupernetSpec, concurrency: int) -
 
 
 def run_in_process(searcher: NSESearcher, spec: SupernetSpec) -> None:
-    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter, run_in_process as drive
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter
+    from tune_spacenas.runner import run_in_process as drive
 
     searcher.space = spec.space
     drive(searcher, InProcessSupernet(spec), on_result=ProgressPrinter(searcher))

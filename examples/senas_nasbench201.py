@@ -39,7 +39,8 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
     from tune_spacenas.cluster import connect
-    from tune_spacenas.runner import ProgressPrinter, run_with_tune as search
+    from tune_spacenas.runner import ProgressPrinter
+    from tune_spacenas.runner import run_with_tune as search
     from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
@@ -50,7 +51,8 @@ def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSea
 
 
 def run_in_process(quick: bool, spec: SupernetSpec) -> SENASSearcher:
-    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter, run_in_process as drive
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter
+    from tune_spacenas.runner import run_in_process as drive
 
     runner = InProcessSupernet(spec, "cpu")
     searcher = make_searcher(quick, space=spec.space, metric="accuracy", mode="max")

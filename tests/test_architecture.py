@@ -30,8 +30,9 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                      for a in node.names}
+            found |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
+            }
     return {name for name in found if name in MODULES}
 
 
@@ -68,8 +69,15 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, f"modules that import each other in a loop: {cycles}"
 
 
-FORBIDDEN_IN_METHODS = ("tune_spacenas.supernet", "tune_spacenas.store", "tune_spacenas.trainables",
-                        "tune_spacenas.runner", "tune_spacenas.cluster", "tune_spacenas.data", "tune_spacenas.tables")
+FORBIDDEN_IN_METHODS = (
+    "tune_spacenas.supernet",
+    "tune_spacenas.store",
+    "tune_spacenas.trainables",
+    "tune_spacenas.runner",
+    "tune_spacenas.cluster",
+    "tune_spacenas.data",
+    "tune_spacenas.tables",
+)
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("tune_spacenas.searchers")])
@@ -79,11 +87,23 @@ def test_a_method_imports_only_the_contract_the_spaces_and_shared_parts(module):
     assert not bad, f"{module} imports {bad}: a method speaks to the worker through tune_spacenas.jobs only"
 
 
-METHOD_SIDE = ("tune_spacenas.searchers", "tune_spacenas.trainables.extensions.senas",
-               "tune_spacenas.trainables.extensions.nse", "tune_spacenas.trainables.extensions.autospace")
-SHARED = ("tune_spacenas.spaces", "tune_spacenas.supernet", "tune_spacenas.store", "tune_spacenas.data",
-          "tune_spacenas.tables", "tune_spacenas.jobs", "tune_spacenas.storage", "tune_spacenas.trainables.worker",
-          "tune_spacenas.trainables.extensions.base")
+METHOD_SIDE = (
+    "tune_spacenas.searchers",
+    "tune_spacenas.trainables.extensions.senas",
+    "tune_spacenas.trainables.extensions.nse",
+    "tune_spacenas.trainables.extensions.autospace",
+)
+SHARED = (
+    "tune_spacenas.spaces",
+    "tune_spacenas.supernet",
+    "tune_spacenas.store",
+    "tune_spacenas.data",
+    "tune_spacenas.tables",
+    "tune_spacenas.jobs",
+    "tune_spacenas.storage",
+    "tune_spacenas.trainables.worker",
+    "tune_spacenas.trainables.extensions.base",
+)
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.startswith(SHARED)])
@@ -95,8 +115,11 @@ def test_the_shared_parts_know_no_method(module):
 
 # A literal equal to a contract key but naming something else: a Python attribute, dataclass field or argument
 # called ``space`` (state dicts mirror attributes, SupernetSpec.to_dict its fields, NSE.continue_on its arguments).
-NOT_A_JOB_KEY = {("tune_spacenas/searchers/base.py", "space"), ("tune_spacenas/supernet/spec.py", "space"),
-                 ("tune_spacenas/searchers/nse.py", "space")}
+NOT_A_JOB_KEY = {
+    ("tune_spacenas/searchers/base.py", "space"),
+    ("tune_spacenas/supernet/spec.py", "space"),
+    ("tune_spacenas/searchers/nse.py", "space"),
+}
 
 
 def _key_literals(path: Path) -> list[tuple[int, str]]:
@@ -106,8 +129,12 @@ def _key_literals(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Subscript):
             candidates = [node.slice]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
-                and node.func.attr in ("get", "pop", "setdefault"):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.args
+            and node.func.attr in ("get", "pop", "setdefault")
+        ):
             candidates = [node.args[0]]
         elif isinstance(node, ast.Dict):
             candidates = [k for k in node.keys if k is not None]
@@ -123,17 +150,30 @@ def test_no_job_or_result_key_is_spelled_outside_the_contract():
     keys = set(jobs.JOB_FIELDS) | set(jobs.RESULT_FIELDS)
     files = [p for p in sorted(PACKAGE.rglob("*.py")) if p != PACKAGE / "jobs.py"]
     files += sorted((ROOT / "examples").glob("*.py"))
-    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path in files for line, value in _key_literals(path)
-             if value in keys and (str(path.relative_to(ROOT)), value) not in NOT_A_JOB_KEY]
-    assert not found, "job/result keys spelled as literals; use the constants of tune_spacenas.jobs:\n" + "\n".join(found)
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {value!r}"
+        for path in files
+        for line, value in _key_literals(path)
+        if value in keys and (str(path.relative_to(ROOT)), value) not in NOT_A_JOB_KEY
+    ]
+    assert not found, "job/result keys spelled as literals; use the constants of tune_spacenas.jobs:\n" + "\n".join(
+        found
+    )
 
 
 def test_every_payload_round_trips_through_plain_data():
-    payloads = [jobs.SENASJob(expanded=[[0, 1]], expanded_from=[[[0, 1]]], average=["a/0"], drop_snapshots=["b/0"],
-                              snapshots=jobs.SnapshotRequest(name="s", count=3, fraction=0.5)),
-                jobs.NSEJob(every=1, costs=[[1.0, 2.0]], reset=jobs.NSEReset(seed=3, ops=[[0, 1]], all=True)),
-                jobs.AutoSpaceJob(madds_penalty=1e-7, generation=jobs.AutoSpaceGeneration(cells=[["x"]], alpha=[[0.0]])),
-                jobs.ASEJob(center=2)]
+    payloads = [
+        jobs.SENASJob(
+            expanded=[[0, 1]],
+            expanded_from=[[[0, 1]]],
+            average=["a/0"],
+            drop_snapshots=["b/0"],
+            snapshots=jobs.SnapshotRequest(name="s", count=3, fraction=0.5),
+        ),
+        jobs.NSEJob(every=1, costs=[[1.0, 2.0]], reset=jobs.NSEReset(seed=3, ops=[[0, 1]], all=True)),
+        jobs.AutoSpaceJob(madds_penalty=1e-7, generation=jobs.AutoSpaceGeneration(cells=[["x"]], alpha=[[0.0]])),
+        jobs.ASEJob(center=2),
+    ]
     for payload in payloads:
         plain = payload.to_dict()
         assert type(payload).from_dict(plain).to_dict() == plain
@@ -186,6 +226,19 @@ def test_a_new_method_plugs_into_the_worker_through_its_namespace(tiny_spec):
         result = runner({**jobs.train_job(4, seed=0, sync_every=2), "recording": {"tag": "x"}})
     finally:
         del _EXTENSIONS["recording"]
-    assert calls == ["begin", "before 1", "after 1", "synced 1", "before 2", "after 2", "synced 2", "before 3",
-                     "after 3", "before 4", "after 4", "synced 4", "end"]
+    assert calls == [
+        "begin",
+        "before 1",
+        "after 1",
+        "synced 1",
+        "before 2",
+        "after 2",
+        "synced 2",
+        "before 3",
+        "after 3",
+        "before 4",
+        "after 4",
+        "synced 4",
+        "end",
+    ]
     assert result["seen"] == "x" and runner.store.stats["applied"] == 3

@@ -11,13 +11,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from tune_spacenas.jobs import TRAIN
+from tune_spacenas.jobs import TRAIN, ASEJob
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers.ase import ASEController, ASESearcher, Decision, EdgeSAGEConv, SubspaceGraph
 from tune_spacenas.searchers.ase.controller import GraphTensors, edge_features, ordered_pairs
-from tune_spacenas.jobs import ASEJob
-from tune_spacenas.spaces.neighbourhood import distance
 from tune_spacenas.spaces import NASBench201Space
+from tune_spacenas.spaces.neighbourhood import distance
 from tune_spacenas.trainables import nasbench201_trainable
 from tune_spacenas.trainables.table import evaluate_on_table
 
@@ -185,7 +184,7 @@ def test_the_centres_are_evaluated_first_then_the_graph_is_built():
 def test_a_centre_is_replaced_exactly_when_the_reward_is_positive():
     log = drive_recording(searcher(seed=4), 80, dataset="cifar100")
     replaced = 0
-    for center, node, beta, reward, before, after in log:
+    for _, node, beta, reward, before, after in log:
         if reward > 0 and beta not in before[0]:
             replaced += 1
             assert after[0][node] == beta and after[0][:node] + after[0][node + 1:] == before[0][:node] + before[0][node + 1:]
@@ -217,7 +216,7 @@ def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(abs
     expected = {}
     for round_ in range(5):  # four trials in flight, completed in reverse order
         configs = {f"r{round_}-{i}": s.suggest(f"r{round_}-{i}") for i in range(4)}
-        for trial_id, config in configs.items():
+        for config in configs.values():
             record = s.pending[_decision(config)]
             value = evaluate_on_table(config)["accuracy"]
             expected[_decision(config)] = (record["graph"][0], Decision.from_plain(record["decision"]),

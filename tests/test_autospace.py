@@ -8,16 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_supernet_spec
-from tune_spacenas.data import DataSpec
+
 from tune_spacenas.jobs import AutoSpaceGeneration, AutoSpaceJob, evaluate_batch_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import ASESearcher, AutoSpaceSearcher, RandomSearcher, RegularizedEvolutionSearcher
-from tune_spacenas.spaces import CellSpace, GeneratedSpace, IRBSpace, OpenCellSpace, space_from_spec
-from tune_spacenas.spaces import costs
-from tune_spacenas.spaces.cells import (REFERENCE_IRB, canonical_cell, cell_cost, cell_string, hamming_distance,
-                                        live_edges, operation_matrix, parse_cell)
+from tune_spacenas.spaces import CellSpace, GeneratedSpace, IRBSpace, OpenCellSpace, costs, space_from_spec
+from tune_spacenas.spaces.cells import (
+    REFERENCE_IRB,
+    canonical_cell,
+    cell_cost,
+    cell_string,
+    hamming_distance,
+    live_edges,
+    operation_matrix,
+    parse_cell,
+)
 from tune_spacenas.supernet import build_supernet
 from tune_spacenas.supernet.cells import CellLayer, FitnessWeightedLayer, fitness_gradient
 from tune_spacenas.supernet.ops import MBConv

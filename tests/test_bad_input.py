@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 from tune_spacenas.data import DataSpec
-from tune_spacenas.jobs import evaluate_job, train_job
+from tune_spacenas.jobs import check_job, evaluate_job, train_job
 from tune_spacenas.paths import data_dir
 from tune_spacenas.runner import run_in_process
 from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
-from tune_spacenas.jobs import check_job
 from tune_spacenas.trainables.supernet import supernet_trainable
 from tune_spacenas.trainables.worker import SupernetWorker
 

@@ -11,19 +11,17 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_supernet_spec
 from torch import nn
 
-from conftest import tiny_supernet_spec
-from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.searchers.nse import aggregate, replenish, resource_table, retrieve_front, simplify
-from tune_spacenas.spaces import MultiBranchSpace, NASBench201Space, SearchSpace, Slot, space_from_spec
-from tune_spacenas.spaces.multibranch import NSE27_POOL, SECOND_POOL, paper_space_size
+from tune_spacenas.spaces import MultiBranchSpace, SearchSpace, Slot, space_from_spec
+from tune_spacenas.spaces.multibranch import NSE27_POOL, SECOND_POOL, layer_probability, paper_space_size
 from tune_spacenas.supernet import register_supernet
 from tune_spacenas.supernet.base import Supernet
-from tune_spacenas.spaces.multibranch import layer_probability
 from tune_spacenas.supernet.multibranch import FITNESS_PARAM, FitnessIndicators, MultiBranchLayer
 from tune_spacenas.supernet.spec import SupernetSpec
 

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_supernet_spec
+from contract import Case, drive, finishes
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
+from test_nse import tiny_nse
+from test_nse import tiny_spec as _nse_spec
 
-from conftest import tiny_supernet_spec
-from contract import Case, drive, finishes
-from test_nse import tiny_nse, tiny_spec as _nse_spec
-from tune_spacenas.searchers import (ASESearcher, AutoSpaceSearcher, EvolutionSettings, RandomSearcher,
-                                     RegularizedEvolutionSearcher,
-                                     REINFORCESearcher, SENASSearcher, SPOSSearcher)
+from tune_spacenas.searchers import (
+    ASESearcher,
+    AutoSpaceSearcher,
+    EvolutionSettings,
+    RandomSearcher,
+    RegularizedEvolutionSearcher,
+    REINFORCESearcher,
+    SENASSearcher,
+    SPOSSearcher,
+)
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import nasbench201_trainable, supernet_trainable
-
 
 _tiny_spec = tiny_supernet_spec
 

@@ -12,8 +12,15 @@ from tune_spacenas.jobs import SENASJob, evaluate_batch_job, train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import SENASSearcher
 from tune_spacenas.searchers.evolution import EvolutionSettings
-from tune_spacenas.searchers.senas import (mean_normalize, merge_layer_spaces, operator_sample, operator_scores,
-                                           selection_confidence, selection_importance, shrink_operators)
+from tune_spacenas.searchers.senas import (
+    mean_normalize,
+    merge_layer_spaces,
+    operator_sample,
+    operator_scores,
+    selection_confidence,
+    selection_importance,
+    shrink_operators,
+)
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.spaces.base import SearchSpace, Slot
 from tune_spacenas.store.table import variant_key

@@ -3,10 +3,24 @@ import math
 import numpy as np
 import pytest
 
-from tune_spacenas.spaces import (DARTSSpace, MobileNetSpace, NASBench201Space, OFASpace, SearchSpace, Slot,
-                                  space_from_config, space_from_spec)
-from tune_spacenas.spaces import costs
-from tune_spacenas.spaces.neighbourhood import distance, neighbourhood, neighbourhood_size, paper_subspace_size, sample_neighbour
+from tune_spacenas.spaces import (
+    DARTSSpace,
+    MobileNetSpace,
+    NASBench201Space,
+    OFASpace,
+    SearchSpace,
+    Slot,
+    costs,
+    space_from_config,
+    space_from_spec,
+)
+from tune_spacenas.spaces.neighbourhood import (
+    distance,
+    neighbourhood,
+    neighbourhood_size,
+    paper_subspace_size,
+    sample_neighbour,
+)
 
 ALL_SPACES = [NASBench201Space(), MobileNetSpace(), OFASpace(), DARTSSpace(),
               SearchSpace([Slot("a", ("x", "y")), Slot("b", ("x", "y", "z"))], name="toy")]

@@ -179,7 +179,7 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray") -> list[s
             continue
         data = _read_intact(staged[-1])
         if data != uploaded:
-            storage.write_atomic(newest, lambda out: out.write(data))
+            storage.write_atomic(newest, lambda out, data=data: out.write(data))
             replaced.append(newest)
     return replaced
 

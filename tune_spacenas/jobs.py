@@ -40,6 +40,7 @@ class SearchSpace(Protocol):
     def arch_from_config(self, config: Mapping[str, Any]) -> Architecture: ...
     def restrict(self, allowed: Sequence[Sequence[int | str]]) -> Any: ...
 
+
 # ----------------------------------------------------------------------------------------------
 # Keys of a trial config
 # ----------------------------------------------------------------------------------------------
@@ -237,16 +238,10 @@ class ASEJob(Payload):
 PAYLOADS: dict[str, type[Payload]] = {p.namespace: p for p in (SENASJob, NSEJob, AutoSpaceJob, ASEJob)}
 
 
-def payload(job: Mapping[str, Any], cls: type[Payload]) -> Any:
-    """The typed payload of ``cls``'s namespace in ``job``, or None when the job carries none."""
-    data = job.get(cls.namespace)
-    return None if data is None else cls.from_dict(data)
-
-
 # ----------------------------------------------------------------------------------------------
 # The field table: what each config key means, which task carries it, how it is checked
 # ----------------------------------------------------------------------------------------------
-Check = Callable[[Any, "SearchSpace"], None]
+Check = Callable[[Any, SearchSpace], None]
 
 
 def _positive_int(key: str) -> Check:
@@ -298,20 +293,29 @@ JOB_FIELDS: dict[str, Field] = {
     SPACE_KEY: Field("the space's spec, the param_space's constant (checked against the store's)"),
     OPS_KEY: Field("Tune's operation per slot (space.param_space()); our jobs blank it (None) or name the arch's"),
     STORE_KEY: Field("the weight store's name (store.param_space())"),
-    ARCH_KEY: Field("one architecture's canonical string: the one evaluated, or the fixed path trained",
-                    check=lambda value, space: space.from_string(value)),
+    ARCH_KEY: Field(
+        "one architecture's canonical string: the one evaluated, or the fixed path trained",
+        check=lambda value, space: space.from_string(value),
+    ),
     ARCHS_KEY: Field("a batch of architecture strings to evaluate in one trial", (EVALUATE,), _architecture_list),
-    SUBSPACE_KEY: Field("the allowed operation indices per slot to sample training paths from", (TRAIN,),
-                        lambda value, space: space.restrict(value)),
+    SUBSPACE_KEY: Field(
+        "the allowed operation indices per slot to sample training paths from",
+        (TRAIN,),
+        lambda value, space: space.restrict(value),
+    ),
     STEPS_KEY: Field("training steps of the job", (TRAIN,), _positive_int(STEPS_KEY)),
     SEED_KEY: Field("seeds the job's path sampling and data order", (TRAIN,)),
     LR_KEY: Field("the job's SGD learning rate (default: the spec's)", (TRAIN,), _non_negative_number(LR_KEY)),
-    SYNC_EVERY_KEY: Field("steps between pushes of weight deltas (default: once, at the end)", (TRAIN,),
-                          _positive_int(SYNC_EVERY_KEY)),
+    SYNC_EVERY_KEY: Field(
+        "steps between pushes of weight deltas (default: once, at the end)", (TRAIN,), _positive_int(SYNC_EVERY_KEY)
+    ),
     REPORT_EVERY_KEY: Field("steps between reports (default: every sync)", (TRAIN,), _positive_int(REPORT_EVERY_KEY)),
-    SPLIT_KEY: Field("the data split scored: 'val' (default) or 'test'", (EVALUATE,), _one_of(SPLIT_KEY, "val", "test")),
-    IMAGES_KEY: Field("images scoring one architecture (default: the spec's eval_images)", (EVALUATE,),
-                      _positive_int(IMAGES_KEY)),
+    SPLIT_KEY: Field(
+        "the data split scored: 'val' (default) or 'test'", (EVALUATE,), _one_of(SPLIT_KEY, "val", "test")
+    ),
+    IMAGES_KEY: Field(
+        "images scoring one architecture (default: the spec's eval_images)", (EVALUATE,), _positive_int(IMAGES_KEY)
+    ),
     DATASET_KEY: Field("the table trainable's dataset (cifar10, cifar100, ImageNet16-120)", (EVALUATE,)),
     TABLE_PATH_KEY: Field("the table trainable's table file (default: the packaged one)", (EVALUATE,)),
     **{ns: Field(cls.__doc__.split("\n")[0], check=_payload(cls)) for ns, cls in PAYLOADS.items()},
@@ -325,9 +329,12 @@ RESULT_FIELDS: dict[str, str] = {
     SECONDS_PER_ARCH: "evaluation wall time per architecture",
     STEPS_DONE: "training steps done so far",
     IMAGES_PER_S: "training throughput over the report window",
-    STORE_PUSH_MS: "mean milliseconds of a push", STORE_PULL_MS: "mean milliseconds of a pull",
+    STORE_PUSH_MS: "mean milliseconds of a push",
+    STORE_PULL_MS: "mean milliseconds of a pull",
     STORE_MB_PER_SYNC: "megabytes pushed and pulled per sync",
-    NODE_ID: "the Ray node the trial ran on", WORKER_PID: "its process", DEVICE: "its torch device",
+    NODE_ID: "the Ray node the trial ran on",
+    WORKER_PID: "its process",
+    DEVICE: "its torch device",
     REWARD: "the table trainable: which table column is the reward",
     ARCH_KEY: "the table trainable: the architecture looked up",
     FITNESS_INDICATORS: "NSE: the fitness indicators (thetas) after the training trial, per slot and op",
@@ -394,8 +401,10 @@ def archs_of(space: SearchSpace, config: Mapping[str, Any]) -> list[Architecture
     return [space.arch_from_config(config)]
 
 
-HAND_EDITED = ("trial configs are written by the searcher (tune_spacenas.jobs); if it was edited by hand, "
-               "rebuild it with jobs.train_job / jobs.evaluate_job")
+HAND_EDITED = (
+    "trial configs are written by the searcher (tune_spacenas.jobs); if it was edited by hand, "
+    "rebuild it with jobs.train_job / jobs.evaluate_job"
+)
 
 
 def check_job(config: Mapping[str, Any], space: SearchSpace) -> None:

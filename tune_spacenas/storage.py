@@ -14,9 +14,9 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 STORE_CHECKPOINT = "weight_store.npz"
 

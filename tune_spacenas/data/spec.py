@@ -44,7 +44,7 @@ class DataSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DataSpec":
+    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         return cls(**data)
 
 

@@ -30,13 +30,31 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tune_spacenas.jobs import (ALPHA, AUTOSPACE_KEY, MADDS, STEPS_DONE, STEPS_KEY, TASK_KEY, TRAIN, AutoSpaceGeneration,
-                                AutoSpaceJob)
+from tune_spacenas.jobs import (
+    ALPHA,
+    AUTOSPACE_KEY,
+    MADDS,
+    STEPS_DONE,
+    STEPS_KEY,
+    TASK_KEY,
+    TRAIN,
+    AutoSpaceGeneration,
+    AutoSpaceJob,
+)
 from tune_spacenas.searchers.base import DONE, FINISHED, ArchSearcher, SearchProgress, write_rows
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import SearchSpace
-from tune_spacenas.spaces.cells import (NUM_NODES, REFERENCE_IRB, CellSpace, GeneratedSpace, OpenCellSpace,
-                                        canonical_cell, cell_string, hamming_distance, parse_cell)
+from tune_spacenas.spaces.cells import (
+    NUM_NODES,
+    REFERENCE_IRB,
+    CellSpace,
+    GeneratedSpace,
+    OpenCellSpace,
+    canonical_cell,
+    cell_string,
+    hamming_distance,
+    parse_cell,
+)
 from tune_spacenas.spaces.neighbourhood import sample_neighbour
 
 _CELLS = CellSpace()

@@ -16,7 +16,8 @@ class CostConstraint:
     def __call__(self, arch: Architecture) -> bool:
         cost = self.space.cost(arch)
         return (self.max_madds is None or cost.madds <= self.max_madds) and (
-            self.max_params is None or cost.params <= self.max_params)
+            self.max_params is None or cost.params <= self.max_params
+        )
 
 
 def cost_constraint(space: SearchSpace, max_madds: float | None) -> CostConstraint | None:

@@ -32,7 +32,7 @@ class EvaluationQueue:
         """Up to ``batch_size`` architectures, or None when none waits."""
         if not self.pending:
             return None
-        batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size:]
+        batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
         self.outstanding += len(batch)
         return batch
 

@@ -25,15 +25,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from dataclasses import replace
-
 from tune_spacenas.analysis.pareto import pareto_front
-from tune_spacenas.jobs import (ARCH_KEY, FITNESS_INDICATORS, IMAGES_KEY, NSE_KEY, TASK_KEY, TRAIN, NSEJob, NSEReset,
-                                evaluate_batch_job)
+from tune_spacenas.jobs import (
+    ARCH_KEY,
+    FITNESS_INDICATORS,
+    IMAGES_KEY,
+    NSE_KEY,
+    TASK_KEY,
+    TRAIN,
+    NSEJob,
+    NSEReset,
+    evaluate_batch_job,
+)
 from tune_spacenas.searchers.base import DONE, FINISHED, TRAINING, ArchSearcher, SearchProgress, write_rows
 from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.searchers.training import TrainingPhase
@@ -379,7 +387,7 @@ class NSESearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Results and state
     # ------------------------------------------------------------------------------------------
-    def continue_on(self, space: SearchSpace, pool: Sequence[str], **overrides: Any) -> "NSESearcher":
+    def continue_on(self, space: SearchSpace, pool: Sequence[str], **overrides: Any) -> NSESearcher:
         """Section 5.2's "K=5 w/ 2nd Space": a new search on ``space`` (this search's operations plus the
         ``pool``) that inherits this search's final subset (locked by L&R), rehearses its last Pareto front
         and replenishes from ``pool`` only; other settings are this search's unless overridden (the paper

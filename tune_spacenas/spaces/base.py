@@ -21,13 +21,13 @@ from tune_spacenas.spaces.costs import Cost
 Architecture = tuple[int, ...]
 
 
-_REGISTRY: dict[str, type["SearchSpace"]] = {}
+_REGISTRY: dict[str, type[SearchSpace]] = {}
 
 
-def register_space(name: str) -> Callable[[type["SearchSpace"]], type["SearchSpace"]]:
+def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
     """Class decorator: make a space constructible from its spec (``space_from_spec``) under ``name``."""
 
-    def wrap(cls: type["SearchSpace"]) -> type["SearchSpace"]:
+    def wrap(cls: type[SearchSpace]) -> type[SearchSpace]:
         cls.kind = name
         _REGISTRY[name] = cls
         return cls
@@ -89,7 +89,7 @@ class SearchSpace:
         return {"slots": [[s.name, list(s.ops)] for s in self.slots], "name": self.name}
 
     @classmethod
-    def from_spec_kwargs(cls, kwargs: Mapping[str, Any]) -> "SearchSpace":
+    def from_spec_kwargs(cls, kwargs: Mapping[str, Any]) -> SearchSpace:
         if cls is SearchSpace:
             return SearchSpace([Slot(n, tuple(ops)) for n, ops in kwargs["slots"]], name=kwargs.get("name"))
         return cls(**kwargs)
@@ -105,7 +105,7 @@ class SearchSpace:
     def is_restricted(self) -> bool:
         return any(len(s.allowed) != len(s.ops) for s in self.slots)
 
-    def full_space(self) -> "SearchSpace":
+    def full_space(self) -> SearchSpace:
         """The unrestricted space this (sub)space lives in."""
         return space_from_spec({"kind": self.kind, "kwargs": self.spec_kwargs()})
 
@@ -239,7 +239,7 @@ class SearchSpace:
         return self.canonicalize(tuple(b))
 
     # --- subspaces -----------------------------------------------------------------------------
-    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> "SearchSpace":
+    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> SearchSpace:
         """The subspace that allows, per slot, only the given operations (names or indices).
 
         ``allowed`` is one sequence per slot, or a mapping from slot name to its operations (slots not
@@ -273,7 +273,7 @@ class SearchSpace:
     def has_cost_model(self) -> bool:
         return type(self).cost is not SearchSpace.cost
 
-    def cost(self, arch: Sequence[int]) -> "Cost":
+    def cost(self, arch: Sequence[int]) -> Cost:
         """MAdds and parameters of ``arch`` where the space defines a cost model."""
         raise NotImplementedError(f"space {self.name!r} defines no cost model")
 

@@ -276,7 +276,7 @@ class OpenCellSpace(CellNetworkSpace):
             raise ValueError(f"{text!r} names {len(parts)} cells but space {self.name!r} has {self.num_layers} layers")
         return self.from_cells(parts)
 
-    def generated_space(self, cells: Sequence[Sequence[str]]) -> "GeneratedSpace":
+    def generated_space(self, cells: Sequence[Sequence[str]]) -> GeneratedSpace:
         """The space of ``cells[l]`` (K cell strings) at each layer, on this plan."""
         return GeneratedSpace(cells=cells, **self.plan_kwargs())
 
@@ -316,7 +316,7 @@ class GeneratedSpace(CellNetworkSpace):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "GeneratedSpace":
+    def load(cls, path: str | os.PathLike) -> GeneratedSpace:
         """Read a space ``save`` wrote; FileNotFoundError / ValueError saying what is wrong."""
         from tune_spacenas.spaces.base import space_from_spec
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tune_spacenas.spaces import costs
 from tune_spacenas.jobs import OPS_KEY, SPACE_KEY
+from tune_spacenas.spaces import costs
 from tune_spacenas.spaces.base import Architecture, SearchSpace, Slot, register_space
 from tune_spacenas.spaces.costs import Cost
 from tune_spacenas.spaces.mobilenet import scaled
@@ -149,7 +149,7 @@ class MultiBranchSpace(SearchSpace):
         """The operations each layer's subset holds (what a training job's ``subspace`` carries)."""
         return list(self.subsets)
 
-    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> "MultiBranchSpace":
+    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> MultiBranchSpace:
         """The subspace whose layer ``l`` may use only ``allowed[l]``; an empty subset is fine in a normal
         layer (only its identity path is left) and an error in a reduction layer."""
         subsets = []

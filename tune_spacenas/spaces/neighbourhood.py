@@ -24,8 +24,10 @@ def distance(a: Sequence[int], b: Sequence[int]) -> int:
 
 def _check(space: SearchSpace) -> None:
     if not space.one_choice_per_slot:
-        raise ValueError(f"neighbourhoods (ASE-NAS) are defined on one-choice-per-slot spaces; space {space.name!r} "
-                         "selects a set of operations per layer")
+        raise ValueError(
+            f"neighbourhoods (ASE-NAS) are defined on one-choice-per-slot spaces; space {space.name!r} "
+            "selects a set of operations per layer"
+        )
 
 
 def _ball_counts(space: SearchSpace, center: Architecture) -> np.ndarray:
@@ -74,8 +76,9 @@ def neighbourhood(space: SearchSpace, center: Sequence[int], max_distance: int) 
                 yield tuple(b)
 
 
-def sample_neighbour(space: SearchSpace, center: Sequence[int], max_distance: int,
-                     rng: np.random.Generator) -> Architecture:
+def sample_neighbour(
+    space: SearchSpace, center: Sequence[int], max_distance: int, rng: np.random.Generator
+) -> Architecture:
     """Uniform draw from ``{b : D(center, b) <= M}`` (exact, by counting, without enumerating)."""
     _check(space)
     center = tuple(center)

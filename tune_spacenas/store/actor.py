@@ -148,7 +148,7 @@ def _log_restart(name: str, table: WeightTable) -> None:
                   "initial weights again and every change since creation is lost; pass checkpoint_path= "
                   "(and checkpoint_every=1 to lose nothing)", name, table.checkpoint_path)
         return
-    bound = "at most %d" % (every - 1) if every else "every change since the last checkpoint() call"
+    bound = f"at most {every - 1}" if every else "every change since the last checkpoint() call"
     log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
                 "applied after it are lost (%s, checkpoint_every=%d); trials re-fetch the weights",
                 name, stats["restored_from"], time.time() - stats["checkpoint_time"], stats["applied"], bound, every)

@@ -17,6 +17,7 @@ from tune_spacenas.jobs import STORE_KEY
 from tune_spacenas.store.actor import WeightStore
 from tune_spacenas.supernet.spec import SupernetSpec
 
+
 class SupernetStore(WeightStore):
     """A ``WeightStore`` holding one ``SupernetSpec``'s supernet; every ``WeightStore`` call works on it."""
 
@@ -25,8 +26,10 @@ class SupernetStore(WeightStore):
         """Start the store ``name`` with ``spec``'s freshly initialised supernet (``WeightStore.create``'s
         options: ``checkpoint_path``, ``checkpoint_every``, ``detached``, ``exist_ok``, ``node_id``, ...)."""
         if not isinstance(spec, SupernetSpec):
-            raise ValueError(f"SupernetStore.create needs a SupernetSpec, got {type(spec).__name__}; for raw tensors "
-                             "use WeightStore.create(name, arrays)")
+            raise ValueError(
+                f"SupernetStore.create needs a SupernetSpec, got {type(spec).__name__}; for raw tensors "
+                "use WeightStore.create(name, arrays)"
+            )
         return super().create(name, spec.initial_weights, meta=spec.store_meta(), **options)
 
     @property

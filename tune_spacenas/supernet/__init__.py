@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tune_spacenas.spaces import (GeneratedSpace, IRBSpace, MobileNetSpace, MultiBranchSpace, NASBench201Space,
-                                  OpenCellSpace, SearchSpace)
+from tune_spacenas.spaces import (
+    GeneratedSpace,
+    IRBSpace,
+    MobileNetSpace,
+    MultiBranchSpace,
+    NASBench201Space,
+    OpenCellSpace,
+    SearchSpace,
+)
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.cells import GeneratedSpaceSupernet, IRBSupernet, OpenCellSupernet

@@ -25,8 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
-from tune_spacenas.spaces.cells import (CELL_EDGES, EDGE_OPS, SKIP, Cell, CellNetworkSpace, GeneratedSpace,
-                                        IRBSpace, OpenCellSpace, cell_cost, cell_ratio, live_edges, parse_cell)
+from tune_spacenas.spaces.cells import (
+    CELL_EDGES,
+    EDGE_OPS,
+    SKIP,
+    Cell,
+    CellNetworkSpace,
+    GeneratedSpace,
+    IRBSpace,
+    OpenCellSpace,
+    cell_cost,
+    cell_ratio,
+    live_edges,
+    parse_cell,
+)
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.ops import build_op
 

@@ -23,9 +23,14 @@ import torch
 from torch import nn
 
 from tune_spacenas.spaces.base import SearchSpace
-from tune_spacenas.spaces.multibranch import (HEAD_CHANNELS, STEM_CHANNELS, MultiBranchSpace, configuration_selectors,
-                                              layer_probability)
 from tune_spacenas.spaces.mobilenet import scaled
+from tune_spacenas.spaces.multibranch import (
+    HEAD_CHANNELS,
+    STEM_CHANNELS,
+    MultiBranchSpace,
+    configuration_selectors,
+    layer_probability,
+)
 from tune_spacenas.spaces.nasbench201 import NB201_EDGES, NASBench201Space
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.nasbench201 import Cell, NASBench201Supernet

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +63,7 @@ class SupernetSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SupernetSpec":
+    def from_dict(cls, data: dict[str, Any]) -> SupernetSpec:
         data = dict(data)
         return cls(space=space_from_spec(data.pop("space")), data=DataSpec.from_dict(data.pop("data")), **data)
 
@@ -79,7 +79,7 @@ class SupernetSpec:
                              "SupernetStore.create(name, spec)")
         return cls.from_dict(meta[STORE_META])
 
-    def build(self) -> "Supernet":
+    def build(self) -> Supernet:
         """A freshly initialised supernet (seeded by ``init_seed``)."""
         from tune_spacenas.supernet import build_supernet
 

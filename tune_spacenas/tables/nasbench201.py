@@ -89,7 +89,7 @@ class NASBench201Table:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "NASBench201Table":
+    def load(cls, path: str | os.PathLike | None = None) -> NASBench201Table:
         """The table for ``path`` (default: the shared data folder), loaded once per process."""
         return _load_cached(str(data_file(TABLE_FILE, path, HOW_TO_GET)))
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tune_spacenas.jobs import (ACCURACY, ARCH_KEY, ARCHS_KEY, DATASET_KEY, EVALUATED, PER_ARCH_KEY, REWARD,
-                                TABLE_PATH_KEY, archs_of, test_accuracy_key)
+from tune_spacenas.jobs import (
+    ACCURACY,
+    ARCH_KEY,
+    ARCHS_KEY,
+    DATASET_KEY,
+    EVALUATED,
+    PER_ARCH_KEY,
+    REWARD,
+    TABLE_PATH_KEY,
+    archs_of,
+    test_accuracy_key,
+)
 from tune_spacenas.tables.nasbench201 import DATASET_COLUMNS, TEST_ACCURACY, NASBench201Table, canonical_dataset
 
 

@@ -22,10 +22,32 @@ import torch
 from torch import nn
 
 from tune_spacenas.data import DeviceData, load_data
-from tune_spacenas.jobs import (ACCURACY, ARCH_KEY, ARCHS_KEY, EVALUATE, EVALUATED, IMAGES_KEY, IMAGES_PER_S, LOSS,
-                                LR_KEY, PER_ARCH_KEY, REPORT_EVERY_KEY, SECONDS_PER_ARCH, SEED_KEY, SPLIT_KEY,
-                                STEPS_DONE, STEPS_KEY, STORE_MB_PER_SYNC, STORE_PULL_MS, STORE_PUSH_MS, SUBSPACE_KEY,
-                                SYNC_EVERY_KEY, TRAIN, archs_of, task_of)
+from tune_spacenas.jobs import (
+    ACCURACY,
+    ARCH_KEY,
+    ARCHS_KEY,
+    EVALUATE,
+    EVALUATED,
+    IMAGES_KEY,
+    IMAGES_PER_S,
+    LOSS,
+    LR_KEY,
+    PER_ARCH_KEY,
+    REPORT_EVERY_KEY,
+    SECONDS_PER_ARCH,
+    SEED_KEY,
+    SPLIT_KEY,
+    STEPS_DONE,
+    STEPS_KEY,
+    STORE_MB_PER_SYNC,
+    STORE_PULL_MS,
+    STORE_PUSH_MS,
+    SUBSPACE_KEY,
+    SYNC_EVERY_KEY,
+    TRAIN,
+    archs_of,
+    task_of,
+)
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.spec import SupernetSpec

@@ -12,8 +12,14 @@ Where each step lives:
 """
 
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
-from tune_spacenas.searchers.senas.scores import (ground_truth_operator_scores, mean_normalize, operator_sample,
-                                                  operator_scores, selection_confidence, selection_importance)
+from tune_spacenas.searchers.senas.scores import (
+                                                  ground_truth_operator_scores,
+                                                  mean_normalize,
+                                                  operator_sample,
+                                                  operator_scores,
+                                                  selection_confidence,
+                                                  selection_importance,
+)
 from tune_spacenas.searchers.senas.searcher import SENASSearcher
 from tune_spacenas.searchers.senas.shrinking import shrink_operators
 

@@ -10,8 +10,8 @@ final space on the decoupled supernet.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,14 @@ from tune_spacenas.searchers.base import DONE, SEARCH, TRAINING, SearchProgress
 from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.searchers.evolution import EvolutionSearcher
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
-from tune_spacenas.searchers.senas.scores import (as_table, labels, operator_sample, operator_scores,
-                                                  selection_confidence, selection_importance)
+from tune_spacenas.searchers.senas.scores import (
+    as_table,
+    labels,
+    operator_sample,
+    operator_scores,
+    selection_confidence,
+    selection_importance,
+)
 from tune_spacenas.searchers.senas.shrinking import shrink_operators
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import Architecture, SearchSpace, space_from_spec

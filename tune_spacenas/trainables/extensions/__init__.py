@@ -7,8 +7,13 @@ that needs one: ``senas`` (expanded weights, Eq. 4's snapshots), ``nse`` (the fi
 
 from tune_spacenas.jobs import AUTOSPACE_KEY, NSE_KEY, SENAS_KEY
 from tune_spacenas.trainables.extensions.autospace import AutoSpaceExtension
-from tune_spacenas.trainables.extensions.base import (ExtensionStore, JobContext, WorkerExtension, extensions_for,
-                                                      register_extension)
+from tune_spacenas.trainables.extensions.base import (
+    ExtensionStore,
+    JobContext,
+    WorkerExtension,
+    extensions_for,
+    register_extension,
+)
 from tune_spacenas.trainables.extensions.nse import NSEExtension
 from tune_spacenas.trainables.extensions.senas import SENASExtension
 
@@ -16,5 +21,13 @@ register_extension(SENAS_KEY, SENASExtension)
 register_extension(NSE_KEY, NSEExtension)
 register_extension(AUTOSPACE_KEY, AutoSpaceExtension)
 
-__all__ = ["AutoSpaceExtension", "ExtensionStore", "JobContext", "NSEExtension", "SENASExtension", "WorkerExtension",
-           "extensions_for", "register_extension"]
+__all__ = [
+    "AutoSpaceExtension",
+    "ExtensionStore",
+    "JobContext",
+    "NSEExtension",
+    "SENASExtension",
+    "WorkerExtension",
+    "extensions_for",
+    "register_extension",
+]

@@ -28,10 +28,18 @@ class AutoSpaceExtension(WorkerExtension):
         if ctx.task != TRAIN or generation is None:
             return
         if not isinstance(ctx.net, OpenCellSupernet):
-            raise ValueError("an AutoSpace generation trains an OpenCellSpace supernet; create the store with "
-                             f"SupernetSpec(OpenCellSpace(...)), not {type(ctx.net).__name__}")
-        self.layers = ctx.net.begin_generation(generation.cells, generation.alpha, generation.compensation,
-                                               generation.gate_paths, generation.alpha_lr, self.job.madds_penalty)
+            raise ValueError(
+                "an AutoSpace generation trains an OpenCellSpace supernet; create the store with "
+                f"SupernetSpec(OpenCellSpace(...)), not {type(ctx.net).__name__}"
+            )
+        self.layers = ctx.net.begin_generation(
+            generation.cells,
+            generation.alpha,
+            generation.compensation,
+            generation.gate_paths,
+            generation.alpha_lr,
+            self.job.madds_penalty,
+        )
 
     def after_step(self, ctx: JobContext, step: int, arch: Architecture, touched: set[str]) -> set[str]:
         for layer in self.layers:
@@ -41,8 +49,10 @@ class AutoSpaceExtension(WorkerExtension):
     def metrics(self, ctx: JobContext) -> dict[str, Any]:
         if not self.layers:
             return {}
-        return {ALPHA: [layer.alpha.tolist() for layer in self.layers],
-                GATE_COUNTS: [layer.steps.tolist() for layer in self.layers]}
+        return {
+            ALPHA: [layer.alpha.tolist() for layer in self.layers],
+            GATE_COUNTS: [layer.steps.tolist() for layer in self.layers],
+        }
 
     def arch_metrics(self, ctx: JobContext, arch: Architecture, scores: Mapping[str, float]) -> dict[str, float]:
         madds = ctx.net.space.cost(arch).madds

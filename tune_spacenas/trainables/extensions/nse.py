@@ -28,9 +28,11 @@ class NSEExtension(WorkerExtension):
 
     def begin(self, ctx: JobContext) -> None:
         if not isinstance(ctx.net, FitnessIndicators):
-            raise ValueError(f"a job with an 'nse' payload needs a supernet with fitness indicators; this one's reports "
-                             f"would carry no {FITNESS_INDICATORS!r}: use a MultiBranchSpace or "
-                             "SupernetSpec(..., skeleton='nasbench201+fitness')")
+            raise ValueError(
+                f"a job with an 'nse' payload needs a supernet with fitness indicators; this one's reports "
+                f"would carry no {FITNESS_INDICATORS!r}: use a MultiBranchSpace or "
+                "SupernetSpec(..., skeleton='nasbench201+fitness')"
+            )
 
     def after_step(self, ctx: JobContext, step: int, arch: Architecture, touched: set[str]) -> set[str]:
         net, job = ctx.net, self.job
@@ -45,8 +47,17 @@ class NSEExtension(WorkerExtension):
             self.adam = torch.optim.Adam([net.fitness_indicators], lr=float(job.lr), betas=tuple(job.betas))
             self.rng = np.random.default_rng([ctx.seed, 7])
         x, y = next(self.val)
-        loss = net.fitness_loss(x, y, ctx.subspace, self.rng, alpha=job.alpha, beta=job.beta, tau=job.tau,
-                                costs=job.costs, fixed_cost=job.fixed_cost)
+        loss = net.fitness_loss(
+            x,
+            y,
+            ctx.subspace,
+            self.rng,
+            alpha=job.alpha,
+            beta=job.beta,
+            tau=job.tau,
+            costs=job.costs,
+            fixed_cost=job.fixed_cost,
+        )
         (grad,) = torch.autograd.grad(loss, [net.fitness_indicators], allow_unused=True)
         if grad is None:  # every layer has a single configuration left: nothing to learn
             return touched

@@ -108,8 +108,12 @@ class PrivateWeights:
         for group in self.groups:
             for slot in group:
                 for param in net.choice_parameter_names(slot, arch[slot]):
-                    earlier = [variant_key(param, _tag(g, arch)) for grouping in self.history for g in grouping
-                               if slot in g and g != group]
+                    earlier = [
+                        variant_key(param, _tag(g, arch))
+                        for grouping in self.history
+                        for g in grouping
+                        if slot in g and g != group
+                    ]
                     out[variant_key(param, _tag(group, arch))] = (param, [*earlier, param])
         return out
 
