@@ -122,3 +122,19 @@ def test_under_tune_with_concurrency_limiter_and_asha(case, ray_session, tune_ru
     assert best is not None and searcher.space.contains(best)
     if case.evaluator == "supernet":
         store.kill()
+
+
+def test_progress_is_plain_data_naming_a_phase_of_the_method(case):
+    import json
+
+    searcher = case.make(metric="accuracy", mode="max", seed=0)
+    assert searcher.progress().phase == searcher.PHASES[0]  # before the first suggestion too
+    drive(searcher, case.evaluate_fn(), 3)
+    report = searcher.progress()
+    json.dumps(report.to_dict())  # plain data
+    assert report.phase in searcher.PHASES and str(report).startswith(report.phase)
+    assert finishes(searcher, case.evaluate_fn(), case.max_trials)
+    done = searcher.progress()
+    assert done.phase == "finished" and done.steps_done == done.steps_total
+    if searcher.best_architecture() is not None and done.best_arch is not None:
+        assert searcher.space.contains(done.best_arch)

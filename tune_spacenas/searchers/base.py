@@ -68,14 +68,14 @@ class SearchProgress:
         return asdict(self)
 
     def __str__(self) -> str:
-        parts = [self.phase]
+        parts = []
         if self.steps_total:
-            parts.append(f"training {self.steps_done}/{self.steps_total} steps")
+            parts.append(f"{self.steps_done}/{self.steps_total} training steps")
         if self.evaluations_done or self.evaluations_total:
             parts.append(f"{self.evaluations_done}/{self.evaluations_total or '?'} evaluated")
         if self.best is not None:
             parts.append(f"best so far {self.best:.4g}")
-        return ", ".join(parts) + (f" | {self.note}" if self.note else "")
+        return f"{self.phase}: " + ", ".join(parts) + (f" | {self.note}" if self.note else "")
 
 
 def check_mode(mode: str | None) -> str | None:
