@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.spaces import MultiBranchSpace
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -95,6 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     spec, searcher = make(args.quick)
+    try:  # the data found or downloaded here: before Ray or any trial starts
+        prepare_data(spec.data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"nse_cifar10: {err}") from None
     if args.in_process:
         run_in_process(searcher, spec)
     else:
