@@ -34,7 +34,14 @@ import pyarrow.parquet as pq
 
 from tune_spacenas.data.download import ChecksumError, DownloadError, downloaded
 from tune_spacenas.data.spec import DataSpec, SplitData, downsample, split_train_val
-from tune_spacenas.paths import DATA_ENV, atomic_write, cache_dir, cache_key, data_dirs, describe_data_dirs
+from tune_spacenas.paths import (
+    DATA_ENV,
+    atomic_write,
+    cache_dir,
+    cache_key,
+    data_dirs,
+    describe_data_dirs,
+)
 
 CIFAR10_FILE = "cifar10_jpeg.parquet"
 ARCHIVE_FILE = "cifar-10-python.tar.gz"
@@ -196,8 +203,8 @@ class _BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR-10 batches and nothing else: a pickle can run code, so only numpy's array
     reconstruction is allowed (the batches are dicts of bytes, lists and one uint8 array)."""
 
-    allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes in protocol 2
+    allowed = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})  # encode: bytes in protocol 2
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.allowed:

@@ -82,7 +82,7 @@ def _open(url: str, timeout: float) -> Any:
     def target() -> None:
         try:
             box["response"] = urllib.request.urlopen(url, timeout=timeout)
-        except Exception as err:  # handed to the caller's thread below
+        except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread below
             box["error"] = err
 
     thread = threading.Thread(target=target, name="tune-spacenas-download", daemon=True)
