@@ -1,6 +1,6 @@
 """The NAS-Bench-201 table: load once, query by architecture and dataset.
 
-The table ships with the library as ``nasbench201.parquet`` beside this module (360 KB):
+The table ships with the library as ``nasbench201.parquet`` beside this module (361 KB):
 NAS-Bench-201 (Dong & Yang, ICLR 2020) in its NATS-Bench form (Dong et al., TPAMI 2021), topology search
 space, all 15,625 cells, the mean test accuracy after 200 epochs of training on CIFAR-10, CIFAR-100 and
 ImageNet16-120 (percent), exported from the NATS-Bench API (``api.get_more_info(index, dataset,
