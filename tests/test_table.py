@@ -42,7 +42,7 @@ def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table, nb201
     assert NASBench201Table(parquet).query(BEST_C10) == table.query(BEST_C10)
     assert NASBench201Table(nb201_csv).query(BEST_C10) == table.query(BEST_C10)
     truncated = tmp_path / "short.csv"
-    truncated.write_text("".join(open(nb201_csv).readlines()[:100]))
+    truncated.write_text("".join(nb201_csv.read_text().splitlines(keepends=True)[:100]))
     with pytest.raises(ValueError, match="all 15625"):
         NASBench201Table(truncated)
 
