@@ -382,6 +382,7 @@ def test_the_wheel_carries_the_table_and_an_installed_copy_loads_it(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         info = archive.getinfo("tune_spacenas/tables/nasbench201.parquet")
         assert info.file_size == PACKAGED_TABLE.stat().st_size
+        assert "tune_spacenas/tables/NATS-Bench-LICENSE.txt" in archive.namelist()  # MIT: the notice travels along
         archive.extractall(tmp_path / "site")  # a wheel unpacked into a path entry is an installed copy
     code = ("import tune_spacenas\nfrom tune_spacenas.tables import NASBench201Table\n"
             "table = NASBench201Table.load()\nprint(tune_spacenas.__file__)\nprint(table.path)\n"

@@ -8,7 +8,8 @@ hp=200)['test-accuracy']``). Source: the CSV ``nats_bench.csv`` of the public re
 v-tao/nats-bench-landscape, commit b307ae5fe6e8d7043cd4fe7d1c3532288271adb7 (sha256 ``SOURCE_SHA256``),
 kept unchanged (its columns, rows and values; zstd-compressed): ``python -m tune_spacenas.tables.build
 CSV`` rebuilds the file and checks every value against the CSV. Licence: NATS-Bench is released under the
-MIT licence, Copyright (c) since 2020 Xuanyi Dong (https://github.com/D-X-Y/NATS-Bench, ``LICENSE.md``).
+MIT licence, Copyright (c) since 2020 Xuanyi Dong (https://github.com/D-X-Y/NATS-Bench, ``LICENSE.md``); its notice ships beside the table as
+``NATS-Bench-LICENSE.txt``.
 
 ``NASBench201Table.load()`` needs no argument: an explicit path wins, then ``nasbench201_test200.csv`` in
 ``$TUNE_SPACENAS_DATA``, then the packaged file. A user's own export (CSV or Parquet, e.g. with extra
