@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -64,6 +64,11 @@ def main() -> None:
     queries = args.queries if args.queries is not None else (20 if args.quick else 100)
 
     spec = make_spec(args.quick)
+    try:  # the data found or downloaded, and the table read, here: before Ray or any trial starts
+        prepare_data(spec.data)
+        table = NASBench201Table.load()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"ase_supernet: {err}") from None
     searcher = ASESearcher(space=spec.space, metric="accuracy", mode="max", seed=args.seed, max_queries=queries,
                            num_subspaces=args.subspaces, local_distance=args.distance, train_steps=train_steps,
                            steps_per_trial=50 if args.quick else 250, train_lr=spec.lr)
@@ -72,7 +77,6 @@ def main() -> None:
     else:
         run_with_tune(searcher, spec, args.concurrency)
 
-    table = NASBench201Table.load()
     print("\nfinal subspace graph (supernet accuracy | NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs):")
     for center, score in sorted(zip(searcher.graph.centers, searcher.graph.scores), key=lambda c: -c[1]):
         print(f"  {score:5.1f}% | {table.query(center):5.2f}%  {spec.space.to_string(center)}")

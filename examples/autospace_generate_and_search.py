@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.jobs import ACCURACY, AUTOSPACE_KEY, LOSS, REGULARIZED_LOSS, AutoSpaceJob
 from tune_spacenas.runner import ProgressPrinter
 from tune_spacenas.searchers import AutoSpaceSearcher, EvolutionSettings, SPOSSearcher
@@ -32,11 +32,14 @@ from tune_spacenas.supernet.spec import SupernetSpec
 MADDS_PENALTY = 2e-8  # Eq. (6)'s lambda: 1M multiply-adds cost as much as 0.02 of cross-entropy
 
 
+def data_spec(quick: bool) -> DataSpec:
+    return DataSpec("digits", val_size=300) if quick else DataSpec("cifar10", resolution=16)
+
+
 def make_spec(space, quick: bool) -> SupernetSpec:
     if quick:
-        return SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                            recalibration_batches=2)
-    return SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
+        return SupernetSpec(space, data_spec(quick), batch_size=64, eval_images=300, recalibration_batches=2)
+    return SupernetSpec(space, data_spec(quick), batch_size=128, lr=0.05, eval_images=1000)
 
 
 def open_space(quick: bool) -> OpenCellSpace:
@@ -145,6 +148,10 @@ def main() -> None:
     args.supernet_steps = args.supernet_steps or (60 if args.quick else 1500)
     args.optuna_trials = args.optuna_trials or (8 if args.quick else 30)
 
+    try:  # the data found or downloaded here: before Ray or any trial starts
+        prepare_data(data_spec(args.quick))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"autospace_generate_and_search: {err}") from None
     runner = Runner(args.in_process, args.concurrency)
     try:
         space = GeneratedSpace.load(args.space) if args.space else generate(args, runner)

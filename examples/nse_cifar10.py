@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.jobs import ACCURACY, ARCH_KEY
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.spaces import MultiBranchSpace
@@ -73,6 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     spec, searcher = make(args.quick)
+    try:  # the data found or downloaded here: before Ray or any trial starts
+        prepare_data(spec.data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"nse_cifar10: {err}") from None
     if args.in_process:
         run_in_process(searcher, spec)
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.searchers import SENASSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -68,14 +68,19 @@ def main() -> None:
     args = parser.parse_args()
 
     spec = make_spec(args.quick)
+    try:  # the data found or downloaded, and the table read, here: before Ray or any trial starts
+        prepare_data(spec.data)
+        table = NASBench201Table.load()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"senas_nasbench201: {err}") from None
     searcher = run_in_process(args.quick, spec) if args.in_process else run_with_tune(args.quick, spec, args.concurrency)
 
     for record in searcher.stage_log:
         print(f"stage {record['stage'] + 1}: dropped {', '.join(record['dropped'])}; {record['size']} cells left; "
               f"merged slot groups {record['merged_spaces']}")
     best = searcher.best_architecture()
-    print(f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {NASBench201Table.load().query(best):.2f}% "
-          f"(optimum {NASBench201Table.load().best()[1]:.2f}%)")
+    print(f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {table.query(best):.2f}% "
+          f"(optimum {table.best()[1]:.2f}%)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import pytest
 
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import check_job, evaluate_job, train_job
-from tune_spacenas.paths import data_dir
 from tune_spacenas.runner import run_in_process
 from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
@@ -85,6 +84,13 @@ def test_an_architecture_that_is_not_in_the_stores_space(store, tiny_spec):
     _usable(store)
 
 
+def test_a_spec_given_to_the_generic_store_names_the_supernet_store(ray_session, tiny_spec):
+    from tune_spacenas.store.actor import WeightStore
+
+    with pytest.raises(ValueError, match=r"takes tensors.*SupernetStore.create\(name, spec\)"):
+        WeightStore.create(f"spec-{uuid.uuid4().hex[:6]}", tiny_spec)
+
+
 def test_a_store_that_does_not_exist_says_how_to_create_it(ray_session, tiny_spec):
     with pytest.raises(ValueError, match=r"no weight store named 'nope'.*SupernetStore.create\('nope', SupernetSpec"):
         SupernetStore.connect("nope")
@@ -143,17 +149,14 @@ def test_a_hand_edited_evaluation_config_names_the_key(tiny_spec, edit, complain
 def test_a_missing_data_file_names_the_variable_to_set(store, tmp_path):
     spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
                         DataSpec("cifar10", resolution=8, path=str(tmp_path / "nowhere.parquet")))
-    with pytest.raises(FileNotFoundError, match=r"nowhere.parquet not found. Set TUNE_SPACENAS_DATA"):
+    with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 at \S*nowhere.parquet(.|\n)*set TUNE_SPACENAS_DATA"):
         SupernetWorker(spec, store, "cpu")
     _usable(store)
 
 
-def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path):
-    source = data_dir() / "cifar10_jpeg.parquet"
-    if not source.exists():
-        pytest.skip(f"no CIFAR-10 Parquet file at {source}")
+def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path, cifar10_sample):
     truncated = tmp_path / "cifar10_jpeg.parquet"
-    with open(source, "rb") as f:
+    with open(cifar10_sample, "rb") as f:
         truncated.write_bytes(f.read(64 * 1024))
     spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
                         DataSpec("cifar10", resolution=8, path=str(truncated)))
@@ -162,15 +165,12 @@ def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path):
     _usable(store)
 
 
-def test_a_truncated_nasbench201_table_says_what_it_should_hold(tmp_path):
+def test_a_truncated_nasbench201_table_says_what_it_should_hold(tmp_path, nb201_csv):
     from tune_spacenas.tables import NASBench201Table
 
-    source = data_dir() / "nasbench201_test200.csv"
-    if not source.exists():
-        pytest.skip(f"no NAS-Bench-201 table at {source}")
     for cut in (5000, 5003):  # at a line end, and inside a line
         truncated = tmp_path / f"table{cut}.csv"
-        with open(source, "rb") as f:
+        with open(nb201_csv, "rb") as f:
             truncated.write_bytes(f.read(cut))
         with pytest.raises(ValueError, match=str(truncated)):
             NASBench201Table(truncated)

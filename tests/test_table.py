@@ -34,14 +34,15 @@ def test_missing_file_says_where_to_get_it(tmp_path):
         NASBench201Table(tmp_path / "nope.csv")
 
 
-def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table):
+def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table, nb201_csv):
     parquet = tmp_path / "nb201.parquet"
     import pyarrow.parquet as pq
 
     pq.write_table(pq.read_table(table._parquet_path()), parquet)
     assert NASBench201Table(parquet).query(BEST_C10) == table.query(BEST_C10)
+    assert NASBench201Table(nb201_csv).query(BEST_C10) == table.query(BEST_C10)
     truncated = tmp_path / "short.csv"
-    truncated.write_text("".join(open(table.path).readlines()[:100]))
+    truncated.write_text("".join(nb201_csv.read_text().splitlines(keepends=True)[:100]))
     with pytest.raises(ValueError, match="all 15625"):
         NASBench201Table(truncated)
 

@@ -121,12 +121,16 @@ def run_with_tune(
 
     ``constants`` join the store's ``param_space`` (e.g. ``{jobs.AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=...)
     .to_dict()}`` for Eq. 6's regularised loss in every evaluation); ``run_kwargs``
-    go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...).
+    go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...). The supernet's
+    data is found (or downloaded) here first, so a missing copy fails once, before any trial starts.
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from tune_spacenas.data import prepare_data
     from tune_spacenas.trainables import supernet_trainable
+
+    prepare_data(store.spec.data)
 
     callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([result_callback(on_result)] if on_result else [])
     run_kwargs.setdefault("num_samples", -1)

@@ -198,6 +198,9 @@ class WeightStore:
         _require_ray()
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: on demand only), got {checkpoint_every}")
+        if not (callable(arrays) or isinstance(arrays, Mapping)):
+            raise ValueError(f"WeightStore.create takes tensors (a mapping of name to array, or a function returning "
+                             f"one), got {type(arrays).__name__}; a supernet's store is SupernetStore.create(name, spec)")
         meta = {LINEAGE: uuid.uuid4().hex, **(meta or {})}
         initial = arrays if callable(arrays) else (lambda: arrays)
         existing = _lookup(name, namespace)
