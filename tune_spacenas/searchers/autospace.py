@@ -160,6 +160,9 @@ class AutoSpaceSearcher(ArchSearcher):
     def _acceptable(self, layer: int, cell: str, constrained: bool) -> bool:
         return self._affordable(layer, cell) and (not constrained or hamming_distance(cell, self.reference) < self.tau)
 
+    def repeat_refusal(self) -> str | None:
+        return "its trials train supernet generations and report the fitness scores (alpha) they learned"
+
     # ------------------------------------------------------------------------------------------
     # A generation: tournament selection, then one training trial
     # ------------------------------------------------------------------------------------------
