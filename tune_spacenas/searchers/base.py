@@ -252,8 +252,12 @@ class ArchSearcher(Searcher):
         if not self.history:
             return "no architecture was evaluated (the budget ended first, or a constraint left no candidate)"
         counts = {status: sum(r["status"] == status for r in self.history) for status in {r["status"] for r in self.history}}
-        return (f"all {len(self.history)} evaluations failed ("
-                + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" for metric {self._metric!r})")
+        failed = len(self.history) - counts.pop(OK, 0)
+        details = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" for metric {self._metric!r}"
+        if failed == len(self.history):
+            return f"all {failed} evaluations failed ({details})"
+        return (f"{failed} of {len(self.history)} evaluations failed ({details}), among them every one the answer "
+                "is picked from")
 
     # ------------------------------------------------------------------------------------------
     # Results

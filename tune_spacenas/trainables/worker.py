@@ -116,8 +116,9 @@ class SupernetWorker:
         applied for this job (a job issued again keeps its id: ``jobs.JOB_ID_KEY``); a job the store knows
         as finished is answered with its recorded result, without training.
 
-        A step whose loss is not finite ends the job: nothing after its last push reaches the store, and
-        the result reports ``loss``/``accuracy`` NaN with ``diverged_at_step`` (searchers count it failed).
+        A step whose loss, or whose weights at a push, are not finite ends the job: nothing after its last
+        push reaches the store, and the result reports ``loss``/``accuracy`` NaN with ``diverged_at_step``
+        (searchers count the job failed).
         """
         spec, net = self.spec, self.net
         steps = int(job[STEPS_KEY])
@@ -151,6 +152,7 @@ class SupernetWorker:
         net.train()
         net.begin_training(job)
         synced = None  # the last pushed step not yet reported: the next report checkpoints it
+        pushed = start_step  # the last step in the store
         for step in range(start_step + 1, steps + 1):
             arch = fixed if fixed is not None else net.sample_path(subspace, rng)
             private.load(arch)
@@ -159,7 +161,7 @@ class SupernetWorker:
             loss = loss_fn(logits, y)
             value = loss.item()
             if not math.isfinite(value):
-                return self._diverged(writer, step, value, report, private)
+                return self._diverged(writer, step, pushed, value, report, private)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if spec.grad_clip:
@@ -174,6 +176,8 @@ class SupernetWorker:
             if step % sync_every == 0 or step == steps or step in snapshot_at:
                 clock, pulled = time.perf_counter(), self.pulled_bytes
                 deltas = self._deltas(base, touched - private.keys) | private.deltas()
+                if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
+                    return self._diverged(writer, step, pushed, value, report, private)
                 self.store.push(deltas, writer, step)
                 push_ms.append(1e3 * (time.perf_counter() - clock))
                 clock = time.perf_counter()
@@ -211,11 +215,12 @@ class SupernetWorker:
         report(result, None)
         return result
 
-    def _diverged(self, writer: str, step: int, loss: float, report: Reporter, private: "_PrivateWeights") -> dict[str, Any]:
-        """The loss at ``step`` is not finite: stop, push nothing more, forget the unpushed local weights."""
+    def _diverged(self, writer: str, step: int, pushed: int, loss: float, report: Reporter,
+                  private: "_PrivateWeights") -> dict[str, Any]:
+        """Training went non-finite at ``step``: stop, push nothing more, forget the unpushed local weights."""
         private.release()
         self.versions.clear()  # the next job pulls every tensor again instead of training on these
-        result = {"loss": math.nan, "accuracy": math.nan, DIVERGED_KEY: step, "steps_done": step - 1,
+        result = {"loss": math.nan, "accuracy": math.nan, DIVERGED_KEY: step, "steps_done": pushed,
                   "diverged_loss": loss}
         self.store.record_result(writer, result)
         report(result, None)
