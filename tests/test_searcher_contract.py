@@ -403,3 +403,43 @@ def test_tuner_with_max_concurrent_trials_interrupted_and_restored(ray_session, 
     assert restored.queries == 8 and restored.suggest("after") == FINISHED and not restored._live
     assert len({r["trial_id"] for r in restored.history}) == len(restored.history) == 8  # none lost, none twice
     assert not any(result.error for result in grid)
+
+
+def diverging_supernet_trainable(job_suffix: str, lr: float):
+    """The supernet trainable, with an absurd learning rate for the training job whose id ends in
+    ``job_suffix``: its loss becomes NaN (a diverging supernet trial)."""
+
+    def trainable(config):
+        from tune_spacenas.trainables import supernet_trainable
+
+        if str(config.get("job_id", "")).endswith(job_suffix):
+            config = {**config, "lr": lr}
+        supernet_trainable(config)
+
+    return trainable
+
+
+@pytest.mark.slow
+def test_a_diverging_supernet_trial_finishes_and_the_best_architecture_has_a_finite_score(ray_session, tune_run_kwargs,
+                                                                                           caplog):
+    store = WeightStore.create("contract-diverging", nb201_spec())
+    searcher = SPOSSearcher(train_steps=30, steps_per_trial=10, population=4, generations=2, parents=2, mutations=2,
+                            crossovers=2, eval_batch=4, seed=0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tune_spacenas.searchers"):
+            analysis = tune.run(diverging_supernet_trainable("/1", 1e12), config=store.param_space(), metric="accuracy",
+                                mode="max", search_alg=ConcurrencyLimiter(searcher, 2), num_samples=-1,
+                                **tune_run_kwargs)
+        diverged = [t for t in analysis.trials if t.config.get("job_id", "").endswith("/1")]
+        assert [t.status for t in analysis.trials] == ["TERMINATED"] * len(analysis.trials)  # the run finished
+        assert len(diverged) == 1 and math.isnan(diverged[0].last_result["loss"])
+        assert diverged[0].last_result["diverged_at_step"] >= 1
+        assert searcher.training.failed == 10 and searcher.training.completed == 20
+        assert any("diverged at step" in r.getMessage() for r in caplog.records)
+        _, arrays = store.pull()
+        assert all(np.isfinite(array).all() for _, array in arrays.values())  # no NaN reached the shared weights
+        best = searcher.best_architecture()
+        score = searcher.evolution.scores[searcher.space.from_string(best)]
+        assert math.isfinite(score) and all(math.isfinite(v) for v in searcher.evolution.scores.values())
+    finally:
+        store.kill()

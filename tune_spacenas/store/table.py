@@ -67,7 +67,8 @@ class WeightTable:
         self.push_counts: dict[str, int] = {}  # applied pushes per writer: the ledger a sum check reads
         self.results: dict[str, dict[str, Any]] = {}  # finished jobs' results, oldest first (KEPT_RESULTS)
         self.snapshots: dict[str, dict[str, np.ndarray]] = {}
-        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "checkpoints": 0, "restored_from": None}
+        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "resumed_jobs": 0, "checkpoints": 0,
+                      "restored_from": None}
         self._since_checkpoint = 0
         if checkpoint_path and storage.exists(checkpoint_path):
             self.load(checkpoint_path)
@@ -93,7 +94,10 @@ class WeightTable:
 
     # --- writing -------------------------------------------------------------------------------
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
-        """(last step applied for ``writer``, 0 if none; its recorded result, if it finished)."""
+        """(last step applied for ``writer``, 0 if none; its recorded result, if it finished). A job asking
+        when some of its steps are in already is counted in ``stats["resumed_jobs"]`` (a retry or a re-issue)."""
+        if writer in self.last_step or writer in self.results:
+            self.stats["resumed_jobs"] += 1
         return self.last_step.get(writer, 0), self.results.get(writer)
 
     def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
@@ -120,11 +124,12 @@ class WeightTable:
 
     def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
         """Keep a finished job's result (plain data) for a re-issue of the job; the oldest go beyond
-        ``KEPT_RESULTS``. Not a weight change: written with the next checkpoint."""
+        ``KEPT_RESULTS``. A change like a push: the checkpoint policy (``checkpoint_every``) covers it."""
         self.results.pop(writer, None)
         self.results[writer] = json.loads(json.dumps(dict(result), default=_plain))
         for old in list(self.results)[: max(0, len(self.results) - KEPT_RESULTS)]:
             del self.results[old]
+        self._after_change()
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Set tensors outright (new keys, or fresh initialisation of replenished operations)."""

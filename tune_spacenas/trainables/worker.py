@@ -179,6 +179,7 @@ class SupernetWorker:
                 if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
                     return self._diverged(writer, step, pushed, value, report, private)
                 self.store.push(deltas, writer, step)
+                pushed = step
                 push_ms.append(1e3 * (time.perf_counter() - clock))
                 clock = time.perf_counter()
                 self.sync()
