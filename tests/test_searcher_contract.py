@@ -302,6 +302,17 @@ def test_a_search_that_ends_without_a_result_says_why_in_one_line(caplog):
         assert drive(searcher, trainable, 10).finished
     ends = [r.getMessage() for r in caplog.records if "finished without a result" in r.getMessage()]
     assert ends == ["RandomSearcher finished without a result: all 4 evaluations failed (4 error for metric 'accuracy')"]
+    nse = next(c for c in CASES if c.name == "nse")
+    trainable = nse.trainable()
+    searcher = nse.make(tau=0.2)
+    searcher.set_search_properties("accuracy", "max", trainable.param_space)
+    low = searcher.cost_span[0]
+    searcher.constraint = (low, low * (1 + 1e-9))  # inside the space's range, but nothing is ever sampled there
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tune_spacenas.searchers"):
+        assert drive(searcher, trainable, 100).finished
+    ends = [r.getMessage() for r in caplog.records if "finished without a result" in r.getMessage()]
+    assert len(ends) == 1 and "no sampled architecture fell inside the constraint window" in ends[0]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -251,7 +251,8 @@ class ArchSearcher(Searcher):
         """One line on why the search ended without a best architecture (logged at ``FINISHED``)."""
         if not self.history:
             return "no architecture was evaluated (the budget ended first, or a constraint left no candidate)"
-        counts = {status: sum(r["status"] == status for r in self.history) for status in {r["status"] for r in self.history}}
+        statuses = [r.get("status", OK) for r in self.history]
+        counts = {status: statuses.count(status) for status in set(statuses)}
         failed = len(self.history) - counts.pop(OK, 0)
         details = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" for metric {self._metric!r}"
         if failed == len(self.history):
