@@ -176,7 +176,8 @@ def drive(search_alg: Any, trainable: Trainable, max_trials: int, in_flight: int
                 continue
             break
         if not running:
-            assert finished, f"{type(search_alg).__name__}.suggest returned None with no trial in flight: Tune would wait forever"
+            name = type(search_alg).__name__
+            assert finished, f"{name}.suggest returned None with no trial in flight: Tune would wait forever"
             break
         trial_id, config = running.pop(0 if order == "fifo" else -1)
         result, error = trainable(config)

@@ -220,7 +220,8 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
     orphans = [line for line in output.splitlines() if line.startswith("ORPHAN")]
     print(f"re-issued jobs answered from the store: {summary['store']['stats']['resumed_jobs']}; "
           f"orphaned trial folders removed: {len(orphans)}")
-    assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in {o.split("/")[-1] for o in orphans}]
+    removed = {line.split("/")[-1] for line in orphans}
+    assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in removed]
 
 
 def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path):

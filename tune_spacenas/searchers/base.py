@@ -272,7 +272,8 @@ class ArchSearcher(Searcher):
         return [(arch, value) for arch, value in self._reported_values(job, result)
                 if value is not None and math.isfinite(value)]
 
-    def _reported_values(self, job: Mapping[str, Any], result: Mapping[str, Any]) -> list[tuple[Architecture, float | None]]:
+    def _reported_values(self, job: Mapping[str, Any], result: Mapping[str, Any]
+                         ) -> list[tuple[Architecture, float | None]]:
         """(architecture, reported value) for every architecture of an evaluation job; None where the metric
         is missing (ValueError naming what the trainable reports if no result of this search carried it)."""
         if ARCHS_KEY not in job:
@@ -291,7 +292,8 @@ class ArchSearcher(Searcher):
         values = self._value(per_arch)
         values = [values] * len(archs) if values is None else values
         if len(values) != len(archs):
-            raise ValueError(f"a batch evaluation must report {PER_ARCH_KEY!r}: {{metric: [one value per architecture]}}")
+            raise ValueError(f"a batch evaluation must report {PER_ARCH_KEY!r}: "
+                             "{metric: [one value per architecture]}")
         return [(arch, _as_float(v)) for arch, v in zip(archs, values)]
 
     def _value(self, result: Mapping[str, Any]) -> Any:
