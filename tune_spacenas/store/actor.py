@@ -89,13 +89,13 @@ class _ObjectGroups:
 class _StoreActor:
     """The actor's body: a ``WeightTable`` plus the object-store copies of the tensor versions handed out."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray] | None, meta: Mapping[str, Any], checkpoint_path: str | None,
+    def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
                  checkpoint_every: int, name: str = ""):
-        if arrays is None and not (checkpoint_path and storage.exists(checkpoint_path)):
-            arrays = _spec_weights(meta)  # no checkpoint: the spec's seeded initial weights, built here
+        context = ray.get_runtime_context()
+        if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
+            arrays = _spec_weights(meta)  # a restart with no checkpoint: the spec's seeded initial weights again
         self.table = WeightTable(arrays or {}, meta, checkpoint_path, checkpoint_every)
         self._objects = _ObjectGroups()
-        context = ray.get_runtime_context()
         self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
         if self.place["restarted"]:
@@ -231,9 +231,9 @@ class WeightStore:
             arrays, late = {}, None
         else:
             # Nothing large goes into the actor's constructor (Ray warns that a restart needs such arguments
-            # to outlive their owner): a spec's seeded weights are built by the actor itself, raw arrays
-            # are assigned once it runs.
-            arrays, late = ({}, arrays) if arrays is not None else (None, None)
+            # to outlive their owner): the initial tensors are assigned once it runs, and a restarted actor
+            # builds the spec's seeded weights itself.
+            arrays, late = {}, _initial(spec, arrays)
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
