@@ -8,7 +8,7 @@ SPOS, SE-NAS's final search and AutoSpace's generated-space search compose this 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,17 +20,39 @@ Constraint = Callable[[Architecture], bool]
 
 
 class CostConstraint:
-    """``space.cost(arch).madds <= max_madds`` (and params), as a picklable callable."""
+    """``space.cost(arch).madds <= max_madds`` (and params), as a picklable callable.
+
+    A ``max_madds`` below the space's cheapest architecture (``SearchSpace.cost_range``) is a ValueError
+    naming the space's cost range: such a search could only end without a result.
+    """
 
     def __init__(self, space: SearchSpace, max_madds: float | None = None, max_params: float | None = None):
         if not space.has_cost_model:
             raise ValueError(f"space {space.name!r} has no cost model, so it cannot take a MAdds/params constraint")
         self.space, self.max_madds, self.max_params = space, max_madds, max_params
+        span = space.cost_range() if max_madds is not None else None
+        if span is not None and max_madds < span[0]:
+            raise ValueError(f"max_madds={max_madds:.4g} admits no architecture of space {space!r}: its architectures "
+                             f"cost {span[0]:.4g} to {span[1]:.4g} MAdds (cost model min and max); raise max_madds "
+                             "to at least the minimum, or drop it")
 
     def __call__(self, arch: Architecture) -> bool:
         cost = self.space.cost(arch)
         return (self.max_madds is None or cost.madds <= self.max_madds) and (
             self.max_params is None or cost.params <= self.max_params)
+
+
+class CostLimited:
+    """Mixin for searchers with a ``max_madds`` setting: ``constraint`` (a ``CostConstraint``, or None) is
+    built once the space is known (``ArchSearcher.check_space``), so an impossible limit fails at
+    ``set_search_properties``, before any trial."""
+
+    max_madds: float | None = None
+    constraint: CostConstraint | None = None
+
+    def check_space(self) -> None:
+        super().check_space()
+        self.constraint = None if self.max_madds is None else CostConstraint(self.space, self.max_madds)
 
 
 class EvolutionPhase:
@@ -82,12 +104,12 @@ class EvolutionPhase:
         self._outstanding.update(batch)
         return batch
 
-    def complete(self, archs: list[Architecture], values: list[float] | None) -> None:
-        """Scores of a batch; ``None`` when its trial failed (those candidates are dropped)."""
-        for i, arch in enumerate(archs):
+    def complete(self, archs: list[Architecture], scores: Mapping[Architecture, float] | None) -> None:
+        """Scores of a batch's candidates; those without one (a failed trial or evaluation) are dropped."""
+        for arch in archs:
             self._outstanding.discard(arch)
-            if values is not None:
-                self.scores[arch] = float(values[i])
+            if scores is not None and arch in scores:
+                self.scores[arch] = float(scores[arch])
 
     def _ok(self, arch: Architecture) -> bool:
         return self.constraint is None or self.constraint(arch)

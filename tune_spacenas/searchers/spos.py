@@ -11,11 +11,11 @@ from typing import Any
 
 from tune_spacenas.jobs import TASK_KEY, TRAIN, evaluate_batch_job
 from tune_spacenas.searchers.base import ArchSearcher
-from tune_spacenas.searchers.evolution import CostConstraint, EvolutionPhase
+from tune_spacenas.searchers.evolution import CostLimited, EvolutionPhase
 from tune_spacenas.searchers.training import TrainingPhase
 
 
-class SPOSSearcher(ArchSearcher):
+class SPOSSearcher(CostLimited, ArchSearcher):
     """Uniform sampling supernet training (Eq. 1 of SE-NAS), then the SPOS evolutionary search (Eq. 2).
 
     Args:
@@ -42,8 +42,10 @@ class SPOSSearcher(ArchSearcher):
         self.evolution: EvolutionPhase | None = None
 
     def setup(self) -> None:
-        constraint = CostConstraint(self.space, self.max_madds) if self.max_madds is not None else None
-        self.evolution = EvolutionPhase(self.space, constraint=constraint, **self.evolution_args)
+        self.evolution = EvolutionPhase(self.space, constraint=self.constraint, **self.evolution_args)
+
+    def repeat_refusal(self) -> str | None:
+        return "it trains the supernet in training trials and scores candidates in batches (per_arch lists)"
 
     def propose(self) -> dict[str, Any] | str | None:
         if not self.training.finished:
@@ -55,8 +57,8 @@ class SPOSSearcher(ArchSearcher):
             self.training.complete(job, ok=result is not None)
             return
         archs = [self.space.from_string(s) for s in job["archs"]]
-        values = None if result is None else [self.score(v) for _, v in self.arch_values(job, result)]
-        self.evolution.complete(archs, values)
+        scores = None if result is None else {a: self.score(v) for a, v in self.arch_values(job, result)}
+        self.evolution.complete(archs, scores)
 
     def best_architecture(self) -> str | None:
         best = self.evolution.best() if self.evolution else None

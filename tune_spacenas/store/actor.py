@@ -91,9 +91,11 @@ class _StoreActor:
 
     def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
                  checkpoint_every: int, name: str = ""):
-        self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
-        self._objects = _ObjectGroups()
         context = ray.get_runtime_context()
+        if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
+            arrays = _spec_weights(meta)  # a restart with no checkpoint: the spec's seeded initial weights again
+        self.table = WeightTable(arrays or {}, meta, checkpoint_path, checkpoint_every)
+        self._objects = _ObjectGroups()
         self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
         if self.place["restarted"]:
@@ -106,8 +108,14 @@ class _StoreActor:
         incarnation, arrays = self.table.pull(known, keys, incarnation)
         return incarnation, self._objects.refs_for(self.table, arrays)
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        return self.table.push(deltas, trial_id, step)
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        return self.table.push(deltas, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        return self.table.progress(writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self.table.record_result(writer, result)
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.table.assign(arrays)
@@ -146,9 +154,10 @@ def _log_restart(name: str, table: WeightTable) -> None:
     """Say what a restart lost, by the checkpoint policy (``WeightTable``'s ``checkpoint_every``)."""
     stats, every = table.stats, table.checkpoint_every
     if stats["restored_from"] is None:
-        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds its "
-                  "initial weights again and every change since creation is lost; pass checkpoint_path= "
-                  "(and checkpoint_every=1 to lose nothing)", name, table.checkpoint_path)
+        held = "its initial weights again" if table.arrays else "no tensors (it was created from raw arrays)"
+        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds %s "
+                  "and every change since creation is lost; pass checkpoint_path= (and checkpoint_every=1 to "
+                  "lose nothing)", name, table.checkpoint_path, held)
         return
     bound = "at most %d" % (every - 1) if every else "every change since the last checkpoint() call"
     log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
@@ -219,9 +228,12 @@ class WeightStore:
                 check_same_supernet(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
             else:  # the actor starts, and restarts, from the file: not from arguments its driver's object store holds
                 WeightTable(_initial(spec, arrays), meta, checkpoint_path).checkpoint()
-            arrays = {}
+            arrays, late = {}, None
         else:
-            arrays = _initial(spec, arrays)
+            # Nothing large goes into the actor's constructor (Ray warns that a restart needs such arguments
+            # to outlive their owner): the initial tensors are assigned once it runs, and a restarted actor
+            # builds the spec's seeded weights itself.
+            arrays, late = {}, _initial(spec, arrays)
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
@@ -235,6 +247,8 @@ class WeightStore:
         _CREATED[(namespace, name)] = actor
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
+        if late is not None:
+            store.assign(late)
         return store
 
     @classmethod
@@ -328,10 +342,18 @@ class WeightStore:
         self._incarnation = incarnation
         return incarnation, out
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        """Add ``deltas`` (only the tensors that changed travel); False if (trial, step) was applied before."""
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        """Add ``deltas`` (only the tensors that changed travel); False if (writer, step) was applied before.
+        ``writer`` is the training job's id (``jobs.writer_of``)."""
         changed = {k: d for k, d in deltas.items() if np.any(d)}
-        return self._call("push", changed, trial_id, step)
+        return self._call("push", changed, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        """(last step applied for ``writer``; its recorded result once it finished): see ``WeightTable``."""
+        return self._call("progress", writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self._call("record_result", writer, dict(result))
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._call("assign", dict(arrays))
@@ -362,6 +384,15 @@ class WeightStore:
 
 def _initial(spec: Any, arrays: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
     return spec.initial_weights() if arrays is None else arrays
+
+
+def _spec_weights(meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The initial (seeded, so the same on every restart) weights of the supernet ``meta`` describes."""
+    if "spec" not in meta:
+        return {}
+    from tune_spacenas.supernet.spec import SupernetSpec
+
+    return SupernetSpec.from_dict(meta["spec"]).initial_weights()
 
 
 def _lookup(name: str, namespace: str) -> Any:

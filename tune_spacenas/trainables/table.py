@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, archs_of
+from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, STEPS_KEY, TRAIN, archs_of, task_of
 from tune_spacenas.tables.nasbench201 import DATASET_COLUMNS, TEST_ACCURACY, NASBench201Table, canonical_dataset
 
 DATASET_KEY = "dataset"
@@ -21,6 +21,12 @@ def evaluate_on_table(config: Mapping[str, Any]) -> dict[str, Any]:
     answered as the supernet trainable answers it: the mean, plus ``per_arch`` lists in the batch's order,
     so the table stands in for the supernet under any searcher (a noise-free evaluator).
     """
+    if task_of(config) == TRAIN:
+        raise ValueError(
+            f"the NAS-Bench-201 table trainable only evaluates architectures, but this trial asks it to train a "
+            f"supernet ({config.get(STEPS_KEY)} steps): a searcher that trains (SPOS, SE-NAS, NSE, AutoSpace, "
+            "ASE with train_steps > 0) runs on supernet_trainable with config=store.param_space() (a WeightStore); "
+            "on the table, pass train_steps=0 (SPOSSearcher, ASESearcher) to search it without training")
     table = NASBench201Table.load(config.get(TABLE_PATH_KEY))
     dataset = canonical_dataset(config.get(DATASET_KEY, "cifar10"))
     per_arch = [_lookup(table, arch, dataset) for arch in archs_of(table.space, config)]

@@ -8,6 +8,7 @@ Ray. One worker per process and store is cached, so ``reuse_actors=True`` pays t
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from tune_spacenas.data import DeviceData, load_data
-from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, SUBSPACE_KEY, TRAIN, archs_of, task_of
+from tune_spacenas.jobs import (ARCHS_KEY, DIVERGED_KEY, PER_ARCH_KEY, REPLAYED_KEY, STEPS_KEY, SUBSPACE_KEY, TRAIN,
+                                archs_of, task_of, writer_of)
 from tune_spacenas.spaces.base import ARCH_KEY, Architecture
 from tune_spacenas.store.table import variant_key
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
@@ -30,7 +32,9 @@ Reporter = Callable[[dict[str, Any], int | None], None]
 class StoreLike(Protocol):
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]: ...
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool: ...
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool: ...
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]: ...
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None: ...
     def ensure_variants(self, mapping: Mapping[str, Any]) -> list[str]: ...
     def resolve(self, mapping: Mapping[str, Any]) -> dict[str, str]: ...
     def snapshot(self, name: str) -> None: ...
@@ -108,8 +112,21 @@ class SupernetWorker:
         return self.evaluate(job, report)
 
     def train(self, job: Mapping[str, Any], trial_id: str, report: Reporter, start_step: int = 0) -> dict[str, Any]:
+        """Train ``job``'s steps after ``start_step`` (a Tune checkpoint) and after the steps the store already
+        applied for this job (a job issued again keeps its id: ``jobs.JOB_ID_KEY``); a job the store knows
+        as finished is answered with its recorded result, without training.
+
+        A step whose loss, or whose weights at a push, are not finite ends the job: nothing after its last
+        push reaches the store, and the result reports ``loss``/``accuracy`` NaN with ``diverged_at_step``
+        (searchers count the job failed).
+        """
         spec, net = self.spec, self.net
-        steps = int(job["steps"])
+        steps = int(job[STEPS_KEY])
+        writer = writer_of(job, trial_id)
+        applied, recorded = self.store.progress(writer)
+        if recorded is not None or applied >= steps:
+            return self._replay(recorded, applied, report)
+        start_step = max(start_step, applied)
         subspace = self.space.restrict(job[SUBSPACE_KEY]) if SUBSPACE_KEY in job else self.space
         fixed = self.space.from_string(job[ARCH_KEY]) if ARCH_KEY in job else None
         sync_every = int(job.get("sync_every") or steps)
@@ -135,12 +152,16 @@ class SupernetWorker:
         net.train()
         net.begin_training(job)
         synced = None  # the last pushed step not yet reported: the next report checkpoints it
+        pushed = start_step  # the last step in the store
         for step in range(start_step + 1, steps + 1):
             arch = fixed if fixed is not None else net.sample_path(subspace, rng)
             private.load(arch)
             x, y = next(stream)
             logits = net(x, arch)
             loss = loss_fn(logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                return self._diverged(writer, step, pushed, value, report, private)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if spec.grad_clip:
@@ -149,13 +170,16 @@ class SupernetWorker:
             private.store_back(arch)
             touched.update(private.shared_names(arch))
             touched.update(net.after_step(self, step, arch, job))
-            window_loss += loss.item() * len(y)
+            window_loss += value * len(y)
             window_correct += (logits.argmax(1) == y).sum().item()
             window_images += len(y)
             if step % sync_every == 0 or step == steps or step in snapshot_at:
                 clock, pulled = time.perf_counter(), self.pulled_bytes
                 deltas = self._deltas(base, touched - private.keys) | private.deltas()
-                self.store.push(deltas, trial_id, step)
+                if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
+                    return self._diverged(writer, step, pushed, value, report, private)
+                self.store.push(deltas, writer, step)
+                pushed = step
                 push_ms.append(1e3 * (time.perf_counter() - clock))
                 clock = time.perf_counter()
                 self.sync()
@@ -174,11 +198,33 @@ class SupernetWorker:
                           "store_pull_ms": float(np.mean(pull_ms)) if pull_ms else 0.0,
                           "store_mb_per_sync": moved_bytes / 2**20 / len(push_ms) if push_ms else 0.0,
                           **net.training_metrics()}
+                if step == steps:
+                    self.store.record_result(writer, result)
                 report(result, synced)
                 synced = None
                 window_loss = window_correct = window_images = 0.0
                 window_start = time.perf_counter()
         private.release()
+        return result
+
+    def _replay(self, recorded: Mapping[str, Any] | None, applied: int, report: Reporter) -> dict[str, Any]:
+        """A job the store has done already: its recorded result, or, if the driver died between the job's
+        last push and that record, NaN metrics (its steps count, what it learned is unknown)."""
+        result = dict(recorded) if recorded is not None else {"loss": math.nan, "accuracy": math.nan,
+                                                               "steps_done": applied}
+        result[REPLAYED_KEY] = True
+        report(result, None)
+        return result
+
+    def _diverged(self, writer: str, step: int, pushed: int, loss: float, report: Reporter,
+                  private: "_PrivateWeights") -> dict[str, Any]:
+        """Training went non-finite at ``step``: stop, push nothing more, forget the unpushed local weights."""
+        private.release()
+        self.versions.clear()  # the next job pulls every tensor again instead of training on these
+        result = {"loss": math.nan, "accuracy": math.nan, DIVERGED_KEY: step, "steps_done": pushed,
+                  "diverged_loss": loss}
+        self.store.record_result(writer, result)
+        report(result, None)
         return result
 
     @torch.no_grad()

@@ -28,7 +28,7 @@ from tune_spacenas.jobs import TASK_KEY, TRAIN, evaluate_job
 from tune_spacenas.searchers.ase.controller import ASEController, Decision, GraphTensors
 from tune_spacenas.searchers.ase.graph import SubspaceGraph, load_centers
 from tune_spacenas.searchers.base import ArchSearcher
-from tune_spacenas.searchers.evolution import CostConstraint
+from tune_spacenas.searchers.evolution import CostLimited
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import Architecture
 
@@ -37,7 +37,7 @@ CENTER_KEY = "ase_center"
 _MAX_DRAWS = 10_000
 
 
-class ASESearcher(ArchSearcher):
+class ASESearcher(CostLimited, ArchSearcher):
     """ASE-NAS: global search over K candidate subspaces, local search of M edits inside the evoked one.
 
     Defaults are the paper's NAS-Bench-201 setting (section IV-A: K=4, M=4, Adam lr 1e-2, entropy
@@ -89,7 +89,6 @@ class ASESearcher(ArchSearcher):
         self.controller_args = dict(hidden_size=hidden_size, embedding_size=embedding_size,
                                     center_tanh_constant=center_tanh_constant, edit_tanh_constant=edit_tanh_constant)
         self.max_madds = max_madds
-        self.constraint: CostConstraint | None = None
         self.training = TrainingPhase(train_steps, steps_per_trial, train_lr)
         self.graph: SubspaceGraph | None = None
         self.baseline: float | None = None
@@ -106,7 +105,6 @@ class ASESearcher(ArchSearcher):
     # Setup: centres and the policy
     # ------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.constraint = CostConstraint(self.space, self.max_madds) if self.max_madds is not None else None
         given = [] if self.initial_centers is None else load_centers(self.initial_centers, self.space)
         if len(given) > self.num_subspaces:
             raise ValueError(f"{len(given)} initial_centers for num_subspaces={self.num_subspaces}; "
@@ -116,6 +114,11 @@ class ASESearcher(ArchSearcher):
             self._centers.append(self._random_center())
         self._center_queue = list(range(self.num_subspaces))
         self._build_policy()
+
+    def repeat_refusal(self) -> str | None:
+        if self.training.total_steps:
+            return f"it trains the supernet first (train_steps={self.training.total_steps}) in training trials"
+        return None
 
     def _random_center(self) -> Architecture:
         """Algorithm 1 line 2: a random architecture, distinct from the other centres, inside the constraint."""

@@ -18,7 +18,7 @@ import numpy as np
 from tune_spacenas.analysis import kendall_tau
 from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, TASK_KEY, TRAIN, evaluate_batch_job
 from tune_spacenas.searchers.base import ArchSearcher
-from tune_spacenas.searchers.evolution import CostConstraint, EvolutionPhase
+from tune_spacenas.searchers.evolution import CostLimited, EvolutionPhase
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
 from tune_spacenas.searchers.senas.scores import (as_table, labels, operator_sample, operator_scores,
                                                   selection_confidence, selection_importance)
@@ -29,7 +29,7 @@ from tune_spacenas.spaces.base import Architecture, space_from_spec
 TRAINING, SCORING, SEARCH = "training", "scoring", "search"
 
 
-class SENASSearcher(ArchSearcher):
+class SENASSearcher(CostLimited, ArchSearcher):
     """Shrinking-and-expanding supernet search (SE-NAS, Algorithm 1), every component switchable.
 
     Args:
@@ -112,9 +112,11 @@ class SENASSearcher(ArchSearcher):
             raise ValueError("SE-NAS scores operators by supernet accuracy (Eqs. 5-7 average a positive metric "
                              "to maximise): use an accuracy metric with mode='max'")
         self.shrunk_space = self.space
-        self.constraint = CostConstraint(self.space, self.max_madds) if self.max_madds is not None else None
         self.snapshot_prefix = f"senas-{uuid.uuid4().hex[:8]}"
         self._begin_stage()
+
+    def repeat_refusal(self) -> str | None:
+        return "it trains the supernet in training trials and scores child models in batches (per_arch lists)"
 
     def propose(self) -> dict[str, Any] | str | None:
         if self.phase == TRAINING:
@@ -130,12 +132,12 @@ class SENASSearcher(ArchSearcher):
                 self.snapshot_names = []  # the snapshot trial failed: score this stage with the last weights
             return
         archs = [self.space.from_string(s) for s in job[ARCHS_KEY]]
-        values = None if result is None else [self.score(v) for _, v in self.arch_values(job, result)]
+        scores = {} if result is None else {a: self.score(v) for a, v in self.arch_values(job, result)}
         if self.phase == SCORING:
             self.outstanding -= len(archs)
-            self.values.update(zip(archs, values or []))
+            self.values.update(scores)
         else:
-            self.evolution.complete(archs, values)
+            self.evolution.complete(archs, scores)
 
     # --- line 2: SPOS training of the (shrunk) supernet ----------------------------------------
     def _begin_stage(self) -> None:
