@@ -8,8 +8,11 @@ lives in the experiment directory ``<storage>/<name>`` (a shared filesystem or a
 ``s3://bucket/results``): Tune's trial state and the searcher's state, and the weight store's checkpoint
 (written on every push, so a crash loses no update). Started again with the same arguments after the
 driver died, it re-creates the store from that checkpoint and calls ``Tuner.restore``: the searcher
-resumes where its last saved state was, unfinished trials restart from their own checkpoints, and pushes
-they repeat are ignored by the store. Set ``TUNE_GLOBAL_CHECKPOINT_S=0`` to save Tune's state every loop.
+resumes where its last saved state was (Tune saves it every 10 s or more), unfinished trials restart from
+their own checkpoints, and pushes they repeat are ignored by the store. The training jobs the searcher
+issued after that save are issued again under the same job ids, so the store applies none of their steps
+twice and answers a finished one with its recorded result; the folders of the trials that ran them are
+listed and removed (``ORPHAN`` lines).
 
 Prints one line per finished trial (``COMPLETE <trial> <task> <node>``) and, at the end, a JSON summary of
 the search's bookkeeping (read back from the searcher state Tune saved, so from a local or mounted
@@ -25,7 +28,7 @@ import sys
 from ray import tune
 
 from tune_spacenas import storage
-from tune_spacenas.cluster import connect, repair_experiment, round_robin
+from tune_spacenas.cluster import connect, orphaned_trials, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import NODE_ID, TASK_KEY
 from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
@@ -68,6 +71,9 @@ def run(args: argparse.Namespace) -> dict:
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
             print(f"REPAIRED {path} from the driver's staged copy", flush=True)
+        for path in orphaned_trials(experiment):  # trials run after Tune's last save: their jobs come again
+            print(f"ORPHAN {path}", flush=True)
+            storage.remove_tree(path)
         print(f"RESUME {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable(args), resume_unfinished=True)
     else:
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> dict:
         "history_trials": sorted({h["trial_id"] for h in searcher.history}),
         "best": searcher.best_architecture(),
         "weight_store": {k: info[k] for k in ("push_counts", "last_step")} | {"stats": info["stats"]},
+        "applied_steps": sum(info["last_step"].values()),  # each job's pushes cover its steps up to its last
     }
 
 

@@ -228,3 +228,65 @@ def test_tune_state_damaged_by_a_killed_driver_is_repaired_from_the_staged_copy(
     (experiment / "experiment_state-2026.json").write_bytes(b"")
     with pytest.raises(RuntimeError, match="is damaged .* no staged copy .* delete the files of that session"):
         repair_experiment(str(experiment), staging_root=str(tmp_path / "nowhere"))
+
+
+def test_a_training_searcher_on_the_table_trainable_names_supernet_trainable():
+    from tune_spacenas.trainables.table import evaluate_on_table
+
+    searcher = SPOSSearcher(seed=0)
+    searcher.set_search_properties("accuracy", "max", NASBench201Space().param_space())
+    with pytest.raises(ValueError, match=r"table trainable only evaluates .* supernet_trainable .* train_steps=0"):
+        evaluate_on_table(searcher.suggest("t0"))
+    table_spos = SPOSSearcher(train_steps=0, evolution=EvolutionSettings(population=4, generations=1), eval_batch=4,
+                              seed=0)
+    table_spos.set_search_properties("accuracy", "max", NASBench201Space().param_space())
+    assert run_in_process(table_spos, evaluate_on_table) == 1 and table_spos.best_architecture()
+
+
+def test_a_store_without_a_checkpoint_path_logs_no_error_line(ray_session, tiny_spec):
+    import glob
+
+    import ray
+
+    class Holder:
+        def __init__(self, arrays):
+            self.arrays = arrays
+
+    logs = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs", "python-core-driver-*.log")
+    control_name = f"control-{uuid.uuid4().hex[:6]}"
+    control = ray.remote(Holder).options(max_restarts=1, name=control_name).remote(np.zeros(300_000, np.float32))
+    ray.get(control.__ray_ready__.remote())  # a large constructor argument and restarts: Ray's error line
+    names = [f"no-checkpoint-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    from tune_spacenas.store.actor import WeightStore
+
+    stores = [SupernetStore.create(names[0], tiny_spec),
+              WeightStore.create(names[1], arrays={"w": np.zeros(300_000, np.float32)})]
+    assert stores[1].pull()[1]["w"][1].shape == (300_000,)
+    lines = [line for path in glob.glob(logs) for line in open(path)
+             if "constructor arguments in the object store" in line]
+    assert any(control_name in line for line in lines)  # the log is where Ray writes that error line
+    assert not any(name in line for line in lines for name in names)
+    for store in stores:
+        store.kill()
+    ray.kill(control)
+
+
+def test_trial_folders_a_killed_driver_left_after_tunes_last_save_are_listed_and_removed(tmp_path):
+    import json
+
+    from tune_spacenas.cluster import orphaned_trials, repair_experiment
+
+    experiment = tmp_path / "results" / "exp"
+    staged = tmp_path / "ray" / "session_1" / "artifacts" / "2026-01-01_00-00-00" / "exp" / "driver_artifacts"
+    trial_state = [[json.dumps({"trial_id": "aaaa0001"}), "{}"]]
+    for folder in (experiment, staged):
+        (folder / "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00").mkdir(parents=True)
+        (folder / "supernet_trainable_bbbb0002_2_job_id=s_1_2026-01-01_00-00-05").mkdir(parents=True)
+        (folder / "experiment_state-2026.json").write_text(json.dumps({"trial_data": trial_state}))
+    orphans = orphaned_trials(str(experiment), staging_root=str(tmp_path / "ray"))
+    orphan = "supernet_trainable_bbbb0002_2_job_id=s_1_2026-01-01_00-00-05"
+    assert [o.split("/")[-1] for o in orphans] == [orphan, orphan]  # the uploaded folder and the staged one
+    assert repair_experiment(str(experiment), staging_root=str(tmp_path / "ray"), remove_orphans=True) == []
+    assert sorted(p.name for p in experiment.iterdir()) == [
+        "experiment_state-2026.json", "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00"]
+    assert orphaned_trials(str(experiment), staging_root=str(tmp_path / "ray")) == []

@@ -41,6 +41,37 @@ def test_evaluation_with_averaged_snapshots_restores_live_weights(tiny_spec):
     assert 0 <= averaged["accuracy"] <= 100
 
 
+def test_a_job_issued_again_trains_only_its_missing_steps_and_a_finished_one_is_answered_from_the_store(tiny_spec):
+    runner = InProcessSupernet(tiny_spec, "cpu")
+    job = train_job(10, seed=3, sync_every=2, job_id="search/7")
+
+    def killed_after_step_4(metrics, synced):
+        if metrics["steps_done"] == 4:
+            raise KeyboardInterrupt  # the driver died: steps 2 and 4 are in the store
+    with pytest.raises(KeyboardInterrupt):
+        runner.worker.run(job, "trial-a", killed_after_step_4)
+    assert runner.store.progress("search/7") == (4, None)
+    steps = []
+    result = runner.worker.run(job, "trial-b", lambda metrics, synced: steps.append(metrics["steps_done"]))
+    assert steps == [6, 8, 10] and result["steps_done"] == 10  # trained from step 5 on, under a new trial id
+    assert runner.store.push_counts == {"search/7": 5} and runner.store.last_step == {"search/7": 10}
+    before = {k: v.copy() for k, v in runner.store.arrays.items()}
+    again = runner.worker.run(job, "trial-c")
+    assert again == {**result, "replayed": True} and runner.store.push_counts == {"search/7": 5}
+    assert all(np.array_equal(before[k], v) for k, v in runner.store.arrays.items())  # nothing trained again
+
+
+@pytest.mark.parametrize("lr", [1e6, 1e30])
+def test_a_diverging_job_stops_before_non_finite_weights_reach_the_store(tiny_spec, lr):
+    runner = InProcessSupernet(tiny_spec, "cpu")
+    result = runner(train_job(10, seed=0, sync_every=2, lr=lr, job_id="search/0"))
+    assert np.isnan(result["loss"]) and np.isnan(result["accuracy"]) and result["diverged_at_step"] <= 10
+    assert result["steps_done"] == runner.store.last_step.get("search/0", 0) < result["diverged_at_step"]
+    assert all(np.isfinite(a).all() for a in runner.store.arrays.values())
+    healthy = runner(train_job(10, seed=1, sync_every=5, job_id="search/1"))  # the same worker trains on
+    assert np.isfinite(healthy["loss"]) and all(np.isfinite(a).all() for a in runner.store.arrays.values())
+
+
 class _Jobs(ArchSearcher):
     """A fixed list of jobs: what any method's searcher hands the trainable."""
 

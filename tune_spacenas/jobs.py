@@ -14,6 +14,11 @@ method's own payload under its namespace key (``senas``, ``autospace``, ``nse``,
 frozen dataclass that is a plain dict in the config. The trainable's config check (``check_job``) and the
 builders read the same table, so a key cannot be added in one place and forgotten in another.
 
+A searcher gives every training job an id (``JOB_ID_KEY``) from its own job counter, kept in its saved
+state, so a job Tune issues again (a retried trial, or a resumed searcher re-issuing what it issued
+after its last save) keeps its id: the store applies each (job, step) once, and a job whose steps are
+all applied is answered with its recorded result instead of training again.
+
 Everything in a config is strings, numbers and lists or dicts of them: no handles, refs or tensors, so
 trial configs pickle, restore and name trials.
 """
@@ -62,6 +67,7 @@ SPLIT_KEY = "split"
 IMAGES_KEY = "images"
 DATASET_KEY = "dataset"  # the NAS-Bench-201 table trainable: which dataset's accuracy is the reward
 TABLE_PATH_KEY = "table_path"
+JOB_ID_KEY = "job_id"  # a training job's id: the store de-duplicates its pushes by (job id, step), records its result
 # Method namespaces: each holds that method's payload (the dataclasses below).
 SENAS_KEY = "senas"
 AUTOSPACE_KEY = "autospace"
@@ -90,6 +96,9 @@ ALPHA = "alpha"  # AutoSpace: a generation's learned fitness scores alpha*
 GATE_COUNTS = "gate_counts"  # AutoSpace: steps each candidate was the active gate
 MADDS = "madds"  # AutoSpace Eq. (6) evaluations
 REGULARIZED_LOSS = "regularized_loss"
+DIVERGED_KEY = "diverged_at_step"  # a training job whose loss or weights stopped being finite: at which step
+DIVERGED_LOSS = "diverged_loss"
+REPLAYED_KEY = "replayed"  # a training job answered from the store's record without training again
 
 
 def test_accuracy_key(dataset: str) -> str:
@@ -304,6 +313,7 @@ JOB_FIELDS: dict[str, Field] = {
         lambda value, space: space.restrict(value),
     ),
     STEPS_KEY: Field("training steps of the job", (TRAIN,), _positive_int(STEPS_KEY)),
+    JOB_ID_KEY: Field("the training job's id (job_id(search, n)): its pushes and result in the store", (TRAIN,)),
     SEED_KEY: Field("seeds the job's path sampling and data order", (TRAIN,)),
     LR_KEY: Field("the job's SGD learning rate (default: the spec's)", (TRAIN,), _non_negative_number(LR_KEY)),
     SYNC_EVERY_KEY: Field(
@@ -342,6 +352,10 @@ RESULT_FIELDS: dict[str, str] = {
     GATE_COUNTS: "AutoSpace: per layer, steps each candidate was the active gate",
     MADDS: "AutoSpace Eq. (6): the architecture's multiply-adds",
     REGULARIZED_LOSS: "AutoSpace Eq. (6): loss + lambda * MAdds",
+    DIVERGED_KEY: "a training job whose loss or pushed weights went non-finite: the step (nothing after its last "
+    "push reached the store; loss and accuracy are NaN)",
+    DIVERGED_LOSS: "the non-finite loss of that step",
+    REPLAYED_KEY: "the training job was answered with the store's record of it, without training again",
 }
 
 
@@ -387,6 +401,16 @@ def _entries(task: str, extra: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Reading a config
 # ----------------------------------------------------------------------------------------------
+def job_id(search_id: str, number: int) -> str:
+    """The id of a search's ``number``-th training job: the same whenever that job is issued again."""
+    return f"{search_id}/{number}"
+
+
+def writer_of(config: Mapping[str, Any], trial_id: str) -> str:
+    """Who a training job's pushes count for in the store: its job id, else (a hand-made job) its trial."""
+    return str(config.get(JOB_ID_KEY) or trial_id)
+
+
 def task_of(config: Mapping[str, Any]) -> str:
     task = config.get(TASK_KEY, EVALUATE)
     if task not in (TRAIN, EVALUATE):

@@ -117,3 +117,27 @@ def open_read(path: str) -> Iterator[BinaryIO]:
     with filesystem.open_input_stream(inner) as stream:
         data = stream.read()
     yield io.BytesIO(data)
+
+
+def directories(directory: str) -> list[str]:
+    """The folders directly in ``directory`` (a path or URI)."""
+    if not is_uri(directory):
+        return sorted(p for p in glob(directory, "*") if os.path.isdir(p))
+    from pyarrow import fs
+
+    directory = directory.rstrip("/")
+    filesystem, inner = _filesystem(directory)
+    prefix = directory[: len(directory) - len(inner.rstrip("/"))]
+    infos = filesystem.get_file_info(fs.FileSelector(inner, allow_not_found=True))
+    return sorted(prefix + i.path for i in infos if i.type == fs.FileType.Directory)
+
+
+def remove_tree(path: str) -> None:
+    """Delete the folder ``path`` and everything in it."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path)
+        return
+    filesystem, inner = _filesystem(path)
+    filesystem.delete_dir(inner)

@@ -182,6 +182,9 @@ class AutoSpaceSearcher(ArchSearcher):
     def _acceptable(self, layer: int, cell: str, constrained: bool) -> bool:
         return self._affordable(layer, cell) and (not constrained or hamming_distance(cell, self.reference) < self.tau)
 
+    def repeat_refusal(self) -> str | None:
+        return "its trials train supernet generations and report the fitness scores (alpha) they learned"
+
     # ------------------------------------------------------------------------------------------
     # A generation: tournament selection, then one training trial
     # ------------------------------------------------------------------------------------------
@@ -231,7 +234,8 @@ class AutoSpaceSearcher(ArchSearcher):
         self.training.complete(job, ok=result is not None)
         if result is None:
             return  # a failed generation teaches nothing; its pushed weight steps stay applied
-        value = float(self._metric_of(result))
+        value = self._value(result)  # recorded with the population; a result without it is kept as NaN
+        value = math.nan if value is None else float(value)
         if ALPHA not in result:
             raise ValueError(f"the generation's trial reported no {ALPHA!r} (learned fitness scores): train AutoSpace "
                              f"on an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}")

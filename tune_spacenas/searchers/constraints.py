@@ -1,4 +1,4 @@
-"""Cost constraints on candidate architectures (SPOS's, SE-NAS's and ASE-NAS's ``max_madds``)."""
+"""Cost constraints on candidate architectures: SPOS's, SE-NAS's and ASE-NAS's ``max_madds``, built in one place."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ from tune_spacenas.spaces.base import Architecture, SearchSpace
 
 
 class CostConstraint:
-    """``space.cost(arch).madds <= max_madds`` (and params), as a picklable callable."""
+    """``space.cost(arch).madds <= max_madds`` (and params), as a picklable callable.
+
+    A ``max_madds`` below the space's cheapest architecture (``SearchSpace.cost_range``) is a ValueError
+    naming the space's cost range: such a search could only end without a result.
+    """
 
     def __init__(self, space: SearchSpace, max_madds: float | None = None, max_params: float | None = None):
         if not space.has_cost_model:
             raise ValueError(f"space {space.name!r} has no cost model, so it cannot take a MAdds/params constraint")
         self.space, self.max_madds, self.max_params = space, max_madds, max_params
+        span = space.cost_range() if max_madds is not None else None
+        if span is not None and max_madds < span[0]:
+            raise ValueError(
+                f"max_madds={max_madds:.4g} admits no architecture of space {space!r}: its architectures "
+                f"cost {span[0]:.4g} to {span[1]:.4g} MAdds (cost model min and max); raise max_madds "
+                "to at least the minimum, or drop it"
+            )
 
     def __call__(self, arch: Architecture) -> bool:
         cost = self.space.cost(arch)
@@ -20,6 +31,14 @@ class CostConstraint:
         )
 
 
-def cost_constraint(space: SearchSpace, max_madds: float | None) -> CostConstraint | None:
-    """The constraint a searcher's ``max_madds`` argument asks for (None: unconstrained)."""
-    return None if max_madds is None else CostConstraint(space, max_madds)
+class CostLimited:
+    """Mixin for searchers with a ``max_madds`` setting (SPOS, SE-NAS, ASE-NAS): ``constraint`` (a
+    ``CostConstraint``, or None) is built once the space is known (``ArchSearcher.check_space``), so an
+    impossible limit fails at ``set_search_properties``, before any trial."""
+
+    max_madds: float | None = None
+    constraint: CostConstraint | None = None
+
+    def check_space(self) -> None:
+        super().check_space()
+        self.constraint = None if self.max_madds is None else CostConstraint(self.space, self.max_madds)

@@ -9,7 +9,7 @@ searchers whose answer it gives (SPOS, SE-NAS's final search).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from tune_spacenas.jobs import evaluate_batch_job
 from tune_spacenas.searchers.base import FINISHED, SEARCH, ArchSearcher
-from tune_spacenas.searchers.constraints import cost_constraint
+from tune_spacenas.searchers.constraints import CostLimited
 from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 
@@ -90,11 +90,10 @@ class EvolutionPhase:
             self.generation = self.settings.generations if self.exhaustive else self.generation + 1
         return self.queue.next_batch()
 
-    def complete(self, archs: list[Architecture], values: list[float] | None) -> None:
-        """Scores of a batch; ``None`` when its trial failed (those candidates are dropped)."""
+    def complete(self, archs: list[Architecture], scores: Mapping[Architecture, float]) -> None:
+        """Scores of a batch's candidates; those without one (a failed trial or evaluation) are dropped."""
         self.queue.complete(len(archs))
-        if values is not None:
-            self.scores.update(zip(archs, map(float, values)))
+        self.scores.update({a: float(scores[a]) for a in archs if a in scores})
 
     def _ok(self, arch: Architecture) -> bool:
         return self.constraint is None or self.constraint(arch)
@@ -133,7 +132,7 @@ class EvolutionPhase:
         return self.space.canonicalize(tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b)))
 
 
-class EvolutionSearcher(ArchSearcher):
+class EvolutionSearcher(CostLimited, ArchSearcher):
     """Base of the searchers whose answer is ``EvolutionPhase``'s best on the trained supernet (SPOS, SE-NAS):
     the search's settings, its ``max_madds`` constraint, its evaluation jobs and what they teach it.
 
@@ -153,16 +152,11 @@ class EvolutionSearcher(ArchSearcher):
         if eval_batch < 1:
             raise ValueError(f"eval_batch must be positive, got {eval_batch}")
         self.evolution_settings, self.max_madds, self.eval_batch = evolution, max_madds, eval_batch
-        self.constraint: Constraint | None = None
         self.evolution: EvolutionPhase | None = None
 
-    def setup(self) -> None:
-        self.constraint = cost_constraint(self.space, self.max_madds)
-
-    def start_search(self, space: SearchSpace) -> None:
-        """The evolutionary search over ``space`` (the searcher's, or a shrunk one) begins."""
+    def prepare_search(self, space: SearchSpace) -> None:
+        """The evolutionary search over ``space`` (the searcher's, or a shrunk one), to run from ``search``."""
         self.evolution = EvolutionPhase(space, self.evolution_settings, self.eval_batch, self.constraint)
-        self.phase = SEARCH
 
     def evaluation_job(self, archs: list[Architecture]) -> dict[str, Any]:
         """How a batch of candidates is evaluated (methods add their payload)."""
@@ -170,6 +164,9 @@ class EvolutionSearcher(ArchSearcher):
 
     def next_search_job(self) -> dict[str, Any] | str | None:
         return self.evolution.next_job(self.rng, self.evaluation_job)
+
+    def repeat_refusal(self) -> str | None:
+        return "it trains the supernet in training trials and scores candidates in batches (per_arch lists)"
 
     def observe_search(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         self.evolution.complete(*self.batch_scores(job, result))

@@ -23,6 +23,7 @@ skeleton="nasbench201+fitness")``). The supernet must carry fitness indicators; 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -50,6 +51,8 @@ from tune_spacenas.spaces.multibranch import MultiBranchSpace, configuration_sel
 
 SAMPLE, EDGE, REHEARSE = "sample", "edge", "rehearse"
 EVALUATION = "evaluation"
+PAPER_TAU = 300.0  # the paper's MAdds target, in millions (ImageNet, 224 px)
+log = logging.getLogger("tune_spacenas.searchers")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,6 +82,22 @@ def resource_table(space: SearchSpace, unit: float = 1e6) -> tuple[float, np.nda
         if not np.isclose(base + sum(table[i, o] for i, o in enumerate(arch)), full.cost(arch).madds):
             raise ValueError(f"space {full.name!r} has no additive cost model; give NSESearcher cost_table=(fixed, table)")
     return base / unit, table / unit
+
+
+def resource_range(space: SearchSpace, fixed: float, table: np.ndarray) -> tuple[float, float]:
+    """(cheapest, dearest) resource cost of ``space``'s architectures under ``(fixed, table)`` (non-negative
+    costs): per layer its cheapest and dearest configuration."""
+    low = high = fixed
+    for layer, slot in enumerate(space.slots):
+        if isinstance(space, MultiBranchSpace):
+            costs = sorted(float(table[layer][o]) for o in range(len(slot.ops)))
+            most = len(costs) if space.max_branches is None else space.max_branches
+            low += costs[0] if space.reduction[layer] else 0.0  # a normal layer may keep its identity path only
+            high += sum(costs[-most:])
+        else:
+            costs = [float(table[layer][o]) for o in slot.allowed]
+            low, high = low + min(costs), high + max(costs)
+    return low, high
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +165,11 @@ class NSESearcher(ArchSearcher):
             with betas (0, 0.999)).
         update_every: theta update once every this many training steps (paper: 2).
         alpha, beta, tau: Eq. (5)'s resource term ``alpha * R(a, tau)^beta`` (paper: 1e-5, 2, 300M MAdds);
-            ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default).
+            ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default). ``tau=None`` (the
+            default) takes the paper's 300 where the space's cost range holds its window (the ImageNet-size
+            spaces), else the median cost of the architectures round one samples, so a CPU-sized space
+            (costing a few million MAdds) still gets a window its samples fill; the value is logged. A window
+            outside the space's cost range is a ValueError at ``set_search_properties``.
         cost_table: ``(fixed, per_slot_op_costs)`` replacing the MAdds model (e.g. a latency lookup table).
         drop_threshold: a path whose theta falls below it leaves the subset (paper: -2).
         lock_and_rehearse: L&R (3.3.1); ``False`` is the "w/o L&R" ablation.
@@ -166,9 +189,10 @@ class NSESearcher(ArchSearcher):
 
     PHASES = (TRAINING, EVALUATION, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, ops_per_layer: int = 5, steps_per_round: int = 2000, steps_per_trial: int = 200,
-                 lr: float = 0.05, theta_lr: float = 0.1, theta_betas: tuple[float, float] = (0.0, 0.999),
-                 update_every: int = 2, alpha: float = 1e-5, beta: float = 2.0, tau: float = 300.0,
+    def __init__(self, space: SearchSpace | None = None, *, ops_per_layer: int = 5, steps_per_round: int = 2000,
+                 steps_per_trial: int = 200, lr: float = 0.05, theta_lr: float = 0.1,
+                 theta_betas: tuple[float, float] = (0.0, 0.999), update_every: int = 2, alpha: float = 1e-5,
+                 beta: float = 2.0, tau: float | None = None,
                  resource_unit: float = 1e6, cost_table: tuple[float, Sequence[Sequence[float]]] | None = None,
                  drop_threshold: float = -2.0, lock_and_rehearse: bool = True, samples: int = 2000,
                  edge_samples: int = 100, constraint: tuple[float, float] | None = None,
@@ -186,12 +210,15 @@ class NSESearcher(ArchSearcher):
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
-        self.fitness = NSEJob(every=update_every, lr=theta_lr, betas=list(theta_betas), alpha=alpha, beta=beta, tau=tau)
+        # Eq. (5)-(8)'s update as the training jobs carry it (``tau``, ``costs`` are set once the space is known).
+        self.fitness = NSEJob(every=update_every, lr=theta_lr, betas=list(theta_betas), alpha=alpha, beta=beta)
+        self.target: float | None = None  # Eq. (5)'s tau in use
         self.resource_unit, self.cost_table = resource_unit, cost_table
         self.drop_threshold, self.lock_and_rehearse = drop_threshold, lock_and_rehearse
         self.samples, self.edge_samples = samples, edge_samples
-        self.constraint = tuple(constraint) if constraint is not None else (0.9 * tau, 1.1 * tau)
-        self.edge_band = edge_band if edge_band is not None else 0.1 * tau
+        self.constraint, self.edge_band = (tuple(constraint) if constraint is not None else None), edge_band
+        if tau is not None:
+            self._set_target(tau)
         self.eval_batch, self.eval_images = eval_batch, eval_images
         self.reinit_weights, self.max_rounds = reinit_weights, max_rounds
         self.pool, self.inherit, self.rehearse = (list(pool) if pool is not None else None), inherit, list(rehearse)
@@ -203,11 +230,36 @@ class NSESearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Set-up: the first subset A_s (Step 1)
     # ------------------------------------------------------------------------------------------
+    def _set_target(self, tau: float) -> None:
+        """Eq. (5)'s ``tau`` and what defaults to it: the constraint (tau +- 10%) and the edge band (10%)."""
+        self.target = float(tau)
+        self.constraint = self.constraint or (0.9 * tau, 1.1 * tau)
+        self.edge_band = self.edge_band if self.edge_band is not None else 0.1 * tau
+
+    @property
+    def tau(self) -> float | None:
+        """Eq. (5)'s resource target in use (derived at the first ``suggest`` when not given)."""
+        return self.target
+
+    def check_space(self) -> None:
+        """The resource model (Eq. 8's ``C``) of the space; a constraint window no architecture of the space
+        can meet is a ValueError naming the space's range."""
+        full = self.space.full_space()
+        fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
+        self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
+        self.cost_span = resource_range(full, self.fixed_cost, self.costs)
+        if self.constraint is not None:
+            (low, high), (cheapest, dearest) = self.constraint, self.cost_span
+            if high < cheapest or low > dearest:
+                raise ValueError(
+                    f"NSESearcher's constraint window {low:.4g}-{high:.4g} (tau={self.target}, in MAdds / "
+                    f"{self.resource_unit:.0e}) holds no architecture of space {full!r}, whose costs range "
+                    f"{cheapest:.4g}-{dearest:.4g}: pass tau= (and constraint=) inside that range, or leave tau unset "
+                    "to derive it from the space")
+
     def setup(self) -> None:
         full = self.space.full_space()
         self.reduction = list(full.reduction) if isinstance(full, MultiBranchSpace) else [True] * len(full.slots)
-        fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
-        self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
         if self.inherit and len(self.inherit) != len(full.slots):
             raise ValueError(f"inherit= has {len(self.inherit)} layers but space {full.name!r} has {len(full.slots)}: "
@@ -225,12 +277,27 @@ class NSESearcher(ArchSearcher):
         if filled is None:
             raise ValueError(f"a layer's pool holds fewer than K={self.k} operations; lower ops_per_layer")
         self.subsets, self.pending = filled
+        if self.target is None:
+            self._set_target(self._default_tau())
         self.locked = inherited if self.lock_and_rehearse else [[] for _ in full.slots]
         self.previous_front = [self.space.to_string(full.validate(a)) for a in self.rehearse] if self.lock_and_rehearse else []
         pool_size = max(len(p) + len(s) for p, s in zip(self.pending, self.subsets))
         if self.max_rounds is None:
             self.max_rounds = max(1, (pool_size - 1) // max(1, self.k - 1))
         self._start_round(fresh_ops=[])
+
+    def _default_tau(self) -> float:
+        """The paper's target where the space's cost range holds its window, else the median cost of what
+        round one samples (Eq. 4 at theta = 0 on the first subset)."""
+        cheapest, dearest = self.cost_span
+        paper = PAPER_TAU * 1e6 / self.resource_unit if self.cost_table is None else None
+        if paper is not None and cheapest <= 0.9 * paper and 1.1 * paper <= dearest:
+            tau, why = paper, "the paper's target"
+        else:
+            _, costs = self.sample_architectures(np.zeros(self.costs.shape), 1000, np.random.default_rng([self.seed, 8]))
+            tau, why = float(np.median(costs)), f"the median cost of round one's samples (the space costs {cheapest:.3g}-{dearest:.3g})"
+        log.info("NSESearcher: tau=%.4g (%s), constraint window %.4g-%.4g", tau, why, 0.9 * tau, 1.1 * tau)
+        return tau
 
     @property
     def subspace(self) -> SearchSpace:
@@ -241,7 +308,7 @@ class NSESearcher(ArchSearcher):
         """Open the round's training phase. Its first trial carries the round's reset: thetas back to 0
         (Eq. 4's uniform start) and fresh weights for the replenished operations (every weight with
         ``reinit_weights``); the other trials wait for it, so none trains on the previous round's values."""
-        settings = replace(self.fitness, costs=self.costs.tolist(), fixed_cost=self.fixed_cost)
+        settings = replace(self.fitness, tau=self.target, costs=self.costs.tolist(), fixed_cost=self.fixed_cost)
         self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_KEY: settings})
         self.reset: NSEReset | None = NSEReset(seed=1000 * (self.seed + 1) + self.round,
                                                ops=[list(op) for op in fresh_ops],
@@ -298,24 +365,26 @@ class NSESearcher(ArchSearcher):
                 self.thetas = np.asarray(result[FITNESS_INDICATORS], float)  # the store's values after this push
             self.subsets = simplify(self.subsets, self.thetas, self.drop_threshold, self.reduction, self.locked)
             return
-        archs, values = self.batch_scores(job, result)
+        archs, scores = self.batch_scores(job, result)
         self.queue.complete(len(archs))
-        for arch, value in zip(archs, values or []):
-            self.candidates[self.space.to_string(arch)]["score"] = value
+        for arch, score in scores.items():
+            self.candidates[self.space.to_string(arch)]["score"] = score
 
     # ------------------------------------------------------------------------------------------
     # Pareto front retrieval (3.3.2)
     # ------------------------------------------------------------------------------------------
-    def sample_architectures(self, theta: np.ndarray, n: int) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    def sample_architectures(self, theta: np.ndarray, n: int, rng: np.random.Generator | None = None
+                             ) -> tuple[list[tuple[int, ...]], np.ndarray]:
         """``n`` architectures from ``P(Theta)``: per layer a configuration with Eq. (4)'s probability,
         renormalised over the configurations the subset allows (reduction layers: non-empty); with their
         resource costs (Eq. 8's ``C``)."""
+        rng = rng or self.rng
         space, p = self.subspace, 1.0 / (1.0 + np.exp(-theta))
         columns, cost = [], np.full(n, self.fixed_cost)
         for layer, subset in enumerate(self.subsets):
             configs, selectors = configuration_selectors(space, layer, subset)
             probs = layer_probability(p[layer, list(subset)], selectors)
-            pick = self.rng.choice(len(configs), size=n, p=probs / probs.sum())
+            pick = rng.choice(len(configs), size=n, p=probs / probs.sum())
             columns.append([configs[i] for i in pick])
             cost += (selectors @ self.costs[layer, list(subset)])[pick]  # a configuration's branches' costs
         return list(zip(*columns)), cost
@@ -397,6 +466,19 @@ class NSESearcher(ArchSearcher):
         settings = {**self.settings, "space": space, "pool": list(pool), "inherit": self.final_subsets,
                     "rehearse": [f[ARCH_KEY] for f in self.front], "max_rounds": None}
         return NSESearcher(**{**settings, **overrides})
+
+    def repeat_refusal(self) -> str | None:
+        return ("it trains the supernet with fitness indicators in training trials and scores architectures in "
+                "batches (per_arch lists)")
+
+    def why_no_result(self) -> str:
+        inside = sum(r.get("sampled", 0) for r in self.rounds)
+        if self.rounds and not inside:
+            low, high = self.constraint
+            return (f"no sampled architecture fell inside the constraint window {low:.4g}-{high:.4g} (tau="
+                    f"{self.target:.4g}, MAdds / {self.resource_unit:.0e}) in {len(self.rounds)} rounds, on a "
+                    f"space costing {self.cost_span[0]:.4g}-{self.cost_span[1]:.4g}: widen constraint= or move tau")
+        return super().why_no_result()
 
     def best_architecture(self) -> str | None:
         """The most accurate architecture of the latest Pareto front (all inside the constraint)."""

@@ -34,11 +34,13 @@ class SPOSSearcher(EvolutionSearcher):
         super().__init__(space, **kwargs)
         self.training = TrainingPhase(train_steps, steps_per_trial, lr)
 
+    def setup(self) -> None:
+        self.prepare_search(self.space)
+
     def propose(self) -> dict[str, Any] | str | None:
         if not self.training.finished:
             return self.training.next_job(seed=self.rng.integers(2**31))
-        if self.evolution is None:
-            self.start_search(self.space)
+        self.phase = SEARCH
         return self.next_search_job()
 
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
@@ -50,4 +52,4 @@ class SPOSSearcher(EvolutionSearcher):
     def current_progress(self) -> SearchProgress:
         evaluations, best = self.search_progress()
         return self.make_progress((self.training.done, self.training.total_steps), evaluations, best,
-                                  note="" if self.evolution is None else f"generation {self.evolution.generation}")
+                                  note=f"generation {self.evolution.generation}")

@@ -277,6 +277,32 @@ class SearchSpace:
         """MAdds and parameters of ``arch`` where the space defines a cost model."""
         raise NotImplementedError(f"space {self.name!r} defines no cost model")
 
+    def cost_range(self, max_evaluations: int = 20_000) -> tuple[float, float] | None:
+        """(cheapest, dearest) MAdds over the (sub)space's architectures, or None where it cannot say cheaply.
+
+        Exact for a cost model that adds up over slots (NAS-Bench-201, MobileNet-like, generated spaces):
+        the extremes of each slot's choices, checked against the model on the extreme architectures and a
+        few random ones. Otherwise a space of at most ``max_evaluations`` architectures is enumerated.
+        """
+        if not self.has_cost_model or not self.one_choice_per_slot:
+            return None
+        if sum(len(s.allowed) for s in self.slots) <= max_evaluations:
+            reference = tuple(s.allowed[0] for s in self.slots)
+            base = self.cost(reference).madds
+            deltas = [{o: self.cost(reference[:i] + (o,) + reference[i + 1:]).madds - base for o in slot.allowed}
+                      for i, slot in enumerate(self.slots)]
+            cheapest = tuple(min(d, key=d.get) for d in deltas)
+            dearest = tuple(max(d, key=d.get) for d in deltas)
+            rng = np.random.default_rng(0)
+            checks = [cheapest, dearest, *self.sample_many(rng, 8)]
+            if all(math.isclose(self.cost(a).madds, base + sum(d[o] for d, o in zip(deltas, a)), rel_tol=1e-9, abs_tol=1e-3)
+                   for a in checks):
+                return self.cost(cheapest).madds, self.cost(dearest).madds
+        if self.size <= max_evaluations:
+            madds = [self.cost(a).madds for a in self.enumerate()]
+            return min(madds), max(madds)
+        return None
+
     # --- Tune ----------------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
         """A Tune ``param_space``: the space's spec as a constant plus one ``tune.choice`` per slot.

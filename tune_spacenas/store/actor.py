@@ -87,11 +87,14 @@ class _ObjectGroups:
 class _StoreActor:
     """The actor's body: a ``WeightTable`` plus the object-store copies of the tensor versions handed out."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
-                 checkpoint_every: int, name: str = ""):
+    def __init__(self, meta: Mapping[str, Any], checkpoint_path: str | None, checkpoint_every: int, name: str = "",
+                 rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None):
+        context = ray.get_runtime_context()
+        arrays: Mapping[str, np.ndarray] = {}  # a fresh store's tensors come by ``assign`` (or its checkpoint)
+        if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
+            arrays = rebuild(meta) if rebuild is not None else {}  # a restart with no checkpoint: initial tensors
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
         self._objects = _ObjectGroups()
-        context = ray.get_runtime_context()
         self.place = {NODE_ID: context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
         if self.place["restarted"]:
@@ -104,8 +107,14 @@ class _StoreActor:
         incarnation, arrays = self.table.pull(known, keys, incarnation)
         return incarnation, self._objects.refs_for(self.table, arrays)
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        return self.table.push(deltas, trial_id, step)
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        return self.table.push(deltas, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        return self.table.progress(writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self.table.record_result(writer, result)
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.table.assign(arrays)
@@ -144,9 +153,10 @@ def _log_restart(name: str, table: WeightTable) -> None:
     """Say what a restart lost, by the checkpoint policy (``WeightTable``'s ``checkpoint_every``)."""
     stats, every = table.stats, table.checkpoint_every
     if stats["restored_from"] is None:
-        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds its "
-                  "initial weights again and every change since creation is lost; pass checkpoint_path= "
-                  "(and checkpoint_every=1 to lose nothing)", name, table.checkpoint_path)
+        held = "its initial weights again" if table.arrays else "no tensors (it was created from raw arrays)"
+        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds %s "
+                  "and every change since creation is lost; pass checkpoint_path= (and checkpoint_every=1 to "
+                  "lose nothing)", name, table.checkpoint_path, held)
         return
     bound = f"at most {every - 1}" if every else "every change since the last checkpoint() call"
     log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
@@ -173,13 +183,18 @@ class WeightStore:
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def create(cls, name: str, arrays: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]], *,
-               meta: Mapping[str, Any] | None = None, checkpoint_path: str | None = None, checkpoint_every: int = 0,
-               namespace: str = NAMESPACE, detached: bool = False, exist_ok: bool = False,
-               node_id: str | None = None, **actor_options: Any) -> WeightStore:
+               meta: Mapping[str, Any] | None = None,
+               rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
+               checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
+               detached: bool = False, exist_ok: bool = False, node_id: str | None = None,
+               **actor_options: Any) -> WeightStore:
         """Start the store ``name`` holding ``arrays`` (or what calling it returns: computed only when no
         checkpoint is there to resume from), described by ``meta`` (plain data).
 
         Args:
+            rebuild: ``rebuild(meta)`` gives the initial tensors again in an actor that restarts with no
+                checkpoint to reload (a module-level function, light to import: the actor unpickles it);
+                without it such a restart holds no tensors.
             checkpoint_path: where it checkpoints and where a (re)started store reloads from: a path every
                 node sees (shared filesystem) or a ``pyarrow.fs`` URI; ``storage.store_checkpoint_path(
                 storage_path, experiment)`` puts it in Tune's experiment directory, where ``Tuner.restore``
@@ -217,9 +232,12 @@ class WeightStore:
                 check_same_contents(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
             else:  # the actor starts, and restarts, from the file: not from arguments its driver's object store holds
                 WeightTable(initial(), meta, checkpoint_path).checkpoint()
-            contents: Mapping[str, np.ndarray] = {}
+            late = None
         else:
-            contents = initial()
+            # Nothing large goes into the actor's constructor (Ray warns that a restart needs such arguments
+            # to outlive their owner): the initial tensors are assigned once it runs, and a restarted actor
+            # rebuilds them itself (``rebuild``).
+            late = initial()
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
@@ -229,10 +247,12 @@ class WeightStore:
             # Ray 2.60 places an actor that requests no resource at all on a random node despite the
             # affinity; a token request (1 MiB of "memory", which trials do not ask for) makes it stick.
             options.setdefault("memory", 2**20)
-        actor = ray.remote(_StoreActor).options(**options).remote(contents, meta, checkpoint_path, checkpoint_every, name)
+        actor = ray.remote(_StoreActor).options(**options).remote(meta, checkpoint_path, checkpoint_every, name, rebuild)
         _CREATED[(namespace, name)] = actor
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
+        if late is not None:
+            store.assign(late)
         return store
 
     @classmethod
@@ -318,10 +338,18 @@ class WeightStore:
         self._incarnation = incarnation
         return incarnation, out
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        """Add ``deltas`` (only the tensors that changed travel); False if (trial, step) was applied before."""
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        """Add ``deltas`` (only the tensors that changed travel); False if (writer, step) was applied before.
+        ``writer`` is the training job's id (``jobs.writer_of``)."""
         changed = {k: d for k, d in deltas.items() if np.any(d)}
-        return self._call("push", changed, trial_id, step)
+        return self._call("push", changed, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        """(last step applied for ``writer``; its recorded result once it finished): see ``WeightTable``."""
+        return self._call("progress", writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self._call("record_result", writer, dict(result))
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._call("assign", dict(arrays))

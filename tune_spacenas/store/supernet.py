@@ -11,11 +11,16 @@ names the store in Tune's ``param_space``, so a trial config finds it by name::
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tune_spacenas.jobs import STORE_KEY
 from tune_spacenas.store.actor import WeightStore
-from tune_spacenas.supernet.spec import SupernetSpec
+
+if TYPE_CHECKING:  # torch is imported where a spec is used, not in the store actor that unpickles this module
+    from tune_spacenas.supernet.spec import SupernetSpec
 
 
 class SupernetStore(WeightStore):
@@ -25,17 +30,29 @@ class SupernetStore(WeightStore):
     def create(cls, name: str, spec: SupernetSpec, **options: Any) -> SupernetStore:
         """Start the store ``name`` with ``spec``'s freshly initialised supernet (``WeightStore.create``'s
         options: ``checkpoint_path``, ``checkpoint_every``, ``detached``, ``exist_ok``, ``node_id``, ...)."""
+        from tune_spacenas.supernet.spec import SupernetSpec
+
         if not isinstance(spec, SupernetSpec):
             raise ValueError(
                 f"SupernetStore.create needs a SupernetSpec, got {type(spec).__name__}; for raw tensors "
                 "use WeightStore.create(name, arrays)"
             )
-        return super().create(name, spec.initial_weights, meta=spec.store_meta(), **options)
+        return super().create(name, spec.initial_weights, meta=spec.store_meta(), rebuild=initial_weights, **options)
 
     @property
     def spec(self) -> SupernetSpec:
+        from tune_spacenas.supernet.spec import SupernetSpec
+
         return SupernetSpec.from_store_meta(self.info()["meta"], f"weight store {self.name!r}")
 
     def param_space(self) -> dict[str, Any]:
         """Tune config naming this store, plus its space (``space.param_space()``)."""
         return {**self.spec.space.param_space(), STORE_KEY: self.name}
+
+
+def initial_weights(meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The seeded initial weights (the same on every call) of the supernet a store's ``meta`` holds: what a
+    store restarting without a checkpoint holds again."""
+    from tune_spacenas.supernet.spec import SupernetSpec
+
+    return SupernetSpec.from_store_meta(meta, "the restarted store").initial_weights()

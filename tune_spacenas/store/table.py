@@ -9,9 +9,11 @@ Key scheme (plain strings):
                            created from the shared tensor on first use;
   snapshots                whole-table copies by name (SE-NAS Eq. 4), averaged on request.
 
-Every key has a version that grows with each change. Pushes carry (trial id, step): a step at or below
-the last one applied for that trial is a replay (Tune retried the trial from a checkpoint) and is
-ignored, so no delta is ever added twice.
+Every key has a version that grows with each change. Pushes carry (writer, step), the writer being the
+training job's id (``jobs.JOB_ID_KEY``; a hand-made job's trial id): a step at or below the last one
+applied for that writer is a replay (Tune retried the trial from a checkpoint, or a resumed searcher
+issued the job again) and is ignored, so no delta is ever added twice. A finished job's result is kept
+(``record_result``), so a job issued again after all its steps were applied is answered without training.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from tune_spacenas import storage
 
 VARIANT_SEP = "#"
 LINEAGE = "uid"  # meta entry: the id of one store's lineage (a store resumed from a checkpoint keeps it apart)
+# Results of the most recent finished jobs kept for re-issued jobs (a resumed searcher re-issues what it
+# issued since Tune's last save of its state: seconds to minutes of jobs, far fewer than this).
+KEPT_RESULTS = 1024
 
 
 def variant_key(param: str, variant: str) -> str:
@@ -61,9 +66,11 @@ class WeightTable:
         self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in arrays.items()}
         self.versions = {k: 0 for k in self.arrays}
         self.last_step: dict[str, int] = {}
-        self.push_counts: dict[str, int] = {}  # applied pushes per trial: the ledger a sum check reads
+        self.push_counts: dict[str, int] = {}  # applied pushes per writer: the ledger a sum check reads
+        self.results: dict[str, dict[str, Any]] = {}  # finished jobs' results, oldest first (KEPT_RESULTS)
         self.snapshots: dict[str, dict[str, np.ndarray]] = {}
-        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "checkpoints": 0, "restored_from": None}
+        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "resumed_jobs": 0, "checkpoints": 0,
+                      "restored_from": None}
         self._since_checkpoint = 0
         if checkpoint_path and storage.exists(checkpoint_path):
             self.load(checkpoint_path)
@@ -74,7 +81,7 @@ class WeightTable:
                 "bytes": int(sum(a.nbytes for a in self.arrays.values())), "stats": dict(self.stats),
                 "snapshots": sorted(self.snapshots), "checkpoint_path": self.checkpoint_path,
                 "checkpoint_every": self.checkpoint_every, "last_step": dict(self.last_step),
-                "push_counts": dict(self.push_counts)}
+                "push_counts": dict(self.push_counts), "finished_jobs": len(self.results)}
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
@@ -88,10 +95,17 @@ class WeightTable:
                                   if known.get(k) != self.versions[k]}
 
     # --- writing -------------------------------------------------------------------------------
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        """Add ``deltas``; False (nothing applied) if (trial, step) was applied before."""
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        """(last step applied for ``writer``, 0 if none; its recorded result, if it finished). A job asking
+        when some of its steps are in already is counted in ``stats["resumed_jobs"]`` (a retry or a re-issue)."""
+        if writer in self.last_step or writer in self.results:
+            self.stats["resumed_jobs"] += 1
+        return self.last_step.get(writer, 0), self.results.get(writer)
+
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        """Add ``deltas``; False (nothing applied) if (writer, step) was applied before."""
         self.stats["pushes"] += 1
-        if step <= self.last_step.get(trial_id, -1):
+        if step <= self.last_step.get(writer, -1):
             self.stats["duplicates"] += 1
             return False
         unknown = [k for k in deltas if k not in self.arrays]
@@ -104,11 +118,20 @@ class WeightTable:
         for key, delta in deltas.items():
             self.arrays[key] += delta
             self.versions[key] += 1
-        self.last_step[trial_id] = step
-        self.push_counts[trial_id] = self.push_counts.get(trial_id, 0) + 1
+        self.last_step[writer] = step
+        self.push_counts[writer] = self.push_counts.get(writer, 0) + 1
         self.stats["applied"] += 1
         self._after_change()
         return True
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        """Keep a finished job's result (plain data) for a re-issue of the job; the oldest go beyond
+        ``KEPT_RESULTS``. A change like a push: the checkpoint policy (``checkpoint_every``) covers it."""
+        self.results.pop(writer, None)
+        self.results[writer] = json.loads(json.dumps(dict(result), default=_plain))
+        for old in list(self.results)[: max(0, len(self.results) - KEPT_RESULTS)]:
+            del self.results[old]
+        self._after_change()
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Set tensors outright (new keys, or fresh initialisation of replenished operations)."""
@@ -171,7 +194,7 @@ class WeightTable:
         if not path:
             raise ValueError("no checkpoint path: pass one here or to the store at creation")
         state = {"meta": self.meta, "versions": self.versions, "last_step": self.last_step,
-                 "push_counts": self.push_counts, "applied": self.stats["applied"],
+                 "push_counts": self.push_counts, "results": self.results, "applied": self.stats["applied"],
                  "snapshots": sorted(self.snapshots), "time": time.time()}
         payload = {f"w:{k}": v for k, v in self.arrays.items()}
         for name, arrays in self.snapshots.items():
@@ -193,9 +216,15 @@ class WeightTable:
         self.versions = {k: int(v) for k, v in state["versions"].items()}
         self.last_step = {k: int(v) for k, v in state["last_step"].items()}
         self.push_counts = {k: int(v) for k, v in state.get("push_counts", {}).items()}
+        self.results = dict(state.get("results", {}))
         self.stats["applied"] = int(state.get("applied", 0))
         self.stats["restored_from"] = path
         self.stats["checkpoint_time"] = state["time"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in a result, as JSON (a result is plain data, kept in the checkpoint)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def read_checkpoint_meta(path: str) -> dict[str, Any]:

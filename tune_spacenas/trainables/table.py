@@ -13,8 +13,11 @@ from tune_spacenas.jobs import (
     EVALUATED,
     PER_ARCH_KEY,
     REWARD,
+    STEPS_KEY,
     TABLE_PATH_KEY,
+    TRAIN,
     archs_of,
+    task_of,
     test_accuracy_key,
 )
 from tune_spacenas.tables.nasbench201 import DATASET_COLUMNS, TEST_ACCURACY, NASBench201Table, canonical_dataset
@@ -29,6 +32,12 @@ def evaluate_on_table(config: Mapping[str, Any]) -> dict[str, Any]:
     answered as the supernet trainable answers it: the mean, plus ``per_arch`` lists in the batch's order,
     so the table stands in for the supernet under any searcher (a noise-free evaluator).
     """
+    if task_of(config) == TRAIN:
+        raise ValueError(
+            f"the NAS-Bench-201 table trainable only evaluates architectures, but this trial asks it to train a "
+            f"supernet ({config.get(STEPS_KEY)} steps): a searcher that trains (SPOS, SE-NAS, NSE, AutoSpace, "
+            "ASE with train_steps > 0) runs on supernet_trainable with config=store.param_space() (a SupernetStore); "
+            "on the table, pass train_steps=0 (SPOSSearcher, ASESearcher) to search it without training")
     table = NASBench201Table.load(config.get(TABLE_PATH_KEY))
     dataset = canonical_dataset(config.get(DATASET_KEY, "cifar10"))
     per_arch = [_lookup(table, arch, dataset) for arch in archs_of(table.space, config)]

@@ -12,6 +12,7 @@ generations and MAdds penalty) comes in through the extensions registered for th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from tune_spacenas.jobs import (
     ACCURACY,
     ARCH_KEY,
     ARCHS_KEY,
+    DIVERGED_KEY,
+    DIVERGED_LOSS,
     EVALUATE,
     EVALUATED,
     IMAGES_KEY,
@@ -33,6 +36,7 @@ from tune_spacenas.jobs import (
     LOSS,
     LR_KEY,
     PER_ARCH_KEY,
+    REPLAYED_KEY,
     REPORT_EVERY_KEY,
     SECONDS_PER_ARCH,
     SEED_KEY,
@@ -47,6 +51,7 @@ from tune_spacenas.jobs import (
     TRAIN,
     archs_of,
     task_of,
+    writer_of,
 )
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
@@ -58,7 +63,9 @@ Reporter = Callable[[dict[str, Any], int | None], None]
 
 
 class StoreLike(ExtensionStore, Protocol):
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool: ...
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool: ...
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]: ...
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None: ...
 
 
 def default_device() -> torch.device:
@@ -128,21 +135,56 @@ class SupernetWorker:
         return self.evaluate(job, report)
 
     def train(self, job: Mapping[str, Any], trial_id: str, report: Reporter, start_step: int = 0) -> dict[str, Any]:
-        """Steps from ``start_step + 1`` to ``job["steps"]``: a push and pull every ``sync_every`` steps (and
-        where an extension asks), a report every ``report_every`` steps, naming the last synced step."""
-        training = _TrainingJob(self, job, trial_id, start_step)
+        """Steps after ``start_step`` (a Tune checkpoint) and after the steps the store already applied for
+        this job (a job issued again keeps its id: ``jobs.JOB_ID_KEY``) up to ``job["steps"]``: a push and
+        pull every ``sync_every`` steps (and where an extension asks), a report every ``report_every`` steps,
+        naming the last synced step. A job the store knows as finished is answered with its recorded
+        result, without training.
+
+        A step whose loss, or whose weights at a push, are not finite ends the job: nothing after its last
+        push reaches the store, and the result reports ``loss``/``accuracy`` NaN with ``diverged_at_step``
+        (searchers count the job failed).
+        """
+        steps, writer = int(job[STEPS_KEY]), writer_of(job, trial_id)
+        applied, recorded = self.store.progress(writer)
+        if recorded is not None or applied >= steps:
+            return self._replay(recorded, applied, report)
+        training = _TrainingJob(self, job, writer, max(start_step, applied))
         self.sync()
         training.rebase()
         self.net.train()
-        with _extensions_running(training.extensions, training.ctx):
-            extra_syncs = {s for e in training.extensions for s in e.sync_steps(training.ctx)}
-            for step in range(start_step + 1, training.steps + 1):
-                training.step(step)
-                if step % training.sync_every == 0 or step == training.steps or step in extra_syncs:
-                    training.sync(step)
-                if step % training.report_every == 0 or step == training.steps:
-                    report(training.report(step), training.take_synced())
+        try:
+            with _extensions_running(training.extensions, training.ctx):
+                extra_syncs = {s for e in training.extensions for s in e.sync_steps(training.ctx)}
+                for step in range(training.start_step + 1, steps + 1):
+                    training.step(step)
+                    if step % training.sync_every == 0 or step == steps or step in extra_syncs:
+                        training.sync(step)
+                    if step % training.report_every == 0 or step == steps:
+                        result = training.report(step)
+                        if step == steps:
+                            self.store.record_result(writer, result)
+                        report(result, training.take_synced())
+        except _Diverged as diverged:
+            return self._diverged(writer, diverged, training.pushed, report)
         return training.result
+
+    def _replay(self, recorded: Mapping[str, Any] | None, applied: int, report: Reporter) -> dict[str, Any]:
+        """A job the store has done already: its recorded result, or, if the driver died between the job's
+        last push and that record, NaN metrics (its steps count, what it learned is unknown)."""
+        result = dict(recorded) if recorded is not None else {LOSS: math.nan, ACCURACY: math.nan, STEPS_DONE: applied}
+        result[REPLAYED_KEY] = True
+        report(result, None)
+        return result
+
+    def _diverged(self, writer: str, diverged: _Diverged, pushed: int, report: Reporter) -> dict[str, Any]:
+        """Training went non-finite: push nothing more and forget the unpushed local weights."""
+        self.versions.clear()  # the next job pulls every tensor again instead of training on these
+        result = {LOSS: math.nan, ACCURACY: math.nan, DIVERGED_KEY: diverged.step, STEPS_DONE: pushed,
+                  DIVERGED_LOSS: diverged.loss}
+        self.store.record_result(writer, result)
+        report(result, None)
+        return result
 
     @torch.no_grad()
     def evaluate(self, job: Mapping[str, Any], report: Reporter) -> dict[str, Any]:
@@ -199,9 +241,9 @@ class SupernetWorker:
 class _TrainingJob:
     """One training job's state between its steps, syncs and reports."""
 
-    def __init__(self, worker: SupernetWorker, job: Mapping[str, Any], trial_id: str, start_step: int):
+    def __init__(self, worker: SupernetWorker, job: Mapping[str, Any], writer: str, start_step: int):
         spec, net = worker.spec, worker.net
-        self.worker, self.trial_id = worker, trial_id
+        self.worker, self.writer, self.start_step = worker, writer, start_step
         self.steps = int(job[STEPS_KEY])
         seed = int(job.get(SEED_KEY, 0))
         self.subspace = worker.space.restrict(job[SUBSPACE_KEY]) if SUBSPACE_KEY in job else worker.space
@@ -223,6 +265,7 @@ class _TrainingJob:
         self.pull_ms: list[float] = []
         self.moved_bytes = 0  # pushed and pulled in this job's syncs
         self.synced: int | None = None  # the last pushed step not yet reported: the next report checkpoints it
+        self.pushed = start_step  # the last step in the store
         self.result: dict[str, Any] = {}
         self._open_window()
 
@@ -243,6 +286,9 @@ class _TrainingJob:
         x, y = next(self.stream)
         logits = net(x, arch)
         loss = self.loss_fn(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise _Diverged(step, value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.worker.spec.grad_clip:
@@ -252,7 +298,8 @@ class _TrainingJob:
         for extension in self.extensions:
             touched = extension.after_step(ctx, step, arch, touched)
         self.touched |= touched
-        self.window_loss += loss.item() * len(y)
+        self.last_loss = value
+        self.window_loss += value * len(y)
         self.window_correct += (logits.argmax(1) == y).sum().item()
         self.window_images += len(y)
 
@@ -263,7 +310,10 @@ class _TrainingJob:
         deltas = worker.deltas(self.base, self.touched)
         for extension in self.extensions:
             deltas |= extension.at_sync(self.ctx)
-        worker.store.push(deltas, self.trial_id, step)
+        if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
+            raise _Diverged(step, self.last_loss)
+        worker.store.push(deltas, self.writer, step)
+        self.pushed = step
         self.push_ms.append(1e3 * (time.perf_counter() - clock))
         clock = time.perf_counter()
         worker.sync()
@@ -293,6 +343,14 @@ class _TrainingJob:
         """The step a report made now may checkpoint (the last sync since the previous report), once."""
         synced, self.synced = self.synced, None
         return synced
+
+
+class _Diverged(Exception):
+    """A training step whose loss, or whose weights at a push, are not finite."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training diverged at step {step} (loss {loss})")
+        self.step, self.loss = step, loss
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from tune_spacenas.jobs import ASE_KEY, TASK_KEY, TRAIN, ASEJob, evaluate_job
 from tune_spacenas.searchers.ase.controller import ASEController, ControllerSettings, Decision, GraphTensors
 from tune_spacenas.searchers.ase.graph import SubspaceGraph, load_centers
 from tune_spacenas.searchers.base import DONE, SEARCH, TRAINING, ArchSearcher, SearchProgress
-from tune_spacenas.searchers.constraints import CostConstraint, cost_constraint
+from tune_spacenas.searchers.constraints import CostLimited
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 
@@ -37,7 +37,7 @@ CENTERS = "centres"  # the phase that evaluates the initial centres
 _MAX_DRAWS = 10_000
 
 
-class ASESearcher(ArchSearcher):
+class ASESearcher(CostLimited, ArchSearcher):
     """ASE-NAS: global search over K candidate subspaces, local search of M edits inside the evoked one.
 
     Defaults are the paper's NAS-Bench-201 setting (section IV-A: K=4, M=4, Adam lr 1e-2, entropy
@@ -89,7 +89,6 @@ class ASESearcher(ArchSearcher):
         self.subspace_update, self.absolute_reward, self.use_graph = subspace_update, absolute_reward, use_graph
         self.controller_settings = controller
         self.max_madds = max_madds
-        self.constraint: CostConstraint | None = None
         self.training = TrainingPhase(train_steps, steps_per_trial, train_lr)
         self.graph: SubspaceGraph | None = None
         self.baseline: float | None = None
@@ -106,7 +105,6 @@ class ASESearcher(ArchSearcher):
     # Setup: centres and the policy
     # ------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.constraint = cost_constraint(self.space, self.max_madds)
         given = [] if self.initial_centers is None else load_centers(self.initial_centers, self.space)
         if len(given) > self.num_subspaces:
             raise ValueError(f"{len(given)} initial_centers for num_subspaces={self.num_subspaces}; "
@@ -116,6 +114,11 @@ class ASESearcher(ArchSearcher):
             self._centers.append(self._random_center())
         self._center_queue = list(range(self.num_subspaces))
         self._build_policy()
+
+    def repeat_refusal(self) -> str | None:
+        if self.training.total_steps:
+            return f"it trains the supernet first (train_steps={self.training.total_steps}) in training trials"
+        return None
 
     def _random_center(self) -> Architecture:
         """Algorithm 1 line 2: a random architecture, distinct from the other centres, inside the constraint."""

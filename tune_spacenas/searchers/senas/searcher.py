@@ -117,6 +117,9 @@ class SENASSearcher(EvolutionSearcher):
         self.snapshot_prefix = f"senas-{uuid.uuid4().hex[:8]}"
         self._begin_stage()
 
+    def repeat_refusal(self) -> str | None:
+        return "it trains the supernet in training trials and scores child models in batches (per_arch lists)"
+
     def propose(self) -> dict[str, Any] | str | None:
         if self.phase == TRAINING:
             return self._next_training_job()
@@ -136,9 +139,9 @@ class SENASSearcher(EvolutionSearcher):
         if self.phase != SCORING:
             self.observe_search(job, result)
             return
-        archs, values = self.batch_scores(job, result)
+        archs, scores = self.batch_scores(job, result)
         self.scoring.complete(len(archs))
-        self.values.update(zip(archs, values or []))
+        self.values.update(scores)
 
     # --- line 2: SPOS training of the (shrunk) supernet ----------------------------------------
     def _begin_stage(self) -> None:
@@ -212,7 +215,8 @@ class SENASSearcher(EvolutionSearcher):
         if self.stage < self.stages:
             self._begin_stage()
         else:
-            self.start_search(self.shrunk_space)
+            self.prepare_search(self.shrunk_space)
+            self.phase = SEARCH
 
     # ------------------------------------------------------------------------------------------
     # How the supernet scores a child model now
