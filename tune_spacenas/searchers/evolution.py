@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tune_spacenas.jobs import evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, SEARCH, ArchSearcher
+from tune_spacenas.searchers.base import FINISHED, ArchSearcher
 from tune_spacenas.searchers.constraints import CostLimited
 from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.spaces.base import Architecture, SearchSpace
