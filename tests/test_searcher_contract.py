@@ -302,6 +302,23 @@ def test_a_cost_limit_below_the_spaces_cheapest_architecture_is_refused_with_its
     assert make().set_search_properties("accuracy", "max", small.param_space())
 
 
+def test_a_cost_window_keeps_the_search_inside_it_and_an_empty_window_is_refused():
+    space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
+    low, high = space.cost_range()
+    window = (low + 0.4 * (high - low), low + 0.5 * (high - low))
+    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", min_madds=window[0], max_madds=window[1],
+                            train_steps=0, seed=0)
+    searcher.suggest("t0")
+    archs = space.sample_many(np.random.default_rng(0), 200)
+    inside = [a for a in archs if searcher.constraint(a)]
+    assert 0 < len(inside) < len(archs)
+    assert all(window[0] <= space.cost(a).madds <= window[1] for a in inside)
+    with pytest.raises(ValueError, match=r"min_madds=.* admits no architecture .* cost"):
+        SPOSSearcher(min_madds=2 * high).set_search_properties("accuracy", "max", space.param_space())
+    with pytest.raises(ValueError, match="the window is empty"):
+        SPOSSearcher(min_madds=high, max_madds=low).set_search_properties("accuracy", "max", space.param_space())
+
+
 def test_nse_window_outside_the_spaces_cost_range_is_refused_and_the_default_fits_the_space():
     space = nse_space()
     with pytest.raises(ValueError, match=r"window 270-330 .* holds no architecture .* costs range 0\.\d+-\d+\.\d+"):

@@ -139,19 +139,23 @@ class EvolutionSearcher(CostLimited, ArchSearcher):
     Args:
         evolution: the evolutionary search (``EvolutionSettings``; SPOS's by default).
         max_madds: candidates above this many multiply-adds are never evaluated (spaces with a cost model).
+        min_madds: nor candidates below this many: with ``max_madds`` a cost window, so that searches of
+            different spaces are compared at matched MAdds (AutoSpace's and NSE's protocol).
         eval_batch: candidates one evaluation trial scores.
         **kwargs: ``ArchSearcher`` arguments (metric, mode, seed, ...).
     """
 
     def __init__(self, space: SearchSpace | None = None, *, evolution: EvolutionSettings = EvolutionSettings(),
-                 max_madds: float | None = None, eval_batch: int = 25, **kwargs: Any):
+                 max_madds: float | None = None, min_madds: float | None = None, eval_batch: int = 25,
+                 **kwargs: Any):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(space, **kwargs)
         if not isinstance(evolution, EvolutionSettings):
             raise ValueError(f"evolution= takes an EvolutionSettings, got {type(evolution).__name__}")
         if eval_batch < 1:
             raise ValueError(f"eval_batch must be positive, got {eval_batch}")
-        self.evolution_settings, self.max_madds, self.eval_batch = evolution, max_madds, eval_batch
+        self.evolution_settings, self.eval_batch = evolution, eval_batch
+        self.max_madds, self.min_madds = max_madds, min_madds
         self.evolution: EvolutionPhase | None = None
 
     def prepare_search(self, space: SearchSpace) -> None:

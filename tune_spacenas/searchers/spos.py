@@ -24,7 +24,7 @@ class SPOSSearcher(EvolutionSearcher):
         steps_per_trial: steps a training trial runs.
         lr: peak learning rate (cosine to 0 over ``train_steps``); every training job carries it.
         **kwargs: ``EvolutionSearcher`` arguments (``evolution=EvolutionSettings(...)`` (SPOS: 50, 20, 10,
-            25, 25, 0.1), ``max_madds``, ``eval_batch``) and ``ArchSearcher``'s (metric, mode, seed).
+            25, 25, 0.1), ``max_madds``, ``min_madds``, ``eval_batch``) and ``ArchSearcher``'s (metric, mode, seed).
     """
 
     PHASES = (TRAINING, SEARCH, DONE)
