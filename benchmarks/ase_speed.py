@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
+from tune_spacenas.jobs import ASE_KEY, ASEJob
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import MobileNetSpace, NASBench201Space
 from tune_spacenas.trainables.table import evaluate_on_table
@@ -55,7 +56,7 @@ def measure(space_cls: type, kwargs: dict[str, Any], evaluate, decisions: int, w
         u_cpu, u_wall = time.thread_time_ns(), time.perf_counter_ns()
         searcher.observe(job, result)
         end_cpu, end_wall = time.thread_time_ns(), time.perf_counter_ns()
-        if "ase_decision" in job:
+        if ASE_KEY in job and ASEJob.from_dict(job[ASE_KEY]).decision is not None:
             cpu["sample"].append(sampled_cpu - t_cpu), wall["sample"].append(sampled_wall - t_wall)
             cpu["update"].append(end_cpu - u_cpu), wall["update"].append(end_wall - u_wall)
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, welch_p, write_json, write_markdown
+from benchmarks.harness import RESULTS, welch_p, write_json, write_markdown
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 OPTIMUM = {"cifar10": 94.37, "cifar100": 73.51, "ImageNet16-120": 47.31}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import multiprocessing as mp
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, mean_std, welch_p, write_json, write_markdown
+from benchmarks.harness import (
+    RESULTS,
+    Scheduler,
+    cifar10_spec,
+    mean_std,
+    new_figure,
+    save_figure,
+    standalone,
+    welch_p,
+    write_json,
+    write_markdown,
+)
 
 OUT_DIR = RESULTS / "autospace"
 # Table 6's initial fitness scores (x 1e-3) for Net1, Net2, Net3.
@@ -66,12 +76,8 @@ def cell_limits(args: argparse.Namespace) -> list[float] | None:
 
 
 def spec_for(args: argparse.Namespace, space, seed: int, train_size: int | None = None):
-    from tune_spacenas.data import DataSpec
-    from tune_spacenas.supernet.spec import SupernetSpec
-
-    data = DataSpec("cifar10", resolution=args.resolution, train_size=train_size or args.train_size, seed=0)
-    return SupernetSpec(space, data, batch_size=args.batch_size, lr=args.lr, init_seed=seed,
-                        eval_images=args.eval_images)
+    return cifar10_spec(space, args.resolution, init_seed=seed, train_size=train_size or args.train_size,
+                        batch_size=args.batch_size, lr=args.lr, eval_images=args.eval_images)
 
 
 def _start(args: argparse.Namespace, what: str) -> float:
@@ -124,25 +130,27 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
            random_search: bool = True) -> dict[str, Any]:
     """SPOS on one space (supernet training, then evolution), then random search on the same supernet
     with as many candidates; both rank by Eq. (6)'s regularised loss."""
+    from tune_spacenas.jobs import AUTOSPACE_KEY, IMAGES_KEY, AutoSpaceJob
     from tune_spacenas.runner import run_in_process
-    from tune_spacenas.searchers import RandomSearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, RandomSearcher, SPOSSearcher
     from tune_spacenas.spaces import space_from_spec
 
     start = _start(args, f"search on the {label} space")
     space = space_from_spec(space_spec)
     runner = runner or _runner(args, spec_for(args, space, seed))
-    constants = {"madds_penalty": args.madds_penalty, "images": args.eval_images}
+    constants = {AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=args.madds_penalty).to_dict(), IMAGES_KEY: args.eval_images}
     population = min(args.search_population, space.size)
+    evolution = EvolutionSettings(population=population, generations=args.search_generations,
+                                  parents=max(2, population // 4), mutations=population // 2,
+                                  crossovers=population - population // 2)
     spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=seed, train_steps=args.supernet_steps,
-                        steps_per_trial=max(1, args.supernet_steps // 5), lr=args.lr, population=population,
-                        generations=args.search_generations, parents=max(2, population // 4),
-                        mutations=population // 2, crossovers=population - population // 2, eval_batch=25)
+                        steps_per_trial=max(1, args.supernet_steps // 5), lr=args.lr, evolution=evolution, eval_batch=25)
     run_in_process(spos, runner, param_space=constants)
     trained = time.perf_counter()
-    evaluated = len(spos.evolution.scores)
-    best_evo = spos.best_architecture()
+    found = spos.progress()
+    evaluated, best_evo = found.evaluations_done, found.best_arch
     out = {"label": label, "space_size": space.size, "supernet_steps": args.supernet_steps, "evaluated": evaluated,
-           "evolution": {"arch": best_evo, "supernet_score": -spos.evolution.best()[1],
+           "evolution": {"arch": best_evo, "supernet_score": found.best,
                          "madds": space.cost(space.from_string(best_evo)).madds},
            "train_and_evolution_seconds": trained - start}
     if random_search:
@@ -156,21 +164,14 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
     return out | {"seconds": time.perf_counter() - start}
 
 
-def standalone(args: argparse.Namespace, space_spec: dict[str, Any], arch: str, seed: int, steps: int,
-               train_size: int | None = None) -> dict[str, Any]:
+def trained_alone(args: argparse.Namespace, space_spec: dict[str, Any], arch: str, seed: int, steps: int,
+                  train_size: int | None = None) -> dict[str, Any]:
     """Train ``arch`` from scratch (its own weights only, cosine lr) and score it on the test set."""
-    from benchmarks.rank import train
-    from tune_spacenas.jobs import evaluate_job
     from tune_spacenas.spaces import space_from_spec
 
-    start = _start(args, f"standalone seed {seed}: {arch[:60]}")
-    space = space_from_spec(space_spec)
-    runner = _runner(args, spec_for(args, space, 1000 + seed, train_size))
-    train(runner, steps, max(1, steps // 4), args.lr, seed, extra={"arch": arch})
-    result = runner(evaluate_job(space, space.from_string(arch), split="test", images=args.test_images))
-    cost = space.cost(space.from_string(arch))
-    return {"arch": arch, "seed": seed, "accuracy": result["accuracy"], "madds": cost.madds, "params": cost.params,
-            "steps": steps, "seconds": time.perf_counter() - start}
+    _start(args, f"standalone seed {seed}: {arch[:60]}")
+    spec = spec_for(args, space_from_spec(space_spec), 1000 + seed, train_size)
+    return standalone(spec, arch, steps, seed, jobs=4, images=args.test_images, device=args.device)
 
 
 def table6_fitness(args: argparse.Namespace, run: int) -> dict[str, Any]:
@@ -188,7 +189,7 @@ def table6_fitness(args: argparse.Namespace, run: int) -> dict[str, Any]:
     space = OpenCellSpace(**plan(args))
     spec = spec_for(args, space, run, args.table6_train_size)
     nets = []
-    for k, cell in enumerate(TABLE6_CELLS):
+    for k in range(len(TABLE6_CELLS)):
         spec.init_seed = 100 * run + k  # three independent networks
         nets.append(spec.build().to(args.device or default_device()))
     archs = [space.from_cells([cell] * space.num_layers) for cell in TABLE6_CELLS]
@@ -229,47 +230,17 @@ def first_correct_epoch(alphas: list[list[float]], truth: list[float]) -> int | 
     return None
 
 
-# ----------------------------------------------------------------------------------------------
-# The schedule: tasks on a pool of single-thread processes, each started once its inputs exist
-# ----------------------------------------------------------------------------------------------
-class Scheduler:
-    """Runs named tasks on a process pool; ``then`` callbacks add tasks when a result arrives."""
-
-    def __init__(self, processes: int):
-        self.pool = mp.get_context("spawn").Pool(processes)
-        self.running: dict[str, Any] = {}
-        self.results: dict[str, Any] = {}
-        self.followups: dict[str, Callable[[Any], None]] = {}
-
-    def submit(self, name: str, fn: Callable, *args: Any, then: Callable[[Any], None] | None = None) -> None:
-        self.running[name] = self.pool.apply_async(fn, args)
-        if then is not None:
-            self.followups[name] = then
-
-    def run(self) -> dict[str, Any]:
-        while self.running:
-            done = [n for n, r in self.running.items() if r.ready()]
-            for name in done:
-                self.results[name] = self.running.pop(name).get()  # re-raises a task's error here
-                print(f"[done] {name}", flush=True)
-                if name in self.followups:
-                    self.followups.pop(name)(self.results[name])
-            time.sleep(0.5)
-        self.pool.close()
-        return self.results
-
-
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from tune_spacenas.spaces import IRBSpace, OpenCellSpace
 
     spaces = {"full": OpenCellSpace(**plan(args)).to_spec(), "manual": IRBSpace(**plan(args)).to_spec()}
-    sched = Scheduler(args.parallel)
+    sched = Scheduler(args.parallel, args.threads)
     seeds = range(args.seeds)
 
     def train_found(label: str, result: dict) -> None:
         for algo in ("evolution", "random") if label != "full" else ("evolution",):
             for seed in seeds:
-                sched.submit(f"standalone/{label}/{algo}/{seed}", standalone, args, spaces[label],
+                sched.submit(f"standalone/{label}/{algo}/{seed}", trained_alone, args, spaces[label],
                              result[algo]["arch"], seed, args.standalone_steps)
 
     def searched(label: str) -> Callable[[dict], None]:
@@ -289,7 +260,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     for k, cell in enumerate(TABLE6_CELLS):
         arch = ",".join([cell] * len(args.widths))
         for seed in seeds:
-            sched.submit(f"table6/truth/{k}/{seed}", standalone, args, spaces["full"], arch, seed,
+            sched.submit(f"table6/truth/{k}/{seed}", trained_alone, args, spaces["full"], arch, seed,
                          args.table6_epochs * args.table6_train_size // args.batch_size, args.table6_train_size)
     return {"spaces": spaces, **sched.run()}
 
@@ -373,12 +344,7 @@ def write_report(payload: dict[str, Any], out: Path, command: str | None = None)
 
 
 def plot(payload: dict[str, Any], folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     for key, ev in payload["reference_dag"].items():
         ax.plot(range(1, len(ev["loss"]) + 1), ev["loss"], label=f"{'with' if key == 'reference' else 'without'} reference DAG")
     ax.set_xlabel("generation")
@@ -386,11 +352,9 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax.set_title("AutoSpace evolution (Fig. 3 analog)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "autospace_reference_dag.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "autospace_reference_dag.png")
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     marks = {"evolution": "o", "random": "s"}
     colours = {"full": "tab:gray", "manual": "tab:blue", "autospace": "tab:red"}
     entries = [("evolution", k, v) for k, v in payload["spaces"].items()]
@@ -404,12 +368,10 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax.set_title("Found architectures per space and search algorithm")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "autospace_spaces.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "autospace_spaces.png")
 
     runs = payload["fitness_robustness"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.2), sharey=True)
+    fig, axes = new_figure(len(runs), size=(3.2, 3.2), sharey=True)
     for ax, run in zip(np.atleast_1d(axes), runs):
         alphas = np.asarray(run["alpha_per_epoch"])
         for k in range(alphas.shape[1]):
@@ -418,9 +380,7 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
         ax.set_xlabel("epoch")
     np.atleast_1d(axes)[0].set_ylabel("fitness score alpha")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "autospace_fitness_robustness.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "autospace_fitness_robustness.png")
 
 
 def parser() -> argparse.ArgumentParser:

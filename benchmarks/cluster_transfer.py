@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 
 PORT_TIMEOUT_S = 30
 
@@ -36,9 +36,9 @@ class Probe:
     """A trial stand-in on one node: the store client as a trainable uses it, with timings."""
 
     def __init__(self, store_name: str, keys: list[str]):
-        from tune_spacenas.store.actor import WeightStore
+        from tune_spacenas.store import SupernetStore
 
-        self.store, self.keys = WeightStore.connect(store_name), keys
+        self.store, self.keys = SupernetStore.connect(store_name), keys
         self.versions: dict[str, int] = {}
         self.incarnation: str | None = None
         self.arrays: dict[str, np.ndarray] = {}
@@ -150,11 +150,11 @@ def measure(repeats: int) -> dict:
     import ray
 
     from tune_spacenas.cluster import simulated_cluster
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     spec, keys, params = path_of_mobilenet()
     with simulated_cluster(nodes=2, cpus_per_node=2, object_store_mb=600) as (_, node_ids):
-        store = WeightStore.create("cluster-transfer", spec, node_id=node_ids[0])
+        store = SupernetStore.create("cluster-transfer", spec, node_id=node_ids[0])
         probe = ray.remote(Probe)
         here = probe.options(num_cpus=0, resources={"node0": 0.01}).remote(store.name, keys)
         there = probe.options(num_cpus=0, resources={"node1": 0.01}).remote(store.name, keys)

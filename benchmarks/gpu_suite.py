@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_json
+from benchmarks.harness import RESULTS, write_json
 
 # (section, seconds): about 8.3 minutes together, leaving the device's 10-minute limit a margin for
 # start-up, data decoding and each section's scoring tail.

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, mean_std, welch_p, write_json, write_markdown
+from benchmarks.harness import RESULTS, mean_std, welch_p, write_json, write_markdown
 from tune_spacenas.analysis import best_so_far, plot_curves
 from tune_spacenas.runner import run_in_process
 from tune_spacenas.searchers import (

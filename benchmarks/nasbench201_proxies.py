@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 from tune_spacenas.analysis import kendall_tau, rank_mean
 from tune_spacenas.paths import cache_dir
 from tune_spacenas.proxies import PROXIES, ProxyScorer

@@ -25,15 +25,24 @@ two single-threaded worker processes.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, mean_std, welch_p, write_json, write_markdown
-from benchmarks.rank import train
+from benchmarks.harness import (
+    RESULTS,
+    cifar10_spec,
+    mean_std,
+    new_figure,
+    process_pool,
+    save_figure,
+    standalone,
+    welch_p,
+    write_json,
+    write_markdown,
+)
 
 SMALL_STAGES = ((16, 1, 1), (24, 2, 2), (40, 2, 2), (80, 2, 2), (96, 2, 1), (192, 2, 2), (320, 1, 1))
 PAPER_TAU, PAPER_ALPHA = 300.0, 1e-5
@@ -50,11 +59,8 @@ def space_for(args: argparse.Namespace, max_branches: int | None = None):
 
 
 def spec_for(args: argparse.Namespace, space: Any, seed: int, lr: float, **kwargs: Any):
-    from tune_spacenas.data import DataSpec
-    from tune_spacenas.supernet.spec import SupernetSpec
-
-    data = DataSpec("cifar10", resolution=args.resolution, train_size=args.train_size, seed=0)
-    return SupernetSpec(space, data, batch_size=args.batch_size, lr=lr, init_seed=seed, **kwargs)
+    return cifar10_spec(space, args.resolution, init_seed=seed, train_size=args.train_size,
+                        batch_size=args.batch_size, lr=lr, **kwargs)
 
 
 def window(args: argparse.Namespace) -> tuple[float, float]:
@@ -87,8 +93,8 @@ def nse_search(args: argparse.Namespace, seed: int, lock_and_rehearse: bool) -> 
     start = time.perf_counter()
 
     def progress(config: dict, result: dict) -> None:
-        if config["task"] == "evaluate" and not searcher.queue and searcher.outstanding == 0:
-            _log(tag, f"round {searcher.round}: {len(searcher.candidates)} evaluated, {time.perf_counter() - start:.0f} s")
+        if searcher.phase != "training" and searcher.queue.drained:
+            _log(tag, f"{searcher.progress()} ({time.perf_counter() - start:.0f} s)")
 
     run_in_process(searcher, runner, on_result=progress)
     return {"seed": seed, "lock_and_rehearse": lock_and_rehearse, "rounds": searcher.rounds,
@@ -100,14 +106,11 @@ def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
     """SPOS on the full 27-operation pool: single-path uniform sampling (N_l = 1), then evolution under
     the MAdds bound of NSE's window."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
-    from tune_spacenas.searchers import SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 
     space = space_for(args, max_branches=1)
     runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
-    searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                            population=args.population, generations=args.generations, parents=5,
-                            mutations=args.population // 2, crossovers=args.population // 2,
-                            max_madds=window(args)[1] * 1e6, eval_batch=25, metric="accuracy", mode="max", seed=seed)
+    searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr, max_madds=window(args)[1] * 1e6, eval_batch=25, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=args.population, generations=args.generations, parents=5, mutations=args.population // 2, crossovers=args.population // 2))
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
@@ -120,7 +123,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
     """(e): NSE's single-branch case or SPOS + evolution on NAS-Bench-201 (C=16, N=1, 16x16) with the same
     training steps; the returned cell is scored by the table's CIFAR-10 test accuracy."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
-    from tune_spacenas.searchers import NSESearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
     from tune_spacenas.spaces import NASBench201Space
     from tune_spacenas.tables import NASBench201Table
 
@@ -137,10 +140,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
                                mode="max", seed=seed)
     else:
         generations = 2
-        searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                                population=evaluations // generations, generations=generations, parents=5,
-                                mutations=evaluations // generations // 2, crossovers=evaluations // generations // 2,
-                                eval_batch=25, metric="accuracy", mode="max", seed=seed)
+        searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr, eval_batch=25, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=evaluations // generations, generations=generations, parents=5, mutations=evaluations // generations // 2, crossovers=evaluations // generations // 2))
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
@@ -154,19 +154,10 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 # Standalone training
 # --------------------------------------------------------------------------------------------------
-def standalone(args: argparse.Namespace, arch: str, seed: int) -> dict[str, Any]:
+def trained_alone(args: argparse.Namespace, arch: str, seed: int) -> dict[str, Any]:
     """``arch`` trained alone from scratch (cosine learning rate), tested on CIFAR-10 test images."""
-    from tune_spacenas.jobs import evaluate_batch_job
-    from tune_spacenas.runner import InProcessSupernet
-
-    space = space_for(args)
-    spec = spec_for(args, space, 10_000 + seed, args.standalone_lr)
-    runner = InProcessSupernet(spec, "cpu")
-    start = time.perf_counter()
-    train(runner, args.standalone_steps, max(1, args.standalone_steps // 5), spec.lr, seed, extra={"arch": arch})
-    result = runner(evaluate_batch_job(space, [space.from_string(arch)], split="test", images=args.test_images))
-    return {"arch": arch, "seed": seed, "accuracy": result["per_arch"]["accuracy"][0],
-            "madds": space.cost(space.from_string(arch)).madds, "seconds": time.perf_counter() - start}
+    spec = spec_for(args, space_for(args), 10_000 + seed, args.standalone_lr)
+    return standalone(spec, arch, args.standalone_steps, seed, jobs=5, images=args.test_images)
 
 
 def in_window(args: argparse.Namespace, subset: list[list[str]], count: int, seed: int) -> list[str]:
@@ -188,11 +179,8 @@ def in_window(args: argparse.Namespace, subset: list[list[str]], count: int, see
 # The benchmark
 # --------------------------------------------------------------------------------------------------
 def _run(task: tuple) -> Any:
-    import torch
-
-    torch.set_num_threads(1)
     kind, args, *rest = task
-    return {"nse": nse_search, "spos": spos_search, "nb201": nb201_search, "standalone": standalone}[kind](args, *rest)
+    return {"nse": nse_search, "spos": spos_search, "nb201": nb201_search, "standalone": trained_alone}[kind](args, *rest)
 
 
 def main() -> None:
@@ -228,7 +216,7 @@ def main() -> None:
     start = time.perf_counter()
     seeds = list(range(args.seeds))
 
-    with mp.get_context("spawn").Pool(args.parallel) as pool:
+    with process_pool(args.parallel) as pool:
         searches = [("nse", args, 0, True), ("nse", args, 0, False)]
         searches += [("nb201", args, m, s) for s in seeds for m in ("nse", "spos")]
         found = pool.map(_run, searches, chunksize=1)
@@ -356,12 +344,7 @@ def notes(payload: dict[str, Any]) -> str:
 
 
 def plot(payload: dict[str, Any], folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    fig, axes = new_figure(4, size=(5, 4.2))
     ax = axes[0]
     for i, r in enumerate(payload["rounds"]):
         means = r["standalone"]["mean_per_arch"]
@@ -381,7 +364,7 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     groups = {"NSE final": v["nse"], "SPOS full pool": v["spos"],
               "NSE w/o L&R\n(final front, per arch)": a["without_lr"]["mean_per_arch"] or [np.nan],
               "NSE w/ L&R\n(final front, per arch)": a["with_lr"]["mean_per_arch"] or [np.nan]}
-    for i, (name, values) in enumerate(groups.items()):
+    for i, values in enumerate(groups.values()):
         ax.bar(i, np.mean(values), yerr=np.std(values), alpha=0.6)
         ax.scatter([i] * len(values), values, color="k", s=10)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
@@ -396,9 +379,7 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     low = min(n["nse"] + n["spos"] + [n["table_optimum"]])
     ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", title="(e) noise-free anchor", ylim=(low - 2, 95))
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "nse.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder / "nse.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ printed beside it as the floor a supernet must beat.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tune_spacenas.analysis import kendall_tau, top_half_tau
-from tune_spacenas.jobs import evaluate_batch_job
+from tune_spacenas.jobs import ACCURACY, PER_ARCH_KEY, evaluate_batch_job, train_job
 from tune_spacenas.runner import InProcessSupernet
-from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.spaces.base import Architecture
 from tune_spacenas.tables import NASBench201Table
@@ -37,30 +36,13 @@ def parameter_counts(space: NASBench201Space, archs: Sequence[Architecture]) -> 
     return [space.cost(a).params for a in archs]
 
 
-def train(runner: InProcessSupernet, steps: int, steps_per_job: int, lr: float, seed: int,
-          subspace: Any = None, schedule_offset: int = 0, schedule_steps: int | None = None,
-          extra: dict | None = None, progress: Callable[[int, dict], None] | None = None) -> float:
-    """Train ``steps`` SPOS steps in jobs of ``steps_per_job``; returns seconds spent."""
-    phase = TrainingPhase(steps, steps_per_job, lr, schedule_offset=schedule_offset,
-                          schedule_steps=schedule_steps, extra=extra or {})
-    rng = np.random.default_rng(seed)
-    start = time.perf_counter()
-    while not phase.all_issued:
-        job = phase.next_job(int(rng.integers(2**31)), subspace)
-        result = runner(job)
-        phase.complete(job)
-        if progress:
-            progress(phase.completed, result)
-    return time.perf_counter() - start
-
-
 def score(runner: InProcessSupernet, archs: Sequence[Architecture], batch: int = 50, **job_keys: Any) -> list[float]:
     """Supernet accuracy of every architecture (inherited weights, recalibrated BatchNorm)."""
     space = runner.worker.space
     scores: list[float] = []
     for start in range(0, len(archs), batch):
         result = runner(evaluate_batch_job(space, archs[start:start + batch], **job_keys))
-        scores += result["per_arch"]["accuracy"]
+        scores += result[PER_ARCH_KEY][ACCURACY]
     return scores
 
 
@@ -75,6 +57,6 @@ def rank_report(scores: Sequence[float], truth: Sequence[float], params: Sequenc
 def steps_for_seconds(runner: InProcessSupernet, seconds: float, probe_steps: int = 30) -> tuple[int, float]:
     """How many training steps fit in ``seconds`` (measured on a probe job that also trains)."""
     start = time.perf_counter()
-    runner({"task": "train", "steps": probe_steps, "seed": 12345, "lr": 1e-3})
+    runner(train_job(probe_steps, seed=12345, lr=1e-3))
     per_step = (time.perf_counter() - start) / probe_steps
     return max(1, int(seconds / per_step)), per_step

@@ -26,15 +26,13 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, welch_p, write_json, write_markdown
-from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, table_truth, train
+from benchmarks.harness import RESULTS, Scheduler, new_figure, save_figure, train, welch_p, write_json, write_markdown
+from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, table_truth
 
 OUT = RESULTS / "senas"
 
@@ -62,7 +60,7 @@ def make_searcher(cfg: dict, runner, seed: int):
     from tune_spacenas.searchers import SENASSearcher
 
     return SENASSearcher(
-        space=runner.worker.space, store=runner.store, metric="accuracy", mode="max", seed=seed,
+        space=runner.worker.space, metric="accuracy", mode="max", seed=seed,
         stages=cfg["stages"], stage_steps=cfg["stage_steps"], steps_per_trial=cfg["steps_per_job"], lr=cfg["lr"],
         snapshots=cfg["snapshots"], snapshot_window=cfg["steps_per_epoch"], samples_per_op=cfg["samples_per_op"],
         drop_per_stage=cfg["drop"], merge_threshold=cfg["threshold"], eval_batch=cfg["eval_batch"],
@@ -151,12 +149,11 @@ def senas_rest(cfg: dict, seed: int, workdir: str, first: dict) -> dict:
     runner = _restore(cfg, seed, workdir, first)
     searcher = make_searcher(cfg, runner, seed)
     searcher.restore(os.path.join(workdir, f"searcher{seed}.pkl"))
-    searcher.store = runner.store
     space = searcher.space
     sets = {"F": rank_sample(cfg["archs"], seed=cfg["sample_seed"]), "S1": [space.from_string(s) for s in first["S1"]]}
     per_stage = []
     for stage in range(2, cfg["stages"] + 1):
-        drive(searcher, runner, until=lambda: searcher.stage >= stage)
+        drive(searcher, runner, until=lambda stage=stage: searcher.stage >= stage)
         final = list(searcher.shrunk_space.enumerate()) if searcher.shrunk_space.size <= cfg["archs"] else \
             searcher.shrunk_space.sample_many(np.random.default_rng(cfg["sample_seed"]), cfg["archs"], distinct=True)
         per_stage.append(senas_taus(searcher, runner, {**sets, f"S{stage}": final}))
@@ -303,14 +300,9 @@ def _gain(a: list[float], b: list[float], what: str) -> dict:
 
 
 def plot(payload: dict, folder: Path, name: str = "senas_rank.png") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     senas, spos = payload["senas"], payload["spos"]
     stages = np.arange(1, len(senas["kendall_tau_per_stage"][0]) + 1)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, (ax, bx) = new_figure(2, size=(6, 4.4))
     lines = [("SE-NAS, current shrunk space", senas["kendall_tau_per_stage"], "C0", "-"),
              ("SE-NAS, full-space sample F", senas["kendall_tau_full_per_stage"], "C0", "--"),
              ("SPOS, full-space sample F", spos["kendall_tau_per_stage"], "C3", "--")]
@@ -341,11 +333,7 @@ def plot(payload: dict, folder: Path, name: str = "senas_rank.png") -> Path:
     bx.set_yticks(stages, [f"stage {s}" for s in stages])
     bx.set_title("Fig. 6: operators kept and dropped per stage (one row per seed)")
     bx.legend(fontsize=7)
-    fig.tight_layout()
-    path = folder / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, folder / name)
 
 
 def markdown(payload: dict, path: Path) -> None:
@@ -381,25 +369,25 @@ def markdown(payload: dict, path: Path) -> None:
 # The CPU run: two single-thread processes share the pieces of every seed
 # ----------------------------------------------------------------------------------------------
 def run_parallel(cfg: dict, seeds: list[int], parallel: int, workdir: str) -> dict:
-    first, senas, spos, same = {}, {}, {}, {}
-    with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(stage_one, cfg, s, workdir): ("one", s) for s in seeds}
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                kind, s = futures.pop(future)
-                result = future.result()
-                if kind == "one":
-                    first[s] = result
-                    futures[pool.submit(senas_rest, cfg, s, workdir, result)] = ("senas", s)
-                    futures[pool.submit(spos_rest, cfg, s, workdir, result)] = ("spos", s)
-                elif kind == "same":
-                    same[s] = result
-                else:
-                    (senas if kind == "senas" else spos)[s] = result
-                    if s in senas and s in spos:  # the second of the two continuations to finish
-                        futures[pool.submit(spos_on_cells, cfg, s, workdir, senas[s]["final_cells"])] = ("same", s)
-    return summarise(cfg, seeds, first, senas, spos, same)
+    sched = Scheduler(parallel, cfg["threads"])
+
+    def after_stage_one(seed: int):
+        def then(result: dict) -> None:
+            sched.submit(f"senas/{seed}", senas_rest, cfg, seed, workdir, result, then=after_continuation(seed))
+            sched.submit(f"spos/{seed}", spos_rest, cfg, seed, workdir, result, then=after_continuation(seed))
+        return then
+
+    def after_continuation(seed: int):
+        def then(_: dict) -> None:  # the second of the two continuations to finish scores SE-NAS's final cells
+            if f"senas/{seed}" in sched.results and f"spos/{seed}" in sched.results:
+                sched.submit(f"same/{seed}", spos_on_cells, cfg, seed, workdir,
+                             sched.results[f"senas/{seed}"]["final_cells"])
+        return then
+
+    for seed in seeds:
+        sched.submit(f"one/{seed}", stage_one, cfg, seed, workdir, then=after_stage_one(seed))
+    results = sched.run()
+    return summarise(cfg, seeds, *({s: results[f"{kind}/{s}"] for s in seeds} for kind in ("one", "senas", "spos", "same")))
 
 
 def config_from_args(args: argparse.Namespace) -> dict:

@@ -11,31 +11,22 @@ on 4 training batches; ground truth is the table's CIFAR-10 accuracy.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 from pathlib import Path
 
-from benchmarks.common import RESULTS, mean_std, write_json, write_markdown
-from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, table_truth, train
-
-
-def spec_for(args: argparse.Namespace, seed: int):
-    from tune_spacenas.data import DataSpec
-    from tune_spacenas.spaces import NASBench201Space
-    from tune_spacenas.supernet.spec import SupernetSpec
-
-    space = NASBench201Space(channels=args.channels, cells_per_stage=args.cells, input_size=args.resolution)
-    return SupernetSpec(space, DataSpec("cifar10", resolution=args.resolution, seed=0), batch_size=args.batch_size,
-                        lr=args.lr, init_seed=seed, eval_images=args.eval_images)
+from benchmarks.harness import RESULTS, cifar10_spec, mean_std, process_pool, train, write_json, write_markdown
+from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, table_truth
 
 
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     import torch
 
     from tune_spacenas.runner import InProcessSupernet
+    from tune_spacenas.spaces import NASBench201Space
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(seed)
-    spec = spec_for(args, seed)
+    space = NASBench201Space(channels=args.channels, cells_per_stage=args.cells, input_size=args.resolution)
+    spec = cifar10_spec(space, args.resolution, init_seed=seed, batch_size=args.batch_size, lr=args.lr,
+                        eval_images=args.eval_images)
     runner = InProcessSupernet(spec, args.device)
     steps = args.epochs * runner.worker.data.size("train") // spec.batch_size
     seconds = train(runner, steps, args.steps_per_job, spec.lr, seed,
@@ -68,7 +59,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "spos_rank.json")
     args = parser.parse_args()
 
-    with mp.get_context("spawn").Pool(args.parallel) as pool:
+    with process_pool(args.parallel, args.threads) as pool:
         runs = pool.starmap(one_seed, [(args, seed) for seed in range(args.seeds)])
     taus = [r["kendall_tau"] for r in runs]
     payload = {

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, new_figure, save_figure, write_json, write_markdown
 
 COUNTER = "__pushes__"
 
@@ -182,14 +182,9 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     samples = result["memory_samples"]
     t = [s["t"] for s in samples]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = new_figure(size=(7, 3.5))
     ax.plot(t, [s["store_rss"] / 2**20 for s in samples], label="store actor RSS")
     ax.plot(t, [s["store_object_bytes"] / 2**20 for s in samples], label="store's objects (tensor versions handed out)")
     for node in samples[0]["object_store_used"]:
@@ -200,8 +195,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("MiB")
     ax.set_title(f"Store memory under load: {result['pushes_per_s']:.0f} pushes/s, {result['kills']} kills")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main() -> None:

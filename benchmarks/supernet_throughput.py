@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, write_json, write_markdown
 from tune_spacenas.data import DataSpec, DeviceData, load_data
 from tune_spacenas.spaces import MobileNetSpace
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -67,7 +67,7 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
 
     from tune_spacenas.jobs import train_job
     from tune_spacenas.searchers.base import ArchSearcher
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
     class Train(ArchSearcher):
@@ -78,7 +78,7 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
         def observe(self, job, result):
             pass
 
-    store = WeightStore.create("throughput", spec)
+    store = SupernetStore.create("throughput", spec)
     cpus = int(ray.cluster_resources()["CPU"])
     start = time.perf_counter()
     analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",

@@ -15,10 +15,8 @@ The best centre is looked up in the NAS-Bench-201 table, which knows its true CI
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.searchers import ASESearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -33,40 +31,21 @@ def make_spec(quick: bool) -> SupernetSpec:
                         DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
 
 
-class Progress:
-    """One line per finished trial: the training phase, then each evaluated architecture and the graph."""
-
-    def __init__(self, searcher: ASESearcher):
-        self.searcher, self.start, self.evaluated = searcher, time.time(), 0
-
-    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        s, elapsed = self.searcher, time.time() - self.start
-        if config.get("task") == "train":
-            print(f"[{elapsed:6.0f}s] supernet training {s.training.completed + s.training.failed:>5}/"
-                  f"{s.training.total_steps} steps, loss {result.get('loss', float('nan')):.3f}", flush=True)
-            return
-        self.evaluated += 1
-        role = "centre" if "ase_center" in config else "b"
-        graph = "" if s.graph is None else (f" | centres {', '.join(f'{v:.1f}' for v in s.graph.scores)}"
-                                            f" | {s.replacements} replaced")
-        print(f"[{elapsed:6.0f}s] query {self.evaluated:>3}/{s.max_queries} {role:>6} {result['accuracy']:5.1f}%{graph}",
-              flush=True)
-
-
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
+    from tune_spacenas.runner import ProgressPrinter
     from tune_spacenas.runner import run_with_tune as search
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
-    with WeightStore.temporary(spec, "ase-example") as store:
-        search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
+    with SupernetStore.temporary(spec, prefix="ase-example") as store:
+        search(searcher, store, max_concurrent=concurrency, on_result=ProgressPrinter(searcher), verbose=0)
 
 
 def run_in_process(searcher: ASESearcher, spec: SupernetSpec) -> None:
-    from tune_spacenas.runner import InProcessSupernet, run_in_process
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter, run_in_process
 
-    run_in_process(searcher, InProcessSupernet(spec), on_result=Progress(searcher))
+    run_in_process(searcher, InProcessSupernet(spec), on_result=ProgressPrinter(searcher))
 
 
 def main() -> None:
@@ -85,6 +64,11 @@ def main() -> None:
     queries = args.queries if args.queries is not None else (20 if args.quick else 100)
 
     spec = make_spec(args.quick)
+    try:  # the data found or downloaded, and the table read, here: before Ray or any trial starts
+        prepare_data(spec.data)
+        table = NASBench201Table.load()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"ase_supernet: {err}") from None
     searcher = ASESearcher(space=spec.space, metric="accuracy", mode="max", seed=args.seed, max_queries=queries,
                            num_subspaces=args.subspaces, local_distance=args.distance, train_steps=train_steps,
                            steps_per_trial=50 if args.quick else 250, train_lr=spec.lr)
@@ -93,7 +77,6 @@ def main() -> None:
     else:
         run_with_tune(searcher, spec, args.concurrency)
 
-    table = NASBench201Table.load()
     print("\nfinal subspace graph (supernet accuracy | NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs):")
     for center, score in sorted(zip(searcher.graph.centers, searcher.graph.scores), key=lambda c: -c[1]):
         print(f"  {score:5.1f}% | {table.query(center):5.2f}%  {spec.space.to_string(center)}")

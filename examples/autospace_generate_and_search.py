@@ -18,54 +18,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tune_spacenas.data import DataSpec
-from tune_spacenas.searchers import AutoSpaceSearcher, SPOSSearcher
+from tune_spacenas.data import DataSpec, prepare_data
+from tune_spacenas.jobs import ACCURACY, AUTOSPACE_KEY, LOSS, REGULARIZED_LOSS, AutoSpaceJob
+from tune_spacenas.runner import ProgressPrinter
+from tune_spacenas.searchers import AutoSpaceSearcher, EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import GeneratedSpace, OpenCellSpace
 from tune_spacenas.supernet.spec import SupernetSpec
 
 MADDS_PENALTY = 2e-8  # Eq. (6)'s lambda: 1M multiply-adds cost as much as 0.02 of cross-entropy
 
 
+def data_spec(quick: bool) -> DataSpec:
+    return DataSpec("digits", val_size=300) if quick else DataSpec("cifar10", resolution=16)
+
+
 def make_spec(space, quick: bool) -> SupernetSpec:
     if quick:
-        return SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                            recalibration_batches=2)
-    return SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
+        return SupernetSpec(space, data_spec(quick), batch_size=64, eval_images=300, recalibration_batches=2)
+    return SupernetSpec(space, data_spec(quick), batch_size=128, lr=0.05, eval_images=1000)
 
 
 def open_space(quick: bool) -> OpenCellSpace:
     if quick:
         return OpenCellSpace(widths=(8, 16, 16), strides=(1, 2, 1), stem_channels=8, input_size=8)
     return OpenCellSpace(input_size=16)
-
-
-class Progress:
-    """One line per finished trial."""
-
-    def __init__(self, searcher: Any):
-        self.searcher, self.start = searcher, time.time()
-
-    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        s, elapsed = self.searcher, time.time() - self.start
-        if isinstance(s, AutoSpaceSearcher):
-            best = s.top_cells(1)
-            print(f"[{elapsed:6.0f}s] generation {s.completed_generations:>3}/{s.generations} loss {result['loss']:.3f}"
-                  f" | fittest cell of layer 1: {best[0][0]}", flush=True)
-        elif config.get("task") == "train":
-            print(f"[{elapsed:6.0f}s] supernet training {s.training.completed}/{s.training.total_steps} steps, "
-                  f"loss {result['loss']:.3f}", flush=True)
-        elif "per_arch" in result or "per_arch/regularized_loss" in result:
-            scores = result.get("per_arch/regularized_loss") or result["per_arch"]["regularized_loss"]
-            print(f"[{elapsed:6.0f}s] evolution scored {len(scores)} candidates, best Eq. 6 loss {min(scores):.3f}",
-                  flush=True)
-        else:
-            print(f"[{elapsed:6.0f}s] {type(s).__name__}: Eq. 6 loss {result['regularized_loss']:.3f} "
-                  f"(accuracy {result['accuracy']:.1f}%, {result['madds'] / 1e6:.2f}M MAdds)", flush=True)
 
 
 class Runner:
@@ -85,7 +65,7 @@ class Runner:
             trials: int | None = None) -> None:
         """Run ``searcher`` to its end (or ``trials`` trials) on ``spec``'s supernet; ``constants`` join every
         trial config. Searchers that are not ours (Optuna) search the space's ``param_space()``."""
-        progress = Progress(searcher)
+        progress = ProgressPrinter(searcher, metrics=(LOSS, REGULARIZED_LOSS, ACCURACY))
         key = repr(spec.space.to_spec())
         ours = hasattr(searcher, "propose")
         if self.in_process:
@@ -99,9 +79,9 @@ class Runner:
                            space=None if ours else spec.space, on_result=progress)
             return
         from tune_spacenas.runner import run_with_tune
-        from tune_spacenas.store.actor import WeightStore
+        from tune_spacenas.store import SupernetStore
 
-        store = self.stores.get(key) or WeightStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
+        store = self.stores.get(key) or SupernetStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
         self.stores[key] = store
         run_with_tune(searcher, store, max_concurrent=self.concurrency, on_result=progress, metric=metric,
                       mode=mode, constants=constants, num_samples=trials or -1, verbose=0)
@@ -132,18 +112,19 @@ def search(args: argparse.Namespace, space: GeneratedSpace, runner: Runner) -> N
     from ray.tune.search.optuna import OptunaSearch
 
     spec = make_spec(space, args.quick)
-    constants = {"madds_penalty": MADDS_PENALTY}
-    spos = SPOSSearcher(space=space, metric="regularized_loss", mode="min", seed=args.seed,
-                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), population=12,
-                        generations=4, parents=4, mutations=6, crossovers=6, eval_batch=12)
+    constants = {AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=MADDS_PENALTY).to_dict()}  # Eq. 6 in every evaluation
+    spos = SPOSSearcher(space=space, metric=REGULARIZED_LOSS, mode="min", seed=args.seed,
+                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), eval_batch=12,
+                        evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6))
     print(f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
           f"then evolution")
-    runner.run(spos, spec, "regularized_loss", "min", constants)
-    print(f"SPOS found {spos.best_architecture()}  ({space.cost(space.from_string(spos.best_architecture())).madds / 1e6:.2f}M MAdds)")
+    runner.run(spos, spec, REGULARIZED_LOSS, "min", constants)
+    best_madds = space.cost(space.from_string(spos.best_architecture())).madds
+    print(f"SPOS found {spos.best_architecture()}  ({best_madds / 1e6:.2f}M MAdds)")
 
     print(f"\n== Optuna (Tune's own searcher) on the same trained supernet: {args.optuna_trials} architectures")
-    optuna = OptunaSearch(metric="regularized_loss", mode="min", seed=args.seed)
-    runner.run(optuna, spec, "regularized_loss", "min", constants, trials=args.optuna_trials)
+    optuna = OptunaSearch(metric=REGULARIZED_LOSS, mode="min", seed=args.seed)
+    runner.run(optuna, spec, REGULARIZED_LOSS, "min", constants, trials=args.optuna_trials)
     best = optuna._ot_study.best_trial
     print(f"Optuna found {','.join(best.params[f'ops/{s.name}'] for s in space.slots)} (Eq. 6 loss {best.value:.3f})")
 
@@ -167,6 +148,10 @@ def main() -> None:
     args.supernet_steps = args.supernet_steps or (60 if args.quick else 1500)
     args.optuna_trials = args.optuna_trials or (8 if args.quick else 30)
 
+    try:  # the data found or downloaded here: before Ray or any trial starts
+        prepare_data(data_spec(args.quick))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"autospace_generate_and_search: {err}") from None
     runner = Runner(args.in_process, args.concurrency)
     try:
         space = GeneratedSpace.load(args.space) if args.space else generate(args, runner)

@@ -8,8 +8,11 @@ lives in the experiment directory ``<storage>/<name>`` (a shared filesystem or a
 ``s3://bucket/results``): Tune's trial state and the searcher's state, and the weight store's checkpoint
 (written on every push, so a crash loses no update). Started again with the same arguments after the
 driver died, it re-creates the store from that checkpoint and calls ``Tuner.restore``: the searcher
-resumes where its last saved state was, unfinished trials restart from their own checkpoints, and pushes
-they repeat are ignored by the store. Set ``TUNE_GLOBAL_CHECKPOINT_S=0`` to save Tune's state every loop.
+resumes where its last saved state was (Tune saves it every 10 s or more), unfinished trials restart from
+their own checkpoints, and pushes they repeat are ignored by the store. The training jobs the searcher
+issued after that save are issued again under the same job ids, so the store applies none of their steps
+twice and answers a finished one with its recorded result; the folders of the trials that ran them are
+listed and removed (``ORPHAN`` lines).
 
 Prints one line per finished trial (``COMPLETE <trial> <task> <node>``) and, at the end, a JSON summary of
 the search's bookkeeping (read back from the searcher state Tune saved, so from a local or mounted
@@ -24,12 +27,13 @@ import sys
 
 from ray import tune
 
-from tune_spacenas.cluster import connect, repair_experiment, round_robin
+from tune_spacenas import storage
+from tune_spacenas.cluster import connect, orphaned_trials, repair_experiment, round_robin
 from tune_spacenas.data import DataSpec
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.jobs import NODE_ID, TASK_KEY
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store import storage
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables import supernet_trainable
 
@@ -40,9 +44,10 @@ def tiny_spec() -> SupernetSpec:
 
 
 def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
+    evolution = EvolutionSettings(population=4, generations=args.generations, parents=2, mutations=2, crossovers=2)
     searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed,
-                            train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, population=4,
-                            generations=args.generations, parents=2, mutations=2, crossovers=2, eval_batch=4)
+                            train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, evolution=evolution,
+                            eval_batch=4)
     searcher.training.sync_every = args.sync_every
     return searcher
 
@@ -50,7 +55,7 @@ def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
 class PrintCompleted(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        print(f"COMPLETE {trial.trial_id} {trial.config.get('task')} {result.get('node_id', '?')}", flush=True)
+        print(f"COMPLETE {trial.trial_id} {trial.config.get(TASK_KEY)} {result.get(NODE_ID, '?')}", flush=True)
 
 
 def trainable(args: argparse.Namespace):
@@ -61,11 +66,14 @@ def trainable(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
-    store = WeightStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
-                               checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
+    store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
+                                 checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
             print(f"REPAIRED {path} from the driver's staged copy", flush=True)
+        for path in orphaned_trials(experiment):  # trials run after Tune's last save: their jobs come again
+            print(f"ORPHAN {path}", flush=True)
+            storage.remove_tree(path)
         print(f"RESUME {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable(args), resume_unfinished=True)
     else:
@@ -81,14 +89,15 @@ def run(args: argparse.Namespace) -> dict:
     searcher.restore_from_dir(experiment)  # the state Tune saved last: the search's own bookkeeping
     info = store.info()
     return {
-        "trials": sorted([r.metrics.get("trial_id"), r.metrics.get("node_id")] for r in grid if r.metrics),
+        "trials": sorted([r.metrics.get("trial_id"), r.metrics.get(NODE_ID)] for r in grid if r.metrics),
         "errors": sum(r.error is not None for r in grid),
         "training": {"issued": searcher.training.issued, "completed": searcher.training.completed,
                      "failed": searcher.training.failed},
         "history": len(searcher.history),
         "history_trials": sorted({h["trial_id"] for h in searcher.history}),
         "best": searcher.best_architecture(),
-        "store": {k: info[k] for k in ("push_counts", "last_step")} | {"stats": info["stats"]},
+        "weight_store": {k: info[k] for k in ("push_counts", "last_step")} | {"stats": info["stats"]},
+        "applied_steps": sum(info["last_step"].values()),  # each job's pushes cover its steps up to its last
     }
 
 
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     connect(log_to_driver=False)
     summary = run(args)
     if not args.keep_store:
-        WeightStore.connect(args.name).kill()
+        SupernetStore.connect(args.name).kill()
     text = json.dumps(summary, indent=1)
     if args.summary:
         with open(args.summary, "w") as f:

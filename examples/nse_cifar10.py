@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from typing import Any
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
+from tune_spacenas.jobs import ACCURACY, ARCH_KEY
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.spaces import MultiBranchSpace
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -46,44 +45,23 @@ def make(quick: bool) -> tuple[SupernetSpec, NSESearcher]:
     return spec, searcher
 
 
-class Progress:
-    """One line per finished trial: training with the subset's size, evaluations with the round's state."""
-
-    def __init__(self, searcher: NSESearcher):
-        self.searcher, self.start, self.rounds = searcher, time.time(), 0
-
-    def __call__(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        s, elapsed = self.searcher, time.time() - self.start
-        if config.get("task") == "train":
-            ops = sum(len(o) for o in s.subsets)
-            print(f"[{elapsed:6.0f}s] round {s.round + 1}/{s.max_rounds} training {s.training.completed:>4}/"
-                  f"{s.training.total_steps} steps, loss {result.get('loss', float('nan')):.3f}, {ops} ops in the subset",
-                  flush=True)
-        else:
-            print(f"[{elapsed:6.0f}s] round {s.round + 1} evaluated {len(config['archs'])} architectures, "
-                  f"mean {result['accuracy']:.1f}%", flush=True)
-        while self.rounds < len(s.rounds):
-            r = s.rounds[self.rounds]
-            self.rounds += 1
-            print(f"  round {r['round'] + 1} done: front of {len(r['front'])} (best {max(r['front_accuracy'], default=0):.1f}% "
-                  f"on the supernet), aggregated {sum(len(o) for o in r['aggregated'])} ops", flush=True)
-
-
 def run_with_tune(searcher: NSESearcher, spec: SupernetSpec, concurrency: int) -> None:
     from tune_spacenas.cluster import connect
+    from tune_spacenas.runner import ProgressPrinter
     from tune_spacenas.runner import run_with_tune as search
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
-    with WeightStore.temporary(spec, "nse-example") as store:
-        search(searcher, store, max_concurrent=concurrency, on_result=Progress(searcher), verbose=0)
+    with SupernetStore.temporary(spec, prefix="nse-example") as store:
+        search(searcher, store, max_concurrent=concurrency, on_result=ProgressPrinter(searcher), verbose=0)
 
 
 def run_in_process(searcher: NSESearcher, spec: SupernetSpec) -> None:
-    from tune_spacenas.runner import InProcessSupernet, run_in_process as drive
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter
+    from tune_spacenas.runner import run_in_process as drive
 
     searcher.space = spec.space
-    drive(searcher, InProcessSupernet(spec), on_result=Progress(searcher))
+    drive(searcher, InProcessSupernet(spec), on_result=ProgressPrinter(searcher))
 
 
 def main() -> None:
@@ -95,6 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     spec, searcher = make(args.quick)
+    try:  # the data found or downloaded here: before Ray or any trial starts
+        prepare_data(spec.data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"nse_cifar10: {err}") from None
     if args.in_process:
         run_in_process(searcher, spec)
     else:
@@ -103,7 +85,7 @@ def main() -> None:
     best = searcher.best_architecture()
     print(f"\nfinal Pareto front ({len(searcher.front)} architectures):")
     for f in searcher.front:
-        print(f"  {f['accuracy']:5.1f}%  {f['cost']:.3f}M MAdds  {f['arch']}")
+        print(f"  {f[ACCURACY]:5.1f}%  {f['cost']:.3f}M MAdds  {f[ARCH_KEY]}")
     print(f"best under the constraint: {best}\nsubset after the last round: {searcher.final_subsets}\n"
           f"per-round history: {args.rounds_out}")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from tune_spacenas.data import DataSpec
+from tune_spacenas.data import DataSpec, prepare_data
 from tune_spacenas.searchers import SENASSearcher
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.supernet.spec import SupernetSpec
@@ -39,22 +39,24 @@ def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
     from tune_spacenas.cluster import connect
+    from tune_spacenas.runner import ProgressPrinter
     from tune_spacenas.runner import run_with_tune as search
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
 
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
-    searcher = make_searcher(quick)  # space, store, metric and mode come from tune.run's config
-    with WeightStore.temporary(spec, "senas-example") as store:
-        search(searcher, store, max_concurrent=concurrency, verbose=1)
+    searcher = make_searcher(quick)  # space, metric and mode come from tune.run's config
+    with SupernetStore.temporary(spec, prefix="senas-example") as store:
+        search(searcher, store, max_concurrent=concurrency, on_result=ProgressPrinter(searcher), verbose=0)
     return searcher
 
 
 def run_in_process(quick: bool, spec: SupernetSpec) -> SENASSearcher:
-    from tune_spacenas.runner import InProcessSupernet, run_in_process as drive
+    from tune_spacenas.runner import InProcessSupernet, ProgressPrinter
+    from tune_spacenas.runner import run_in_process as drive
 
     runner = InProcessSupernet(spec, "cpu")
-    searcher = make_searcher(quick, space=spec.space, store=runner.store, metric="accuracy", mode="max")
-    drive(searcher, runner)
+    searcher = make_searcher(quick, space=spec.space, metric="accuracy", mode="max")
+    drive(searcher, runner, on_result=ProgressPrinter(searcher))
     return searcher
 
 
@@ -66,14 +68,19 @@ def main() -> None:
     args = parser.parse_args()
 
     spec = make_spec(args.quick)
+    try:  # the data found or downloaded, and the table read, here: before Ray or any trial starts
+        prepare_data(spec.data)
+        table = NASBench201Table.load()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"senas_nasbench201: {err}") from None
     searcher = run_in_process(args.quick, spec) if args.in_process else run_with_tune(args.quick, spec, args.concurrency)
 
     for record in searcher.stage_log:
         print(f"stage {record['stage'] + 1}: dropped {', '.join(record['dropped'])}; {record['size']} cells left; "
               f"merged slot groups {record['merged_spaces']}")
     best = searcher.best_architecture()
-    print(f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {NASBench201Table.load().query(best):.2f}% "
-          f"(optimum {NASBench201Table.load().best()[1]:.2f}%)")
+    print(f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {table.query(best):.2f}% "
+          f"(optimum {table.best()[1]:.2f}%)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 PORT=${PORT:-6390}
 WORK=${WORK:-$(mktemp -d /tmp/two_node.XXXXXX)}
-export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 TUNE_GLOBAL_CHECKPOINT_S=0
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 ADDRESS=127.0.0.1:$PORT
 HEAD_PID="" NODE_PID=""
 
@@ -24,18 +26,24 @@ stop() {  # worker node first, then the head; then forget the cluster, or a late
 }
 trap stop EXIT
 
-wait_for_nodes() {  # wait until $1 nodes are alive
+wait_for_nodes() {  # wait until $1 nodes are alive; fail fast if a node process died or nothing answers
   for _ in $(seq 60); do
-    alive=$(python - "$ADDRESS" <<'EOF' 2>/dev/null || echo 0
-import sys, ray
-ray.init(address=sys.argv[1], log_to_driver=False)
+    for pid in $HEAD_PID $NODE_PID; do
+      kill -0 "$pid" 2>/dev/null || { echo "a ray start process exited: see $WORK/*.log" >&2; tail -n 5 "$WORK"/*.log >&2; return 1; }
+    done
+    # connect() probes the address with a socket first: a bare ray.init() would retry for minutes.
+    alive=$(timeout 30 python - "$ADDRESS" <<'EOF' 2>/dev/null || echo 0
+import sys
+import ray
+from tune_spacenas.cluster import connect
+connect(sys.argv[1], probe_timeout_s=2, log_to_driver=False)
 print(sum(n["Alive"] for n in ray.nodes()))
 EOF
 )
     [ "${alive: -1}" -ge "$1" ] 2>/dev/null && return 0
     sleep 1
   done
-  echo "cluster did not come up: see $WORK/*.log" >&2; return 1
+  echo "cluster did not come up within 60 tries: see $WORK/*.log" >&2; return 1
 }
 
 echo "work dir: $WORK"

@@ -11,22 +11,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from tune_spacenas.jobs import TRAIN
+from tune_spacenas.jobs import TRAIN, ASEJob
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers.ase import (
-    ASEController,
-    ASESearcher,
-    Decision,
-    EdgeSAGEConv,
-    SubspaceGraph,
-)
-from tune_spacenas.searchers.ase.controller import (
-    GraphTensors,
-    edge_features,
-    ordered_pairs,
-)
-from tune_spacenas.searchers.ase.searcher import DECISION_KEY
+from tune_spacenas.searchers.ase import ASEController, ASESearcher, Decision, EdgeSAGEConv, SubspaceGraph
+from tune_spacenas.searchers.ase.controller import GraphTensors, edge_features, ordered_pairs
 from tune_spacenas.spaces import NASBench201Space
+from tune_spacenas.spaces.neighbourhood import distance
 from tune_spacenas.trainables import nasbench201_trainable
 from tune_spacenas.trainables.table import evaluate_on_table
 
@@ -160,7 +150,7 @@ def drive_recording(s, trials, dataset="cifar10"):
         config = s.suggest(f"t{i}")
         if config in (None, "FINISHED"):
             break
-        record = s.pending.get(config.get(DECISION_KEY))
+        record = s.pending.get(ASEJob.from_dict(config["ase"]).decision)
         before = None if s.graph is None else (list(s.graph.centers), list(s.graph.scores))
         result = evaluate_on_table({**config, "dataset": dataset})
         s.on_trial_complete(f"t{i}", result=result)
@@ -172,13 +162,13 @@ def drive_recording(s, trials, dataset="cifar10"):
     return log
 
 
-@pytest.mark.parametrize("distance", [1, 2, 4])
-def test_every_suggestion_lies_within_distance_m_of_its_centre(distance):
-    s = searcher(local_distance=distance, num_subspaces=3, seed=7)
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_every_suggestion_lies_within_distance_m_of_its_centre(m):
+    s = searcher(local_distance=m, num_subspaces=3, seed=7)
     log = drive_recording(s, 60)
     assert len(log) > 40
-    assert all(SPACE.distance(center, beta) <= distance for center, _, beta, *_ in log)
-    assert max(SPACE.distance(center, beta) for center, _, beta, *_ in log) == distance
+    assert all(distance(center, beta) <= m for center, _, beta, *_ in log)
+    assert max(distance(center, beta) for center, _, beta, *_ in log) == m
 
 
 def test_the_centres_are_evaluated_first_then_the_graph_is_built():
@@ -194,7 +184,7 @@ def test_the_centres_are_evaluated_first_then_the_graph_is_built():
 def test_a_centre_is_replaced_exactly_when_the_reward_is_positive():
     log = drive_recording(searcher(seed=4), 80, dataset="cifar100")
     replaced = 0
-    for center, node, beta, reward, before, after in log:
+    for _, node, beta, reward, before, after in log:
         if reward > 0 and beta not in before[0]:
             replaced += 1
             assert after[0][node] == beta and after[0][:node] + after[0][node + 1:] == before[0][:node] + before[0][node + 1:]
@@ -227,10 +217,10 @@ def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(abs
     expected = {}
     for round_ in range(5):  # four trials in flight, completed in reverse order
         configs = {f"r{round_}-{i}": s.suggest(f"r{round_}-{i}") for i in range(4)}
-        for trial_id, config in configs.items():
-            record = s.pending[config[DECISION_KEY]]
+        for config in configs.values():
+            record = s.pending[_decision(config)]
             value = evaluate_on_table(config)["accuracy"]
-            expected[config[DECISION_KEY]] = (record["graph"][0], Decision.from_plain(record["decision"]),
+            expected[_decision(config)] = (record["graph"][0], Decision.from_plain(record["decision"]),
                                               value if absolute else value - record["center_score"])
         for trial_id in reversed(list(configs)):
             s.on_trial_complete(trial_id, result=evaluate_on_table(configs[trial_id]))
@@ -331,11 +321,20 @@ def test_slots_with_fewer_operations_are_never_edited_to_a_missing_one():
 
     space = MobileNetSpace()
     s = ASESearcher(space=space, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=3)
-    reward = lambda config: {"accuracy": float(len(config["arch"]) % 17)}
+    def reward(config):
+        return {"accuracy": float(len(config["arch"]) % 17)}
     seen = []
     run_in_process(s, reward, max_trials=60, on_result=lambda c, r: seen.append(c["arch"]))
     assert len(seen) == 60 and all(space.contains(a) for a in seen)
     assert all(torch.isfinite(p).all() for p in s.controller.parameters())
+
+
+def _decision(config: dict) -> int | None:
+    return ASEJob.from_dict(config["ase"]).decision
+
+
+def _center(config: dict) -> int | None:
+    return ASEJob.from_dict(config["ase"]).center
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,7 +360,8 @@ def test_a_space_used_up_finishes_and_suggest_waits_only_while_trials_run():
 
     tiny = SearchSpace([Slot(f"s{i}", ("a", "b")) for i in range(3)])  # 8 architectures
     s = ASESearcher(space=tiny, metric="accuracy", mode="max", seed=0, num_subspaces=2, local_distance=1)
-    reward = lambda config: {"accuracy": float(config["arch"].count("b"))}
+    def reward(config):
+        return {"accuracy": float(config["arch"].count("b"))}
     configs = {}
     while (config := s.suggest(f"t{len(configs)}")) is not None:
         configs[f"t{len(configs)}"] = config
@@ -420,14 +420,12 @@ def conv_count_prior():
 
 
 def test_with_a_prior_the_centres_are_its_best_architectures_and_reseeds_its_best_new_ones():
-    from tune_spacenas.searchers.ase.searcher import CENTER_KEY
-
     prior = conv_count_prior()
     s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=1, prior=prior,
                     max_queries=120)
     evaluated = []
     run_in_process(s, evaluate_on_table, max_queries=120, space=SPACE,
-                   on_result=lambda c, r: evaluated.append((c["arch"], CENTER_KEY in c)))
+                   on_result=lambda c, r: evaluated.append((c["arch"], _center(c) is not None)))
     best_first = sorted(prior, key=lambda a: -prior[a])
     assert [a for a, _ in evaluated[:3]] == best_first[:3]
     reseeds = [i for i, (_, centre) in enumerate(evaluated) if centre][3:]
@@ -465,7 +463,7 @@ def test_prior_edits_evaluate_the_edit_the_prior_ranks_best():
                         prior=prior, prior_pool=200, prior_edits=edits, subspace_update=False)
         seen = []
         run_in_process(s, evaluate_on_table, max_trials=40, space=SPACE,
-                       on_result=lambda c, r: seen.append(c["arch"]) if "ase_decision" in c else None)
+                       on_result=lambda c, r: seen.append(c["arch"]) if _decision(c) is not None else None)
         return float(np.mean([prior[a] for a in seen]))
 
     assert mean_prior_of_edits(8) > mean_prior_of_edits(1) + 0.5

@@ -8,15 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_supernet_spec
 
-from tune_spacenas.data import DataSpec
-from tune_spacenas.jobs import evaluate_batch_job
+from tune_spacenas.jobs import AutoSpaceGeneration, AutoSpaceJob, evaluate_batch_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import ASESearcher, AutoSpaceSearcher, RandomSearcher, RegularizedEvolutionSearcher
-from tune_spacenas.spaces import CellSpace, GeneratedSpace, IRBSpace, OpenCellSpace, space_from_spec
-from tune_spacenas.spaces import costs
-from tune_spacenas.spaces.cells import (REFERENCE_IRB, canonical_cell, cell_cost, cell_string, hamming_distance,
-                                        live_edges, operation_matrix, parse_cell)
+from tune_spacenas.spaces import CellSpace, GeneratedSpace, IRBSpace, OpenCellSpace, costs, space_from_spec
+from tune_spacenas.spaces.cells import (
+    REFERENCE_IRB,
+    canonical_cell,
+    cell_cost,
+    cell_string,
+    hamming_distance,
+    live_edges,
+    operation_matrix,
+    parse_cell,
+)
 from tune_spacenas.supernet import build_supernet
 from tune_spacenas.supernet.cells import CellLayer, FitnessWeightedLayer, fitness_gradient
 from tune_spacenas.supernet.ops import MBConv
@@ -26,8 +33,7 @@ PLAN = dict(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8)
 
 
 def tiny_spec(space=None) -> SupernetSpec:
-    return SupernetSpec(space or OpenCellSpace(**PLAN), DataSpec("digits", val_size=300), batch_size=64,
-                        eval_images=300, recalibration_batches=2)
+    return tiny_supernet_spec(space or OpenCellSpace(**PLAN))
 
 
 def searcher(**kw) -> AutoSpaceSearcher:
@@ -36,9 +42,13 @@ def searcher(**kw) -> AutoSpaceSearcher:
     return AutoSpaceSearcher(**args)
 
 
+def _generation(job: dict) -> AutoSpaceGeneration:
+    return AutoSpaceJob.from_dict(job["autospace"]).generation
+
+
 def synthetic_result(job: dict, shift: float = 0.1) -> dict:
     """What a generation's trial reports, with alpha* = alpha + shift * k (for pure bookkeeping tests)."""
-    alpha = [[a + shift * k for k, a in enumerate(layer)] for layer in job["autospace"]["alpha"]]
+    alpha = [[a + shift * k for k, a in enumerate(layer)] for layer in _generation(job).alpha]
     return {"loss": 1.0, "accuracy": 50.0, "alpha": alpha, "steps_done": job["steps"]}
 
 
@@ -221,7 +231,7 @@ def test_worker_reports_the_eq6_regularised_loss():
     space = IRBSpace(**PLAN)
     runner = InProcessSupernet(tiny_spec(space), "cpu")
     archs = space.sample_many(np.random.default_rng(0), 3)
-    result = runner(evaluate_batch_job(space, archs, madds_penalty=1e-7, images=64))
+    result = runner(evaluate_batch_job(space, archs, autospace=AutoSpaceJob(madds_penalty=1e-7), images=64))
     per = result["per_arch"]
     assert per["madds"] == [space.cost(a).madds for a in archs]
     assert np.allclose(per["regularized_loss"], np.array(per["loss"]) + 1e-7 * np.array(per["madds"]))
@@ -233,8 +243,8 @@ def test_worker_reports_the_eq6_regularised_loss():
 def test_eq5_momentum_update_and_compensation_factor():
     s = searcher(epsilon=0.3, offspring=0)
     job = s.suggest("g0")
-    cells, alpha = job["autospace"]["cells"], job["autospace"]["alpha"]
-    assert job["autospace"]["compensation"] == [[1.0] * 3] * 2  # nothing trained yet: n = n'
+    cells, alpha = _generation(job).cells, _generation(job).alpha
+    assert _generation(job).compensation == [[1.0] * 3] * 2  # nothing trained yet: n = n'
     result = synthetic_result(job, shift=0.5)
     s.on_trial_complete("g0", result=result)
     for layer in range(2):
@@ -328,7 +338,7 @@ def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_search
         run_in_process(other, runner)
         assert space.contains(other.best_architecture())
     # Tune's own searcher, through the generated space's param_space (Eq. 6's loss as the metric).
-    param_space = {**space.param_space(), "madds_penalty": 1e-7, "images": 64}
+    param_space = {**space.param_space(), "autospace": {"madds_penalty": 1e-7}, "images": 64}
     optuna = OptunaSearch(metric="regularized_loss", mode="min", seed=0)
     optuna.set_search_properties("regularized_loss", "min", param_space)
     assert run_in_process(optuna, runner, max_queries=4, param_space=param_space, space=space) >= 4
@@ -362,7 +372,7 @@ def test_under_tune_generations_train_in_parallel(ray_session, tune_run_kwargs):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
     class Watched(AutoSpaceSearcher):
@@ -374,7 +384,7 @@ def test_under_tune_generations_train_in_parallel(ray_session, tune_run_kwargs):
                 self.most_in_flight = max(self.most_in_flight, len(self._live) + 1)
             return job
 
-    store = WeightStore.create("autospace-tune-test", tiny_spec())
+    store = SupernetStore.create("autospace-tune-test", tiny_spec())
     try:
         s = Watched(metric="loss", mode="min", generations=4, iterations_per_generation=10, cells_per_layer=2,
                     population_size=6, seed=0)

@@ -13,25 +13,24 @@ import numpy as np
 import pytest
 
 from tune_spacenas.data import DataSpec
-from tune_spacenas.jobs import evaluate_job, train_job
-from tune_spacenas.paths import data_dir
+from tune_spacenas.jobs import check_job, evaluate_job, train_job
 from tune_spacenas.runner import run_in_process
-from tune_spacenas.searchers import SPOSSearcher
+from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 from tune_spacenas.spaces import NASBench201Space
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.supernet.spec import SupernetSpec
-from tune_spacenas.trainables.supernet import check_config, supernet_trainable
+from tune_spacenas.trainables.supernet import supernet_trainable
 from tune_spacenas.trainables.worker import SupernetWorker
 
 
 @pytest.fixture
 def store(ray_session, tiny_spec):
-    store = WeightStore.create(f"bad-input-{uuid.uuid4().hex[:8]}", tiny_spec)
+    store = SupernetStore.create(f"bad-input-{uuid.uuid4().hex[:8]}", tiny_spec)
     yield store
     store.kill()
 
 
-def _usable(store: WeightStore) -> None:
+def _usable(store: SupernetStore) -> None:
     """The store still answers and still applies pushes."""
     incarnation, arrays = store.pull()
     key = next(iter(arrays))
@@ -41,8 +40,7 @@ def _usable(store: WeightStore) -> None:
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    return SPOSSearcher(space=space, seed=0, train_steps=20, steps_per_trial=10, population=3, generations=1,
-                        eval_batch=3, **kwargs)
+    return SPOSSearcher(space=space, seed=0, train_steps=20, steps_per_trial=10, eval_batch=3, **kwargs, evolution=EvolutionSettings(population=3, generations=1))
 
 
 def _worker_evaluator(spec, store):
@@ -62,8 +60,7 @@ def test_wrong_metric_names_what_the_trainable_reports_and_the_trained_weights_s
     assert searcher.training.completed == 20 and searcher.history == []  # trained; nothing half-recorded
     trained = store.info()["push_counts"]
     assert len(trained) == 2  # the supernet's training is in the store: a fixed search starts from it
-    fixed = SPOSSearcher(space=tiny_spec.space, metric="accuracy", mode="max", train_steps=0, population=3,
-                         generations=1, eval_batch=3)
+    fixed = SPOSSearcher(space=tiny_spec.space, metric="accuracy", mode="max", train_steps=0, eval_batch=3, evolution=EvolutionSettings(population=3, generations=1))
     run_in_process(fixed, _worker_evaluator(tiny_spec, store))
     assert fixed.best_architecture() is not None
     _usable(store)
@@ -75,7 +72,7 @@ def test_a_space_that_is_not_the_stores_supernet(store, tiny_spec):
     with pytest.raises(ValueError, match=r"does not match weight store .* use the store's own store.param_space\(\)"):
         supernet_trainable(config)
     with pytest.raises(ValueError, match=r"another supernet than the one asked for .*space differ"):
-        WeightStore.create(store.name, SupernetSpec(other, tiny_spec.data), exist_ok=True)
+        SupernetStore.create(store.name, SupernetSpec(other, tiny_spec.data), exist_ok=True)
     _usable(store)
 
 
@@ -87,10 +84,17 @@ def test_an_architecture_that_is_not_in_the_stores_space(store, tiny_spec):
     _usable(store)
 
 
+def test_a_spec_given_to_the_generic_store_names_the_supernet_store(ray_session, tiny_spec):
+    from tune_spacenas.store.actor import WeightStore
+
+    with pytest.raises(ValueError, match=r"takes tensors.*SupernetStore.create\(name, spec\)"):
+        WeightStore.create(f"spec-{uuid.uuid4().hex[:6]}", tiny_spec)
+
+
 def test_a_store_that_does_not_exist_says_how_to_create_it(ray_session, tiny_spec):
-    with pytest.raises(ValueError, match=r"no weight store named 'nope'.*WeightStore.create\('nope', SupernetSpec"):
-        WeightStore.connect("nope")
-    with pytest.raises(ValueError, match=r"WeightStore.create"):
+    with pytest.raises(ValueError, match=r"no weight store named 'nope'.*SupernetStore.create\('nope', SupernetSpec"):
+        SupernetStore.connect("nope")
+    with pytest.raises(ValueError, match=r"SupernetStore.create"):
         supernet_trainable({**tiny_spec.space.param_space(), **train_job(5), "store": "nope"})
 
 
@@ -109,7 +113,7 @@ def test_restoring_a_checkpoint_of_another_space(store, tiny_spec, tmp_path):
     before = os.path.getmtime(path)
     other_spec = SupernetSpec(NASBench201Space(channels=4, cells_per_stage=1, input_size=8), tiny_spec.data)
     with pytest.raises(ValueError, match=r"checkpoint .* holds another supernet .* another name / checkpoint_path"):
-        WeightStore.create(f"other-{uuid.uuid4().hex[:6]}", other_spec, checkpoint_path=path)
+        SupernetStore.create(f"other-{uuid.uuid4().hex[:6]}", other_spec, checkpoint_path=path)
     assert os.path.getmtime(path) == before
     _usable(store)
 
@@ -126,7 +130,7 @@ def test_restoring_a_checkpoint_of_another_space(store, tiny_spec, tmp_path):
 def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint):
     config = {**train_job(10), **edit}
     with pytest.raises(ValueError, match=complaint) as err:
-        check_config(config, tiny_spec.space)
+        check_job(config, tiny_spec.space)
     assert "jobs.train_job" in str(err.value)
 
 
@@ -139,23 +143,20 @@ def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint)
 def test_a_hand_edited_evaluation_config_names_the_key(tiny_spec, edit, complaint):
     config = {**evaluate_job(tiny_spec.space, tiny_spec.space.sample(np.random.default_rng(0))), **edit}
     with pytest.raises(ValueError, match=complaint):
-        check_config(config, tiny_spec.space)
+        check_job(config, tiny_spec.space)
 
 
 def test_a_missing_data_file_names_the_variable_to_set(store, tmp_path):
     spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
                         DataSpec("cifar10", resolution=8, path=str(tmp_path / "nowhere.parquet")))
-    with pytest.raises(FileNotFoundError, match=r"nowhere.parquet not found. Set TUNE_SPACENAS_DATA"):
+    with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 at \S*nowhere.parquet(.|\n)*set TUNE_SPACENAS_DATA"):
         SupernetWorker(spec, store, "cpu")
     _usable(store)
 
 
-def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path):
-    source = data_dir() / "cifar10_jpeg.parquet"
-    if not source.exists():
-        pytest.skip(f"no CIFAR-10 Parquet file at {source}")
+def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path, cifar10_sample):
     truncated = tmp_path / "cifar10_jpeg.parquet"
-    with open(source, "rb") as f:
+    with open(cifar10_sample, "rb") as f:
         truncated.write_bytes(f.read(64 * 1024))
     spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
                         DataSpec("cifar10", resolution=8, path=str(truncated)))
@@ -164,15 +165,12 @@ def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path):
     _usable(store)
 
 
-def test_a_truncated_nasbench201_table_says_what_it_should_hold(tmp_path):
+def test_a_truncated_nasbench201_table_says_what_it_should_hold(tmp_path, nb201_csv):
     from tune_spacenas.tables import NASBench201Table
 
-    source = data_dir() / "nasbench201_test200.csv"
-    if not source.exists():
-        pytest.skip(f"no NAS-Bench-201 table at {source}")
     for cut in (5000, 5003):  # at a line end, and inside a line
         truncated = tmp_path / f"table{cut}.csv"
-        with open(source, "rb") as f:
+        with open(nb201_csv, "rb") as f:
             truncated.write_bytes(f.read(cut))
         with pytest.raises(ValueError, match=str(truncated)):
             NASBench201Table(truncated)
@@ -186,9 +184,9 @@ def test_a_truncated_store_checkpoint_is_refused_before_a_store_starts(store, ti
     damaged.write_bytes(head)
     name = f"damaged-{uuid.uuid4().hex[:6]}"
     with pytest.raises(ValueError, match="cannot be read .* truncated .* move it away"):
-        WeightStore.create(name, tiny_spec, checkpoint_path=str(damaged))
+        SupernetStore.create(name, tiny_spec, checkpoint_path=str(damaged))
     with pytest.raises(ValueError, match="no weight store named"):
-        WeightStore.connect(name)  # nothing half-started under that name
+        SupernetStore.connect(name)  # nothing half-started under that name
     _usable(store)
 
 
@@ -230,3 +228,65 @@ def test_tune_state_damaged_by_a_killed_driver_is_repaired_from_the_staged_copy(
     (experiment / "experiment_state-2026.json").write_bytes(b"")
     with pytest.raises(RuntimeError, match="is damaged .* no staged copy .* delete the files of that session"):
         repair_experiment(str(experiment), staging_root=str(tmp_path / "nowhere"))
+
+
+def test_a_training_searcher_on_the_table_trainable_names_supernet_trainable():
+    from tune_spacenas.trainables.table import evaluate_on_table
+
+    searcher = SPOSSearcher(seed=0)
+    searcher.set_search_properties("accuracy", "max", NASBench201Space().param_space())
+    with pytest.raises(ValueError, match=r"table trainable only evaluates .* supernet_trainable .* train_steps=0"):
+        evaluate_on_table(searcher.suggest("t0"))
+    table_spos = SPOSSearcher(train_steps=0, evolution=EvolutionSettings(population=4, generations=1), eval_batch=4,
+                              seed=0)
+    table_spos.set_search_properties("accuracy", "max", NASBench201Space().param_space())
+    assert run_in_process(table_spos, evaluate_on_table) == 1 and table_spos.best_architecture()
+
+
+def test_a_store_without_a_checkpoint_path_logs_no_error_line(ray_session, tiny_spec):
+    import glob
+
+    import ray
+
+    class Holder:
+        def __init__(self, arrays):
+            self.arrays = arrays
+
+    logs = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs", "python-core-driver-*.log")
+    control_name = f"control-{uuid.uuid4().hex[:6]}"
+    control = ray.remote(Holder).options(max_restarts=1, name=control_name).remote(np.zeros(300_000, np.float32))
+    ray.get(control.__ray_ready__.remote())  # a large constructor argument and restarts: Ray's error line
+    names = [f"no-checkpoint-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    from tune_spacenas.store.actor import WeightStore
+
+    stores = [SupernetStore.create(names[0], tiny_spec),
+              WeightStore.create(names[1], arrays={"w": np.zeros(300_000, np.float32)})]
+    assert stores[1].pull()[1]["w"][1].shape == (300_000,)
+    lines = [line for path in glob.glob(logs) for line in open(path)
+             if "constructor arguments in the object store" in line]
+    assert any(control_name in line for line in lines)  # the log is where Ray writes that error line
+    assert not any(name in line for line in lines for name in names)
+    for store in stores:
+        store.kill()
+    ray.kill(control)
+
+
+def test_trial_folders_a_killed_driver_left_after_tunes_last_save_are_listed_and_removed(tmp_path):
+    import json
+
+    from tune_spacenas.cluster import orphaned_trials, repair_experiment
+
+    experiment = tmp_path / "results" / "exp"
+    staged = tmp_path / "ray" / "session_1" / "artifacts" / "2026-01-01_00-00-00" / "exp" / "driver_artifacts"
+    trial_state = [[json.dumps({"trial_id": "aaaa0001"}), "{}"]]
+    for folder in (experiment, staged):
+        (folder / "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00").mkdir(parents=True)
+        (folder / "supernet_trainable_bbbb0002_2_job_id=s_1_2026-01-01_00-00-05").mkdir(parents=True)
+        (folder / "experiment_state-2026.json").write_text(json.dumps({"trial_data": trial_state}))
+    orphans = orphaned_trials(str(experiment), staging_root=str(tmp_path / "ray"))
+    orphan = "supernet_trainable_bbbb0002_2_job_id=s_1_2026-01-01_00-00-05"
+    assert [o.split("/")[-1] for o in orphans] == [orphan, orphan]  # the uploaded folder and the staged one
+    assert repair_experiment(str(experiment), staging_root=str(tmp_path / "ray"), remove_orphans=True) == []
+    assert sorted(p.name for p in experiment.iterdir()) == [
+        "experiment_state-2026.json", "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00"]
+    assert orphaned_trials(str(experiment), staging_root=str(tmp_path / "ray")) == []

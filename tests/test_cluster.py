@@ -23,10 +23,10 @@ import ray
 from ray import tune
 
 from tune_spacenas.cluster import round_robin, simulated_cluster
-from tune_spacenas.jobs import train_job
+from tune_spacenas.jobs import train_job, writer_of
 from tune_spacenas.runner import InProcessSupernet, run_in_process
-from tune_spacenas.searchers import ASESearcher, SPOSSearcher
-from tune_spacenas.store.actor import WeightStore
+from tune_spacenas.searchers import ASESearcher, EvolutionSettings, SPOSSearcher
+from tune_spacenas.store import SupernetStore
 from tune_spacenas.trainables import supernet_trainable
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,8 @@ def _alternating_nodes(trainable):
     return tune.with_resources(placed, round_robin(nodes=2))
 
 
-def _store(spec, **kwargs) -> WeightStore:
-    return WeightStore.create(f"cluster-{uuid.uuid4().hex[:8]}", spec, **kwargs)
+def _store(spec, **kwargs) -> SupernetStore:
+    return SupernetStore.create(f"cluster-{uuid.uuid4().hex[:8]}", spec, **kwargs)
 
 
 def _run(config, tmp_path, trainable=supernet_trainable, **kwargs):
@@ -70,22 +70,22 @@ def _run(config, tmp_path, trainable=supernet_trainable, **kwargs):
     return tune.run(trainable, config=config, **kwargs)
 
 
-def _train_config(store: WeightStore, steps: int = 40, every: int = 2) -> dict:
+def _train_config(store: SupernetStore, steps: int = 40, every: int = 2) -> dict:
     return {**store.param_space(), **train_job(steps, sync_every=every, report_every=every, seed=0)}
 
 
-def _assert_every_push_once(store: WeightStore, trials, expected: int) -> dict:
-    """The ledger: each training trial's pushes were applied exactly ``expected`` times, to its last step."""
+def _assert_every_push_once(store: SupernetStore, trials, expected: int) -> dict:
+    """The ledger: each training job's pushes were applied exactly ``expected`` times, to its last step."""
     info = store.info()
     for trial in trials:
-        assert info["push_counts"][trial.trial_id] == expected, (trial.trial_id, info["push_counts"])
-        assert info["last_step"][trial.trial_id] == trial.config["steps"]
+        writer = writer_of(trial.config, trial.trial_id)  # a searcher's job id, else the trial's
+        assert info["push_counts"][writer] == expected, (writer, info["push_counts"])
+        assert info["last_step"][writer] == trial.config["steps"]
     return info
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10,
-                            population=4, generations=1, eval_batch=4, **kwargs)
+    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10, eval_batch=4, **kwargs, evolution=EvolutionSettings(population=4, generations=1))
     searcher.training.sync_every = 5
     return searcher
 
@@ -147,7 +147,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_
 
 
 class _CrashStoreOnce(tune.Callback):
-    def __init__(self, store: WeightStore):
+    def __init__(self, store: SupernetStore):
         self.store, self.crashed = store, False
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -176,25 +176,28 @@ def _load_example():
 
 
 def _search_driver(nodes, tmp_path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "TUNE_GLOBAL_CHECKPOINT_S": "0", "PYTHONUNBUFFERED": "1"}
+    # Tune's default checkpoint period (every 10 s or more): the searcher state a resume starts from is
+    # older than the jobs the killed driver issued last, which the resumed searcher issues again.
+    env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "PYTHONUNBUFFERED": "1"}
+    env.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
     command = [sys.executable, str(ROOT / "examples" / "cluster_search.py"), "--storage", str(tmp_path / "results"),
                "--name", "driver-kill", "--train-steps", "40", "--generations", "2", "--summary",
                str(tmp_path / "summary.json"), *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
-def test_a_killed_driver_resumes_with_tuner_restore_and_counts_every_trial_once(nodes, tiny_spec, tmp_path):
+def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exactly_once(nodes, tiny_spec, tmp_path):
     driver = _search_driver(nodes, tmp_path)
     completed, first = [], []
-    for line in driver.stdout:  # kill it once two trials have finished, mid-training
+    for line in driver.stdout:  # kill it (SIGKILL) once three trials have finished, mid-search
         first.append(line)
         if line.startswith("COMPLETE"):
             completed.append(line.split()[1])
-            if len(completed) == 2:
+            if len(completed) == 3:
                 driver.send_signal(signal.SIGKILL)
                 break
     driver.wait(timeout=60)
-    assert len(completed) == 2, "the driver ended before it could be killed:\n" + "".join(first)[-3000:]
+    assert len(completed) == 3, "the driver ended before it could be killed:\n" + "".join(first)[-3000:]
     resumed = _search_driver(nodes, tmp_path)
     output, _ = resumed.communicate(timeout=300)
     log = f"first driver:\n{''.join(first)[-2000:]}\nresumed driver:\n{output[-6000:]}"
@@ -209,8 +212,15 @@ def test_a_killed_driver_resumes_with_tuner_restore_and_counts_every_trial_once(
     expected = {"issued": reference.training.issued, "completed": reference.training.completed, "failed": 0}
     assert summary["training"] == expected  # no training trial counted twice or lost
     assert summary["history"] == len(reference.history) and summary["errors"] == 0  # no suggestion lost
-    ledger = summary["store"]["push_counts"]
-    assert len(ledger) == 4 and set(ledger.values()) == {2}  # the store came back with every push, once
+    # Exactly once: the store applied each issued step once, every job under its own id, 2 pushes each.
+    ledger = summary["weight_store"]["push_counts"]
+    assert summary["applied_steps"] == expected["issued"] == 40, summary["weight_store"]
+    assert len(ledger) == 4 and set(ledger.values()) == {2} and all("/" in job for job in ledger)
+    orphans = [line for line in output.splitlines() if line.startswith("ORPHAN")]
+    print(f"re-issued jobs answered from the store: {summary['weight_store']['stats']['resumed_jobs']}; "
+          f"orphaned trial folders removed: {len(orphans)}")
+    removed = {line.split("/")[-1] for line in orphans}
+    assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in removed]
 
 
 def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path):

@@ -51,10 +51,10 @@ def test_tune_trials_ask_for_a_gpu_and_train_on_it(tiny_spec, tmp_path, request)
     from ray import tune
 
     from tune_spacenas.jobs import train_job
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
-    store = WeightStore.create("gpu-test", tiny_spec)
+    store = SupernetStore.create("gpu-test", tiny_spec)
     try:
         def on_gpu(config):  # a wrapper: with_resources marks the function it is given
             return supernet_trainable(config)

@@ -11,18 +11,18 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_supernet_spec
 from torch import nn
 
-from tune_spacenas.data import DataSpec
 from tune_spacenas.jobs import train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.searchers.nse import aggregate, replenish, resource_table, retrieve_front, simplify
-from tune_spacenas.spaces import MultiBranchSpace, NASBench201Space, SearchSpace, Slot, space_from_spec
-from tune_spacenas.spaces.multibranch import NSE27_POOL, SECOND_POOL, paper_space_size
+from tune_spacenas.spaces import MultiBranchSpace, SearchSpace, Slot, space_from_spec
+from tune_spacenas.spaces.multibranch import NSE27_POOL, SECOND_POOL, layer_probability, paper_space_size
 from tune_spacenas.supernet import register_supernet
 from tune_spacenas.supernet.base import Supernet
-from tune_spacenas.supernet.multibranch import FITNESS_KEY, FitnessIndicators, MultiBranchLayer, layer_probability
+from tune_spacenas.supernet.multibranch import FITNESS_PARAM, FitnessIndicators, MultiBranchLayer
 from tune_spacenas.supernet.spec import SupernetSpec
 
 TINY_POOL = ["dw_k3_e1", "dw_k5_e1", "dw_k3_e1_d2", "conv1xk_k5_e1", "dw_k3_e3", "dw_k7_e1"]
@@ -35,8 +35,7 @@ def tiny_space(**kwargs) -> MultiBranchSpace:
 
 
 def tiny_spec(space=None, **kwargs) -> SupernetSpec:
-    return SupernetSpec(space or tiny_space(), DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                        recalibration_batches=2, **kwargs)
+    return tiny_supernet_spec(space or tiny_space(), **kwargs)
 
 
 def tiny_nse(**kwargs) -> NSESearcher:
@@ -187,11 +186,11 @@ register_supernet("test-good-or-negated", GoodOrNegated)
 
 def test_simulated_gradient_raises_the_theta_of_the_helpful_branch():
     space = SearchSpace([Slot("layer", ("good", "neg"))], name="toy")
-    spec = SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, skeleton="test-good-or-negated")
+    spec = tiny_supernet_spec(space, skeleton="test-good-or-negated")
     runner = InProcessSupernet(spec, "cpu")
     # The head trains on the good path; thetas update every 2 steps on validation batches (Eqs. 3-7).
     runner(train_job(80, arch="good", lr=0.05, seed=0, nse={"every": 2, "lr": 0.05, "betas": [0.0, 0.999]}))
-    theta = runner.store.arrays[FITNESS_KEY][0]
+    theta = runner.store.arrays[FITNESS_PARAM][0]
     assert theta[0] > 0.5 and theta[1] < -0.5
 
 
@@ -205,7 +204,7 @@ def test_resource_term_pulls_thetas_toward_the_target():
     sub = space.restrict([[expensive, int(np.argmin(costs[0]))], [0], [0], [0]])
     settings = {"every": 1, "lr": 0.1, "alpha": 1e3, "beta": 2, "tau": 0.0, "costs": costs.tolist(), "fixed_cost": base}
     runner(train_job(10, sub, lr=0.0, seed=0, nse=settings))
-    assert runner.store.arrays[FITNESS_KEY][0, expensive] < -0.5
+    assert runner.store.arrays[FITNESS_PARAM][0, expensive] < -0.5
 
 
 def test_a_round_reset_reinitialises_replenished_ops_and_zeroes_thetas():
@@ -213,11 +212,11 @@ def test_a_round_reset_reinitialises_replenished_ops_and_zeroes_thetas():
     runner = InProcessSupernet(tiny_spec(space), "cpu")
     names = {n: runner.worker.net.choice_parameter_names(0, n) for n in (0, 1)}
     before = {k: v.copy() for k, v in runner.store.arrays.items()}
-    runner.store.assign({FITNESS_KEY: np.ones_like(before[FITNESS_KEY])})
+    runner.store.assign({FITNESS_PARAM: np.ones_like(before[FITNESS_PARAM])})
     sub = space.restrict([[0, 1], [0], [0], [0]])
     runner(train_job(1, sub, lr=0.0, seed=0, nse={"every": 2, "reset": {"seed": 3, "ops": [[0, 1]]}}))
     after = runner.store.arrays
-    assert np.all(after[FITNESS_KEY] == 0)
+    assert np.all(after[FITNESS_PARAM] == 0)
     assert all(np.array_equal(after[k], before[k]) for k in names[0])  # inherited: untouched
     changed = [k for k in names[1] if after[k].ndim > 1]
     assert changed and all(not np.allclose(after[k], before[k]) for k in changed)  # replenished: fresh
@@ -293,7 +292,7 @@ def test_save_restore_mid_round_resumes_identically(tmp_path):
     runner = InProcessSupernet(tiny_spec(), "cpu")
     searcher = tiny_nse(metric="accuracy", mode="max", seed=4)
     _drive(searcher, runner, 3)  # round 1: both training trials and an evaluation batch
-    assert searcher.round == 0 and searcher.phase == "evaluate"
+    assert searcher.round == 0 and searcher.phase == "evaluation"
     searcher.save(str(tmp_path / "nse.pkl"))
     runner.store.checkpoint(str(tmp_path / "store.npz"))
     trials_at_save = runner.trials
@@ -350,18 +349,17 @@ def test_continuing_on_a_second_pool_inherits_and_locks():
 
 
 def test_single_branch_special_case_on_nasbench201():
-    space = NASBench201Space(channels=8, cells_per_stage=1, input_size=8)
-    spec = SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                        recalibration_batches=2, skeleton="nasbench201+fitness")
+    spec = tiny_supernet_spec(skeleton="nasbench201+fitness")
+    space = spec.space
     runner = InProcessSupernet(spec, "cpu")
     base, costs = resource_table(space)
     assert base > 0 and costs[0, 3] > costs[0, 2] > 0 == costs[0, 1]  # 3x3 > 1x1 conv > skip
     searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, steps_per_round=20,
                            steps_per_trial=20, samples=8, edge_samples=0, tau=1.0, constraint=(0.0, 100.0), eval_batch=8)
     _drive(searcher, runner, 40)
-    assert searcher.phase == "FINISHED" and len(searcher.rounds) == 2
+    assert searcher.phase == "finished" and len(searcher.rounds) == 2
     assert space.contains(searcher.best_architecture())
-    plain = InProcessSupernet(SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64), "cpu")
+    plain = InProcessSupernet(tiny_supernet_spec(space), "cpu")
     with pytest.raises(ValueError, match=r"carry no 'fitness_indicators'.*nasbench201\+fitness"):
         _drive(NSESearcher(space=space, metric="accuracy", mode="max", steps_per_trial=5, steps_per_round=5), plain, 2)
 
@@ -370,10 +368,10 @@ def test_nse_under_tune_with_concurrency_limiter(ray_session, tune_run_kwargs):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
-    store = WeightStore.create(f"nse-{uuid.uuid4().hex[:8]}", tiny_spec())
+    store = SupernetStore.create(f"nse-{uuid.uuid4().hex[:8]}", tiny_spec())
     try:
         searcher = tiny_nse(space=None)
         analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
@@ -382,7 +380,7 @@ def test_nse_under_tune_with_concurrency_limiter(ray_session, tune_run_kwargs):
         assert all(t.status == "TERMINATED" for t in analysis.trials)
         assert searcher.suggest("after") == "FINISHED" and len(searcher.rounds) == 2
         assert searcher.space.contains(searcher.best_architecture())
-        assert np.abs(store.pull(None, [FITNESS_KEY])[1][FITNESS_KEY][1]).max() > 0
+        assert np.abs(store.pull(None, [FITNESS_PARAM])[1][FITNESS_PARAM][1]).max() > 0
         assert math.isfinite(searcher.rounds[0]["front_accuracy"][0])
     finally:
         store.kill()

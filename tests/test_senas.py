@@ -8,10 +8,19 @@ import math
 import numpy as np
 import pytest
 
+from tune_spacenas.jobs import SENASJob, evaluate_batch_job, train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import SENASSearcher
-from tune_spacenas.searchers.senas import (mean_normalize, merge_layer_spaces, operator_sample, operator_scores,
-                                           selection_confidence, selection_importance, shrink_operators)
+from tune_spacenas.searchers.evolution import EvolutionSettings
+from tune_spacenas.searchers.senas import (
+    mean_normalize,
+    merge_layer_spaces,
+    operator_sample,
+    operator_scores,
+    selection_confidence,
+    selection_importance,
+    shrink_operators,
+)
 from tune_spacenas.spaces import NASBench201Space
 from tune_spacenas.spaces.base import SearchSpace, Slot
 from tune_spacenas.store.table import variant_key
@@ -141,10 +150,16 @@ def runner(tiny_spec):
     return InProcessSupernet(tiny_spec, "cpu")
 
 
-def _evaluate(runner, space, archs, **keys):
-    from tune_spacenas.jobs import evaluate_batch_job
+def _evaluate(runner, space, archs, **senas):
+    return runner(evaluate_batch_job(space, archs, **_senas(**senas)))["per_arch"]["accuracy"]
 
-    return runner(evaluate_batch_job(space, archs, **keys))["per_arch"]["accuracy"]
+
+def _train(runner, space, arch, steps, seed, lr, **senas):
+    return runner(train_job(steps, arch=space.to_string(arch), seed=seed, lr=lr, **_senas(**senas)))
+
+
+def _senas(**fields):
+    return {"senas": SENASJob(**fields)} if fields else {}
 
 
 def test_expanded_copies_train_independently_and_serve_their_paths(runner):
@@ -152,7 +167,7 @@ def test_expanded_copies_train_independently_and_serve_their_paths(runner):
     a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     b = (a[0], 2, *a[2:])  # same op on slot 0, another partial model of the group {0, 1}
     group = {"expanded": [[0, 1]]}
-    runner({"task": "train", "steps": 5, "arch": space.to_string(b), "seed": 1, "lr": 0.1, **group})
+    _train(runner, space, b, 5, seed=1, lr=0.1, **group)
     conv0 = net.choice_parameter_names(0, a[0])[0]
     key_a, key_b = variant_key(conv0, f"g0-1={a[0]}-{a[1]}"), variant_key(conv0, f"g0-1={b[0]}-{b[1]}")
     shared_before = store.arrays[conv0].copy()
@@ -160,7 +175,7 @@ def test_expanded_copies_train_independently_and_serve_their_paths(runner):
     stem = "stem.0.weight"
     stem_before = store.arrays[stem].copy()
 
-    runner({"task": "train", "steps": 5, "arch": space.to_string(a), "seed": 2, "lr": 0.1, **group})
+    _train(runner, space, a, 5, seed=2, lr=0.1, **group)
     assert key_a in store.arrays
     assert not np.allclose(store.arrays[key_a], shared_before)  # a's private copy trained ...
     np.testing.assert_array_equal(store.arrays[key_b], b_before)  # ... b's stayed as it was
@@ -177,13 +192,13 @@ def test_expanded_copies_train_independently_and_serve_their_paths(runner):
 def test_evaluation_reads_copies_without_creating_them_and_regrouping_inherits(runner):
     space, store = runner.worker.space, runner.store
     a = space.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|")
-    runner({"task": "train", "steps": 6, "arch": space.to_string(a), "seed": 1, "lr": 0.1, "expanded": [[0, 1]]})
+    _train(runner, space, a, 6, seed=1, lr=0.1, expanded=[[0, 1]])
     keys = set(store.arrays)
     old = _evaluate(runner, space, [a], expanded=[[0, 1]])
     regrouped = {"expanded": [[0, 1, 2]], "expanded_from": [[[0, 1]]]}
     assert _evaluate(runner, space, [a], **regrouped) == old  # the new copies would start from a's old ones
     assert set(store.arrays) == keys  # an evaluation creates nothing
-    runner({"task": "train", "steps": 1, "arch": space.to_string(a), "seed": 3, "lr": 1e-9, **regrouped})
+    _train(runner, space, a, 1, seed=3, lr=1e-9, **regrouped)
     conv0 = runner.worker.net.choice_parameter_names(0, a[0])[0]
     created = variant_key(conv0, f"g0-1-2={a[0]}-{a[1]}-{a[2]}")
     np.testing.assert_allclose(store.arrays[created], store.arrays[variant_key(conv0, f"g0-1={a[0]}-{a[1]}")],
@@ -194,14 +209,14 @@ def test_averaged_snapshots_average_the_private_copies_too(runner):
     space, store = runner.worker.space, runner.store
     a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     group = {"expanded": [[0, 1]]}
-    runner({"task": "train", "steps": 3, "arch": space.to_string(a), "seed": 1, "lr": 0.1, **group})
+    _train(runner, space, a, 3, seed=1, lr=0.1, **group)
     key = variant_key(runner.worker.net.choice_parameter_names(0, a[0])[0], f"g0-1={a[0]}-{a[1]}")
     first = store.arrays[key].copy()
     store.snapshot("s/0")
     store.assign({key: 3.0 * first})
     store.snapshot("s/1")
     store.assign({key: -first})  # the live copy differs from both snapshots
-    averaged = _evaluate(runner, space, [a], weights={"average": ["s/0", "s/1"]}, **group)
+    averaged = _evaluate(runner, space, [a], average=["s/0", "s/1"], **group)
     store.assign({key: 2.0 * first})  # the mean of the two snapshots
     assert averaged == _evaluate(runner, space, [a], **group)
 
@@ -211,7 +226,7 @@ def test_worker_after_an_expanded_job_serves_shared_weights_again(runner, tiny_s
 
     space, store = runner.worker.space, runner.store
     a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
-    runner({"task": "train", "steps": 4, "arch": space.to_string(a), "seed": 1, "lr": 0.2, "expanded": [[0, 1, 2]]})
+    _train(runner, space, a, 4, seed=1, lr=0.2, expanded=[[0, 1, 2]])
     conv = runner.worker.net.choice_parameter_names(0, a[0])[0]
     assert not np.allclose(store.arrays[variant_key(conv, f"g0-1-2={a[0]}-{a[1]}-{a[2]}")], store.arrays[conv])
     plain = _evaluate(runner, space, [a])  # a plain SPOS evaluation on the worker that just trained privately
@@ -222,11 +237,15 @@ def test_worker_after_an_expanded_job_serves_shared_weights_again(runner, tiny_s
 
 
 # --- the searcher -----------------------------------------------------------------------------
-def make_searcher(spec, store=None, **kwargs):
-    args = dict(space=spec.space, stage_steps=30, steps_per_trial=10, samples_per_op=3, snapshots=3,
-                eval_batch=40, population=6, generations=2, parents=3, mutations=3, crossovers=3,
-                metric="accuracy", mode="max", seed=0, store=store)
+def make_searcher(spec, **kwargs):
+    args = dict(space=spec.space, stage_steps=30, steps_per_trial=10, samples_per_op=3, snapshots=3, eval_batch=40,
+                evolution=EvolutionSettings(population=6, generations=2, parents=3, mutations=3, crossovers=3),
+                metric="accuracy", mode="max", seed=0)
     return SENASSearcher(**(args | kwargs))
+
+
+def _payload(job):
+    return SENASJob.from_dict(job.get("senas", {}))
 
 
 def record_jobs(searcher, runner, max_trials=1000):
@@ -236,7 +255,7 @@ def record_jobs(searcher, runner, max_trials=1000):
 
 
 def test_the_whole_loop_two_stages_of_ten_drops(tiny_spec, runner):
-    searcher = make_searcher(tiny_spec, runner.store)
+    searcher = make_searcher(tiny_spec)
     jobs = record_jobs(searcher, runner)
     assert searcher.suggest("end") == "FINISHED"
     assert [len(r["dropped"]) for r in searcher.stage_log] == [10, 10]
@@ -245,14 +264,16 @@ def test_the_whole_loop_two_stages_of_ten_drops(tiny_spec, runner):
     train = [j for j in jobs if j["task"] == "train"]
     assert sum(j["steps"] for j in train) == 60
     # Eq. (4): only each stage's last trial takes snapshots, spread over it; all later scoring averages them.
-    assert [i for i, j in enumerate(train) if "snapshots" in j] == [2, 5]
-    scoring = [j for j in jobs if j["task"] == "evaluate"]
-    assert all(j["weights"]["average"] == [f"{train[-1]['snapshots']['name']}/{k}" for k in range(3)]
-               for j in scoring[-3:])
+    assert [i for i, j in enumerate(train) if _payload(j).snapshots] == [2, 5]
+    after_training = jobs[jobs.index(train[-1]) + 1:]
+    assert after_training and all(j["task"] == "evaluate" for j in after_training)
+    last = _payload(train[-1]).snapshots
+    assert all(list(_payload(j).average) == [f"{last.name}/{k}" for k in range(3)] for j in after_training)
     # Expanding: stage 2 trains the groups merged after stage 1; the first stage trained shared weights only.
-    assert "expanded" not in train[0] and train[3]["expanded"] == searcher.stage_log[0]["merged_spaces"]
+    assert not _payload(train[0]).expanded and _payload(train[3]).expanded == searcher.stage_log[0]["merged_spaces"]
     assert any("#" in k for k in runner.store.arrays)
-    # Stage-1 snapshots are dropped once stage 2 has its own.
+    # Stage-1 snapshots are dropped once stage 2 has its own: the job taking them frees stage 0's.
+    assert list(_payload(train[5]).drop_snapshots) == [f"{_payload(train[2]).snapshots.name}/{k}" for k in range(3)]
     assert all("stage1" in name for name in runner.store.info()["snapshots"])
     # Shrinking keeps training inside the shrunk space.
     shrunk_once = NASBench201Space(**tiny_spec.space.spec_kwargs()).restrict(searcher.stage_log[0]["allowed"])
@@ -260,10 +281,10 @@ def test_the_whole_loop_two_stages_of_ten_drops(tiny_spec, runner):
 
 
 def test_ablation_switches(tiny_spec, runner):
-    searcher = make_searcher(tiny_spec, runner.store, evaluation_stability=False, expanding=False,
+    searcher = make_searcher(tiny_spec, evaluation_stability=False, expanding=False,
                              selection_confidence=False, stages=1, drop_per_slot=True)
     jobs = record_jobs(searcher, runner)
-    assert not any("snapshots" in j or "weights" in j or "expanded" in j for j in jobs)
+    assert not any("senas" in j for j in jobs)
     assert [len(s.allowed) for s in searcher.shrunk_space.slots] == [4] * 6
     log = searcher.stage_log[0]
     si = log["selection_importance"]
@@ -275,7 +296,7 @@ def test_madds_constraint_discards_children_from_scoring_and_search(tiny_spec, r
     space = tiny_spec.space
     costs = sorted(space.cost(a).madds for a in space.sample_many(np.random.default_rng(0), 200))
     cap = costs[len(costs) // 2]
-    searcher = make_searcher(tiny_spec, runner.store, max_madds=cap)
+    searcher = make_searcher(tiny_spec, max_madds=cap)
     jobs = record_jobs(searcher, runner)
     evaluated = [space.from_string(a) for j in jobs if j["task"] == "evaluate" for a in j["archs"]]
     assert evaluated and all(space.cost(a).madds <= cap for a in evaluated)
@@ -283,17 +304,17 @@ def test_madds_constraint_discards_children_from_scoring_and_search(tiny_spec, r
 
 
 def test_rank_correlation_over_the_shrunk_space(tiny_spec, runner):
-    searcher = make_searcher(tiny_spec, runner.store, stages=1)
+    searcher = make_searcher(tiny_spec, stages=1)
     record_jobs(searcher, runner)
     truth = lambda a: float(sum(a))  # noqa: E731  any ground truth
     report = searcher.rank_correlation(runner, truth, max_archs=25)
     assert report["architectures"] == min(25, searcher.shrunk_space.size)
-    assert all(searcher.shrunk_space.contains(a) for a in report["archs"]) and -1 <= report["kendall_tau"] <= 1
+    assert all(searcher.shrunk_space.contains(a) for a in report["sample"]) and -1 <= report["kendall_tau"] <= 1
 
 
 def test_save_and_restore_mid_loop_resumes_identically(tiny_spec, tmp_path):
     first = InProcessSupernet(tiny_spec, "cpu")
-    searcher = make_searcher(tiny_spec, first.store)
+    searcher = make_searcher(tiny_spec)
     run_in_process(searcher, first, max_trials=5)  # inside stage 2's training, after stage 1's shrink
     assert searcher.stage == 1 and searcher.phase == "training"
     searcher.save(str(tmp_path / "senas.pkl"))
@@ -304,9 +325,8 @@ def test_save_and_restore_mid_loop_resumes_identically(tiny_spec, tmp_path):
     second = InProcessSupernet(tiny_spec, "cpu")
     second.store.load(str(tmp_path / "store.npz"))
     second.trials = trials_at_save  # the store de-duplicates pushes by trial id: go on with fresh ones
-    resumed = make_searcher(tiny_spec, second.store, seed=123)
+    resumed = make_searcher(tiny_spec, seed=123)
     resumed.restore(str(tmp_path / "senas.pkl"))
-    resumed.store = second.store
     assert record_jobs(resumed, second) == rest
     assert resumed.stage_log == searcher.stage_log and resumed.best_architecture() == searcher.best_architecture()
 
@@ -324,12 +344,12 @@ def test_under_tune_with_concurrency_limiter(tiny_spec, ray_session, tune_run_kw
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_spacenas.store.actor import WeightStore
+    from tune_spacenas.store import SupernetStore
     from tune_spacenas.trainables import supernet_trainable
 
-    store = WeightStore.create("senas-tune-test", tiny_spec)
+    store = SupernetStore.create("senas-tune-test", tiny_spec)
     try:
-        searcher = make_searcher(tiny_spec, store=None, metric=None, mode=None)
+        searcher = make_searcher(tiny_spec, metric=None, mode=None)
         analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
                             search_alg=ConcurrencyLimiter(searcher, max_concurrent=2), num_samples=-1,
                             **tune_run_kwargs)

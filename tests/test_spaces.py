@@ -3,9 +3,24 @@ import math
 import numpy as np
 import pytest
 
-from tune_spacenas.spaces import (DARTSSpace, MobileNetSpace, NASBench201Space, OFASpace, SearchSpace, Slot,
-                                  space_from_config, space_from_spec)
-from tune_spacenas.spaces import costs
+from tune_spacenas.spaces import (
+    DARTSSpace,
+    MobileNetSpace,
+    NASBench201Space,
+    OFASpace,
+    SearchSpace,
+    Slot,
+    costs,
+    space_from_config,
+    space_from_spec,
+)
+from tune_spacenas.spaces.neighbourhood import (
+    distance,
+    neighbourhood,
+    neighbourhood_size,
+    paper_subspace_size,
+    sample_neighbour,
+)
 
 ALL_SPACES = [NASBench201Space(), MobileNetSpace(), OFASpace(), DARTSSpace(),
               SearchSpace([Slot("a", ("x", "y")), Slot("b", ("x", "y", "z"))], name="toy")]
@@ -51,33 +66,33 @@ def test_nasbench201_string_is_the_benchmarks():
 
 
 def test_distance_is_eq4():
-    assert SearchSpace.distance((0, 1, 2, 3), (0, 1, 2, 3)) == 0
-    assert SearchSpace.distance((0, 1, 2, 3), (1, 1, 0, 3)) == 2
+    assert distance((0, 1, 2, 3), (0, 1, 2, 3)) == 0
+    assert distance((0, 1, 2, 3), (1, 1, 0, 3)) == 2
     with pytest.raises(ValueError):
-        SearchSpace.distance((0, 1), (0, 1, 2))
+        distance((0, 1), (0, 1, 2))
 
 
 @pytest.mark.parametrize("m", [0, 1, 2, 3, 6])
 def test_neighbourhood_within_m_and_sizes_match_formula(m):
     space = NASBench201Space()
     center = (3, 1, 0, 4, 2, 3)
-    ball = list(space.neighbourhood(center, m))
+    ball = list(neighbourhood(space, center, m))
     assert len(ball) == len(set(ball))
-    assert all(space.distance(center, b) <= m for b in ball)
+    assert all(distance(center, b) <= m for b in ball)
     exact = sum(math.comb(6, d) * 4**d for d in range(m + 1))
-    assert len(ball) == exact == space.neighbourhood_size(center, m)
+    assert len(ball) == exact == neighbourhood_size(space, center, m)
     # ASE-NAS III-C counts C(L, M) C^M (M edits, each possibly a no-op): an upper bound, equal at M = L.
-    assert space.paper_subspace_size(m) >= exact
+    assert paper_subspace_size(space, m) >= exact
     if m == 6:
-        assert space.paper_subspace_size(m) == space.size == exact
+        assert paper_subspace_size(space, m) == space.size == exact
 
 
 def test_sample_neighbour_is_uniform_over_the_ball():
     space = NASBench201Space()
     center = (0, 0, 0, 0, 0, 0)
     rng = np.random.default_rng(0)
-    draws = [space.sample_neighbour(center, 1, rng) for _ in range(25_000)]
-    assert all(space.distance(center, b) <= 1 for b in draws)
+    draws = [sample_neighbour(space, center, 1, rng) for _ in range(25_000)]
+    assert all(distance(center, b) <= 1 for b in draws)
     counts = np.array(list({b: draws.count(b) for b in set(draws)}.values()))
     assert len(counts) == 25  # the centre and its 24 one-edge neighbours
     assert counts.min() > 0.75 * 1000 and counts.max() < 1.25 * 1000

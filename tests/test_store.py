@@ -85,3 +85,23 @@ def test_snapshots_average_and_variants():
     table.push({"a#g1=2": np.ones(4, np.float32)}, "t", 2)
     np.testing.assert_allclose(table.arrays["a"], 2.0)  # the private copy trains alone
     np.testing.assert_allclose(table.arrays["a#g1=2"], 3.0)
+
+
+def test_a_jobs_steps_apply_once_and_its_result_is_kept_through_a_checkpoint(tmp_path, monkeypatch):
+    from tune_spacenas.store import table as table_module
+
+    table = _table(tmp_path, checkpoint_every=1)
+    assert table.progress("search/0") == (0, None) and table.stats["resumed_jobs"] == 0
+    assert table.push({"a": np.ones(4, np.float32)}, "search/0", 2)
+    assert not table.push({"a": np.ones(4, np.float32)}, "search/0", 2)  # the job issued again: its step 2 is in
+    assert table.push({"a": np.ones(4, np.float32)}, "search/0", 4)
+    table.record_result("search/0", {"loss": np.float32(0.5), "alpha": np.zeros(2)})  # numpy becomes plain data
+    assert table.progress("search/0") == (4, {"loss": 0.5, "alpha": [0.0, 0.0]}) and table.stats["resumed_jobs"] == 1
+    restarted = WeightTable({}, {"spec": {"kind": "x"}}, checkpoint_path=table.checkpoint_path)  # a crash after it
+    assert restarted.progress("search/0") == (4, {"loss": 0.5, "alpha": [0.0, 0.0]})
+    np.testing.assert_allclose(restarted.arrays["a"], 2.0)
+    monkeypatch.setattr(table_module, "KEPT_RESULTS", 2)
+    for job in ("search/1", "search/2", "search/3"):
+        table.record_result(job, {"loss": 1.0})
+    assert sorted(table.results) == ["search/2", "search/3"]  # the oldest results go, the step marks stay
+    assert table.progress("search/0") == (4, None)

@@ -34,14 +34,15 @@ def test_missing_file_says_where_to_get_it(tmp_path):
         NASBench201Table(tmp_path / "nope.csv")
 
 
-def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table):
+def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table, nb201_csv):
     parquet = tmp_path / "nb201.parquet"
     import pyarrow.parquet as pq
 
     pq.write_table(pq.read_table(table._parquet_path()), parquet)
     assert NASBench201Table(parquet).query(BEST_C10) == table.query(BEST_C10)
+    assert NASBench201Table(nb201_csv).query(BEST_C10) == table.query(BEST_C10)
     truncated = tmp_path / "short.csv"
-    truncated.write_text("".join(open(table.path).readlines()[:100]))
+    truncated.write_text("".join(nb201_csv.read_text().splitlines(keepends=True)[:100]))
     with pytest.raises(ValueError, match="all 15625"):
         NASBench201Table(truncated)
 
@@ -49,14 +50,13 @@ def test_parquet_copy_loads_and_truncated_csv_is_rejected(tmp_path, table):
 def test_batch_evaluation_answers_per_architecture_like_the_supernet(table):
     """SPOS's evolution sends batches: the table answers them, so it stands in for the supernet."""
     from tune_spacenas.runner import run_in_process
-    from tune_spacenas.searchers import SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 
     archs = [BEST_C10, table.space.to_string((0,) * 6)]
     result = evaluate_on_table({"task": "evaluate", "archs": archs, "dataset": "cifar10"})
     assert result["per_arch"]["accuracy"] == [table.query(a) for a in archs]
     assert result["accuracy"] == pytest.approx(sum(result["per_arch"]["accuracy"]) / 2)
-    spos = SPOSSearcher(space=table.space, metric="accuracy", mode="max", train_steps=0, population=10,
-                        generations=3, parents=3, mutations=5, crossovers=5, eval_batch=5, seed=0)
+    spos = SPOSSearcher(space=table.space, metric="accuracy", mode="max", train_steps=0, eval_batch=5, seed=0, evolution=EvolutionSettings(population=10, generations=3, parents=3, mutations=5, crossovers=5))
     run_in_process(spos, evaluate_on_table)
     assert len(spos.history) >= 20  # every architecture of every batch, one record each
     assert table.query(spos.best_architecture()) == max(h["accuracy"] for h in spos.history)

@@ -9,20 +9,24 @@
 * ``simulated_cluster()``: a multi-node cluster on this machine, for tests and benchmarks.
 * ``round_robin(n)``: trial resources that place trials on nodes ``node0..node{n-1}`` in turn.
 * ``repair_experiment(path)``: Tune state files a driver killed mid-upload left damaged, restored from
-  the driver's staged copy before ``Tuner.restore``.
+  the driver's staged copy before ``Tuner.restore``; the folders of trials that ran after Tune's last
+  save (``orphaned_trials``) listed, or removed.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import posixpath
+import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 
 CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"
 _AUTH_HINT = ("the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "
@@ -142,9 +146,45 @@ def _next_node(config: dict, nodes: int, cpus: float) -> dict:
 
 
 _TUNE_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+# A trial folder: "<trainable>_<trial id>_<index>_<params>_<date>" (ids: 8 hex digits; older Tune: "abcde_00000").
+_TRIAL_FOLDER = re.compile(r"_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_\d+_")
+log = logging.getLogger("tune_spacenas.cluster")
 
 
-def repair_experiment(experiment: str, staging_root: str = "/tmp/ray") -> list[str]:
+def orphaned_trials(experiment: str, staging_root: str = "/tmp/ray") -> list[str]:
+    """Trial folders of ``experiment`` whose trial the newest saved Tune state does not know: trials started
+    after Tune's last save by a driver that was then killed. ``Tuner.restore`` never looks at them; their
+    training jobs' steps are in the weight store, and the resumed searcher's re-issue of those jobs (same
+    job ids) is answered from the store, so their folders only mislead. Also their copies in the driver's
+    staging directory on this machine (a restored run uploads that directory again). Empty if no state
+    was saved."""
+    states = storage.glob(experiment, "experiment_state-*.json")
+    if not states:
+        return []
+    try:
+        with storage.open_read(max(states)) as f:
+            trial_data = json.load(f)["trial_data"]
+        known = {json.loads(entry[0])["trial_id"] for entry in trial_data}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []  # a damaged state file: repair_experiment restores it first
+    newest = posixpath.basename(max(states))  # the run's own staging directory holds the same state file
+    folders = storage.directories(experiment) + [
+        d for staged in _staging_dirs(experiment, staging_root) if os.path.exists(os.path.join(staged, newest))
+        for d in storage.directories(staged)]
+    return [d for d in folders
+            if (match := _TRIAL_FOLDER.search(posixpath.basename(d.rstrip("/")))) and match.group(1) not in known]
+
+
+def _staging_dirs(experiment: str, staging_root: str) -> list[str]:
+    """This machine's driver staging directories of ``experiment`` (where Tune writes its state first)."""
+    import glob
+
+    name = posixpath.basename(str(experiment).rstrip("/"))
+    found = glob.glob(os.path.join(staging_root, "session_*", "artifacts", "*", name, "driver_artifacts"))
+    return sorted({os.path.realpath(d) for d in found})  # session_latest links to one of the sessions
+
+
+def repair_experiment(experiment: str, staging_root: str = "/tmp/ray", remove_orphans: bool = False) -> list[str]:
     """Make a killed driver's experiment directory restorable; returns the files it replaced.
 
     Tune uploads its state files (``experiment_state-*``, ``search_gen_state-*``, ``searcher-state-*``) to
@@ -153,20 +193,17 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray") -> list[s
     same files atomically to the driver's staging directory first
     (``<staging_root>/session_*/artifacts/*/<experiment name>/driver_artifacts``): where that is still on
     this machine, its last save replaces the uploaded one, all files alike. RuntimeError, naming the fix,
-    when a damaged file has no staged copy (the driver's machine is gone).
+    when a damaged file has no staged copy (the driver's machine is gone). Trial folders the restored
+    state will not know (``orphaned_trials``) are logged, and deleted with ``remove_orphans=True``.
     """
-    import glob
-    import posixpath
-
-    name = posixpath.basename(str(experiment).rstrip("/"))
+    staging = _staging_dirs(experiment, staging_root)
     replaced = []
     for pattern in _TUNE_STATE_FILES:
         found = storage.glob(experiment, pattern)
         if not found:
             continue
         newest = max(found)  # the file Tune restores from
-        staged = sorted((p for p in glob.glob(os.path.join(staging_root, "session_*", "artifacts", "*", name,
-                                                            "driver_artifacts", posixpath.basename(newest)))
+        staged = sorted((p for p in (os.path.join(d, posixpath.basename(newest)) for d in staging)
                          if _read_intact(p) is not None), key=os.path.getmtime)
         uploaded = _read_intact(newest)
         if not staged:
@@ -179,8 +216,16 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray") -> list[s
             continue
         data = _read_intact(staged[-1])
         if data != uploaded:
-            storage.write_atomic(newest, lambda out: out.write(data))
+            storage.write_atomic(newest, lambda out, data=data: out.write(data))
             replaced.append(newest)
+    orphans = orphaned_trials(experiment, staging_root)
+    if orphans:
+        log.warning("%d trial folders in %s belong to trials that ran after Tune's last save (their training steps "
+                    "are in the weight store, and re-issued jobs are answered from it): %s; %s", len(orphans),
+                    experiment, ", ".join(posixpath.basename(o.rstrip("/")) for o in orphans),
+                    "removed" if remove_orphans else "repair_experiment(..., remove_orphans=True) deletes them")
+        for folder in orphans if remove_orphans else ():
+            storage.remove_tree(folder)
     return replaced
 
 

@@ -10,11 +10,13 @@ result)`` after every finished trial, so one progress printer serves both. Only 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tune_spacenas.jobs import ACCURACY, ARCH_KEY, ARCHS_KEY, EVALUATE, LOSS, OPS_KEY, TASK_KEY
 from tune_spacenas.searchers.base import FINISHED
-from tune_spacenas.spaces.base import ARCH_KEY, OPS_KEY, SearchSpace
+from tune_spacenas.spaces.base import SearchSpace
 
 Evaluator = Callable[[Mapping[str, Any]], dict[str, Any]]
 OnResult = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -80,9 +82,9 @@ def run_in_process(
 
 
 def _arch_key(config: Mapping[str, Any], space: SearchSpace | None) -> Any:
-    if ARCH_KEY in config and "archs" not in config:
+    if ARCH_KEY in config and ARCHS_KEY not in config:
         return config[ARCH_KEY] if space is None else space.arch_from_config(config)
-    if space is not None and OPS_KEY in config and config.get("task", "evaluate") == "evaluate":
+    if space is not None and OPS_KEY in config and config.get(TASK_KEY, EVALUATE) == EVALUATE:
         return space.arch_from_config(config)
     return None
 
@@ -95,7 +97,7 @@ class InProcessSupernet:
         from tune_spacenas.store.table import WeightTable
         from tune_spacenas.trainables.worker import SupernetWorker
 
-        self.store = WeightTable(spec.initial_weights(), {"spec": spec.to_dict()})
+        self.store = WeightTable(spec.initial_weights(), spec.store_meta())
         self.worker = SupernetWorker(spec, self.store, device)
         self.trials = 0
 
@@ -117,13 +119,18 @@ def run_with_tune(
     """``tune.run`` of the supernet trainable on ``store`` (a ``WeightStore``), trials suggested by
     ``searcher`` at most ``max_concurrent`` at a time, until it is finished; returns Tune's analysis.
 
-    ``constants`` join the store's ``param_space`` (e.g. AutoSpace's ``madds_penalty``); ``run_kwargs``
-    go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...).
+    ``constants`` join the store's ``param_space`` (e.g. ``{jobs.AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=...)
+    .to_dict()}`` for Eq. 6's regularised loss in every evaluation); ``run_kwargs``
+    go to ``tune.run`` (``num_samples``, ``storage_path``, ``verbose``, ``callbacks``, ...). The supernet's
+    data is found (or downloaded) here first, so a missing copy fails once, before any trial starts.
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from tune_spacenas.data import prepare_data
     from tune_spacenas.trainables import supernet_trainable
+
+    prepare_data(store.spec.data)
 
     callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([result_callback(on_result)] if on_result else [])
     run_kwargs.setdefault("num_samples", -1)
@@ -131,6 +138,21 @@ def run_with_tune(
     return tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric,
                     mode=mode, search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
                     callbacks=callbacks, **run_kwargs)
+
+
+class ProgressPrinter:
+    """An ``on_result`` that prints one line per finished trial: the time, the search's ``progress()`` (a
+    searcher that has none, e.g. Tune's ``OptunaSearch``, is named instead) and the trial's own
+    ``metrics`` (Tune's flattened results and in-process ones alike)."""
+
+    def __init__(self, searcher: Any, metrics: Sequence[str] = (LOSS, ACCURACY), out: Callable[[str], Any] = print):
+        self.searcher, self.metrics, self.out, self.start = searcher, tuple(metrics), out, time.time()
+
+    def __call__(self, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        trial = ", ".join(f"{m} {result[m]:.4g}" for m in self.metrics if isinstance(result.get(m), (int, float)))
+        task = config.get(TASK_KEY, EVALUATE)
+        progress = self.searcher.progress() if hasattr(self.searcher, "progress") else type(self.searcher).__name__
+        self.out(f"[{time.time() - self.start:6.0f}s] {progress} | {task} trial: {trial}")
 
 
 def result_callback(on_result: OnResult) -> Any:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gpu.data import device
+from benchmarks.harness import new_figure, save_figure
+from tune_spacenas.jobs import STEPS_KEY, train_job
 
 SEEDS = 2
 # Shares of the budget: evolution, then per space supernet training and candidate evaluations; standalone
@@ -39,11 +41,11 @@ def _seconds_per_step(runner, job: dict, steps: int) -> float:
     """Wall seconds per training step of ``job`` (after as many warm-up steps; CUDA synchronised)."""
     import torch
 
-    runner({**job, "steps": steps})
+    runner({**job, STEPS_KEY: steps})
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    runner({**job, "steps": steps})
+    runner({**job, STEPS_KEY: steps})
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
@@ -70,7 +72,7 @@ def run(budget_s: float, smoke: bool) -> dict:
 
 
 def _run(budget_s: float, smoke: bool) -> dict:
-    from benchmarks.autospace import cell_limits, evolve, plan, search, spec_for, standalone
+    from benchmarks.autospace import cell_limits, evolve, plan, search, spec_for, trained_alone
     from tune_spacenas.runner import InProcessSupernet
     from tune_spacenas.searchers import AutoSpaceSearcher
     from tune_spacenas.spaces import IRBSpace, OpenCellSpace, space_from_spec
@@ -96,7 +98,7 @@ def _run(budget_s: float, smoke: bool) -> dict:
     for label, spec in spaces.items():
         space = space_from_spec(spec)
         runner = InProcessSupernet(spec_for(args, space, 0), args.device)
-        rates[f"{label}_step_s"] = step = _seconds_per_step(runner, {"task": "train", "seed": 1, "lr": 1e-3}, probe)
+        rates[f"{label}_step_s"] = step = _seconds_per_step(runner, train_job(1, seed=1, lr=1e-3), probe)
         rates[f"{label}_eval_s"] = per_eval = _seconds_per_evaluation(runner, space, rng, 4, args.eval_images)
         args.supernet_steps = max(5, int(SUPERNET * budget_s / step))
         candidates = max(8, int(EVALUATION * budget_s / per_eval))
@@ -108,7 +110,7 @@ def _run(budget_s: float, smoke: bool) -> dict:
     step = max(rates["manual_step_s"], rates["autospace_step_s"])
     left = budget_s * (1 - MARGIN) - (time.perf_counter() - start) - 2 * SEEDS * 2.0  # ~2 s per build + test
     steps = max(5, int(left / (2 * SEEDS * step)))
-    trained = {label: [standalone(args, spaces[label], searches[label]["evolution"]["arch"], seed, steps)
+    trained = {label: [trained_alone(args, spaces[label], searches[label]["evolution"]["arch"], seed, steps)
                        for seed in range(SEEDS)] for label in spaces}
     accuracy = {label: [r["accuracy"] for r in runs] for label, runs in trained.items()}
     return {
@@ -124,12 +126,7 @@ def _run(budget_s: float, smoke: bool) -> dict:
 
 
 def plot(section: dict, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = new_figure(2, size=(5, 4))
     left.plot(range(1, len(section["evolution"]["loss"]) + 1), section["evolution"]["loss"])
     left.set_xlabel("generation")
     left.set_ylabel("supernet training loss")
@@ -144,6 +141,4 @@ def plot(section: dict, folder: Path) -> None:
     right.set_ylabel("standalone test accuracy (%)")
     right.set_title(f"SPOS's find, {section['standalone_steps']} standalone steps")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "gpu_autospace.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "gpu_autospace.png")

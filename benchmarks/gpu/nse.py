@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gpu.data import cifar10, device
+from benchmarks.harness import new_figure, save_figure
+from tune_spacenas.jobs import NSEJob, train_job
 
 SEEDS = 2
 K, ROUNDS = 3, 2  # (5 - 1) // (3 - 1) = 2 rounds until NAS-Bench-201's five operations run out
@@ -23,7 +25,7 @@ MARGIN = 0.8  # of the budget left after timing, planned for the runs (building 
 
 
 def _searcher(method: str, space, steps: int, evaluations: int, seed: int):
-    from tune_spacenas.searchers import NSESearcher, SPOSSearcher
+    from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
 
     if method == "nse":  # no resource term: the anchor asks for the most accurate cell
         return NSESearcher(space=space, ops_per_layer=K, steps_per_round=max(1, steps // ROUNDS),
@@ -31,10 +33,7 @@ def _searcher(method: str, space, steps: int, evaluations: int, seed: int):
                            constraint=(0.0, 1e12), samples=max(1, evaluations // ROUNDS), edge_samples=0,
                            max_rounds=ROUNDS, eval_batch=50, metric="accuracy", mode="max", seed=seed)
     population = max(2, evaluations // 2)
-    return SPOSSearcher(space=space, train_steps=ROUNDS * max(1, steps // ROUNDS), steps_per_trial=max(1, steps // 10),
-                        lr=0.1, population=population, generations=2, parents=max(1, population // 5),
-                        mutations=population // 2, crossovers=population // 2, eval_batch=50, metric="accuracy",
-                        mode="max", seed=seed)
+    return SPOSSearcher(space=space, train_steps=ROUNDS * max(1, steps // ROUNDS), steps_per_trial=max(1, steps // 10), lr=0.1, eval_batch=50, metric="accuracy", mode="max", seed=seed, evolution=EvolutionSettings(population=population, generations=2, parents=max(1, population // 5), mutations=population // 2, crossovers=population // 2))
 
 
 def run(budget_s: float, smoke: bool) -> dict:
@@ -58,12 +57,12 @@ def run(budget_s: float, smoke: bool) -> dict:
     # (BatchNorm recalibration + validation images) on a throw-away supernet.
     probe = InProcessSupernet(spec(99, "nse"), dev)
     base, costs = resource_table(space)
-    nse_job = {"every": 2, "lr": 0.1, "alpha": 0.0, "costs": costs.tolist(), "fixed_cost": base, "tau": 1.0}
+    nse_job = NSEJob(every=2, lr=0.1, alpha=0.0, costs=costs.tolist(), fixed_cost=base, tau=1.0)
     cells = space.sample_many(np.random.default_rng(0), 5)
-    probe({"task": "train", "steps": 4, "seed": 1, "lr": 1e-3, "nse": nse_job})  # warm-up (cuDNN autotuning)
+    probe(train_job(4, seed=1, lr=1e-3, nse=nse_job))  # warm-up (cuDNN autotuning)
     probe(evaluate_batch_job(space, cells[:1]))
     t0 = time.perf_counter()
-    probe({"task": "train", "steps": 20, "seed": 1, "lr": 1e-3, "nse": nse_job})
+    probe(train_job(20, seed=1, lr=1e-3, nse=nse_job))
     per_step = (time.perf_counter() - t0) / 20
     t0 = time.perf_counter()
     probe(evaluate_batch_job(space, cells))
@@ -91,12 +90,7 @@ def run(budget_s: float, smoke: bool) -> dict:
 
 
 def plot(section: dict, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(size=(5, 4))
     for i, name in enumerate(("nse", "spos")):
         ax.bar(i, np.mean(section[name]), alpha=0.6)
         ax.scatter([i] * len(section[name]), section[name], color="k", s=12)
@@ -105,6 +99,4 @@ def plot(section: dict, folder: Path) -> None:
     ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", ylim=(min(section["nse"] + section["spos"]) - 2, 95),
            title=f"GPU: {section['steps_per_method']} steps ({section['epochs']:.1f} epochs) each")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "gpu_nse.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "gpu_nse.png")

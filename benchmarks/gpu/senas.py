@@ -14,8 +14,8 @@ from pathlib import Path
 
 from benchmarks.gpu.data import cifar10, device
 from benchmarks.rank import rank_sample, score, steps_for_seconds
-from benchmarks.senas_rank import (make_runner, plot as plot_rank, senas_rest, spos_on_cells, spos_rest, stage_one,
-                                   summarise)
+from benchmarks.senas_rank import make_runner, senas_rest, spos_on_cells, spos_rest, stage_one, summarise
+from benchmarks.senas_rank import plot as plot_rank
 
 SEED = 0
 TRAINING_SHARE = 0.6  # of the budget left after start-up; the rest scores (about 900 cells) and absorbs error

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gpu.data import cifar10, device
-from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, steps_for_seconds, table_truth, train
+from benchmarks.harness import new_figure, save_figure, train
+from benchmarks.rank import parameter_counts, rank_report, rank_sample, score, steps_for_seconds, table_truth
 
 SEEDS = 2
 ARCHS = 200
@@ -46,18 +47,11 @@ def run(budget_s: float, smoke: bool) -> dict:
 
 
 def plot(section: dict, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(section["runs"]), figsize=(5 * len(section["runs"]), 4), squeeze=False)
+    fig, axes = new_figure(len(section["runs"]), size=(5, 4), squeeze=False)
     for ax, run in zip(axes[0], section["runs"]):
         ax.scatter(section["truth"], run["scores"], s=8)
         ax.set_xlabel("NAS-Bench-201 CIFAR-10 accuracy (%)")
         ax.set_ylabel("supernet accuracy (%)")
         ax.set_title(f"seed {run['seed']}: tau {run['kendall_tau']:.3f} ({run['epochs']:.0f} epochs)")
     fig.suptitle(f"SPOS on GPU, {section['supernet']}")
-    fig.tight_layout()
-    fig.savefig(folder / "gpu_spos_rank.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "gpu_spos_rank.png")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from tune_spacenas import storage
 
 
 def best_so_far(values: Sequence[float], length: int | None = None, mode: str = "max") -> np.ndarray:
@@ -17,7 +20,7 @@ def best_so_far(values: Sequence[float], length: int | None = None, mode: str = 
     return running[:length] if length is not None else running
 
 
-def plot_curves(curves: Mapping[str, np.ndarray], path: str | Path, xlabel: str = "queries",
+def plot_curves(curves: Mapping[str, np.ndarray], path: str | os.PathLike, xlabel: str = "queries",
                 ylabel: str = "best test accuracy (%)", title: str = "", band: str = "std") -> None:
     """One line per method (mean over runs) with a band (std, or 'sem'); ``curves[name]`` is runs x steps."""
     import matplotlib
@@ -40,5 +43,12 @@ def plot_curves(curves: Mapping[str, np.ndarray], path: str | Path, xlabel: str 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG through ``storage.write_atomic`` (a path or URI), then close it."""
+    import matplotlib.pyplot as plt
+
+    storage.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     plt.close(fig)

@@ -13,16 +13,18 @@ class DataSpec:
     """Plain-data description of a dataset and its splits (it travels in the weight store's spec).
 
     Args:
-        name: ``"cifar10"`` (the shared Parquet file, or torchvision's loader) or ``"digits"``
-            (scikit-learn's 8x8 digits: smoke tests only, too easy to rank architectures).
+        name: ``"cifar10"`` or ``"digits"`` (scikit-learn's 8x8 digits: smoke tests only, too easy to
+            rank architectures).
         resolution: side in pixels; CIFAR-10 at 16 is average-pooled 2x2 (the CPU rank setting).
         train_size: images of the training split to use (``None``: all of it).
         val_size: images held out of the original training set for validation (SE-NAS 4.1: 5,000).
         seed: seeds the train/validation split and the subset.
         augment: random crop (padding resolution/8) and horizontal flip on training batches.
-        source: ``"parquet"`` (``path``, else ``cifar10_jpeg.parquet`` in the data folder) or
-            ``"torchvision"`` (downloads where the internet is reachable).
-        path: an explicit data file or folder.
+        source: ``"parquet"`` (the default: CIFAR-10 found or downloaded in the order of
+            ``tune_spacenas.data.cifar10``: ``path``, ``$TUNE_SPACENAS_DATA``, ``../shared/data``, the user
+            cache, a download of the official archive) or ``"torchvision"`` (torchvision's loader).
+        path: an explicit data file or folder (``cifar10_jpeg.parquet``, ``cifar-10-python.tar.gz``, its
+            extracted ``cifar-10-batches-py``, or a folder holding one).
     """
 
     name: str = "cifar10"
@@ -44,7 +46,7 @@ class DataSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DataSpec":
+    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         return cls(**data)
 
 

@@ -2,7 +2,8 @@
 
 from tune_spacenas.searchers.ase import ASESearcher
 from tune_spacenas.searchers.autospace import AutoSpaceSearcher
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
+from tune_spacenas.searchers.base import FINISHED, ArchSearcher, SearchProgress
+from tune_spacenas.searchers.evolution import EvolutionSettings
 from tune_spacenas.searchers.nse import NSESearcher
 from tune_spacenas.searchers.random import RandomSearcher
 from tune_spacenas.searchers.regevo import RegularizedEvolutionSearcher
@@ -10,5 +11,6 @@ from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.senas import SENASSearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "NSESearcher", "AutoSpaceSearcher", "RandomSearcher", "REINFORCESearcher",
-           "RegularizedEvolutionSearcher", "SENASSearcher", "SPOSSearcher"]
+__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "AutoSpaceSearcher", "EvolutionSettings", "NSESearcher",
+           "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SearchProgress", "SENASSearcher",
+           "SPOSSearcher"]

@@ -6,7 +6,8 @@ generation (one training trial of f iterations on the shared open-space supernet
 1. tournament selection picks K cells per layer, paired with their fitness scores;
 2. the supernet's layer l is the fitness-weighted sum of its K cells (Eq. 3, p = softmax(alpha)),
    trained through binary gates while alpha follows Eq. (4) (with the compensation factor n/n'),
-   optionally with Eq. (6)'s MAdds term (``supernet.cells.FitnessWeightedLayer``);
+   optionally with Eq. (6)'s MAdds term (``supernet.cells.FitnessWeightedLayer``, run by AutoSpace's
+   worker extension for the job's ``autospace`` payload);
 3. the learned alpha* returns to the population with momentum epsilon (Eq. 5);
 4. the generation's best cells produce offspring by mutating one edge operation, the ratio or the
    aggregation; during the first half of the evolution a mutation is repeated until its normalised
@@ -29,12 +30,32 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tune_spacenas.jobs import TASK_KEY, TRAIN
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher, write_rows
+from tune_spacenas.jobs import (
+    ALPHA,
+    AUTOSPACE_KEY,
+    MADDS,
+    STEPS_DONE,
+    STEPS_KEY,
+    TASK_KEY,
+    TRAIN,
+    AutoSpaceGeneration,
+    AutoSpaceJob,
+)
+from tune_spacenas.searchers.base import DONE, FINISHED, ArchSearcher, SearchProgress, write_rows
 from tune_spacenas.searchers.training import TrainingPhase
-from tune_spacenas.spaces.cells import (NUM_NODES, REFERENCE_IRB, CellSpace, GeneratedSpace, OpenCellSpace,
-                                        canonical_cell, cell_string, hamming_distance, parse_cell)
-from tune_spacenas.supernet.cells import AUTOSPACE_KEY
+from tune_spacenas.spaces.base import SearchSpace
+from tune_spacenas.spaces.cells import (
+    NUM_NODES,
+    REFERENCE_IRB,
+    CellSpace,
+    GeneratedSpace,
+    OpenCellSpace,
+    canonical_cell,
+    cell_string,
+    hamming_distance,
+    parse_cell,
+)
+from tune_spacenas.spaces.neighbourhood import sample_neighbour
 
 _CELLS = CellSpace()
 _MAX_TRIES = 1000
@@ -86,18 +107,19 @@ class AutoSpaceSearcher(ArchSearcher):
         max_cell_madds: Eq. (1)'s MAdds_max: cells above it never enter a population (one number, or
             one per layer).
         lr: peak learning rate of the supernet's weights (cosine to 0 over the evolution).
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store).
+        **kwargs: ``ArchSearcher`` arguments (metric, mode, seed).
     """
 
-    def __init__(self, num_layers: int | None = None, metric: str | None = None, mode: str | None = None,
-                 cells_per_layer: int = 4, population_size: int = 16, tournament_size: int = 3,
+    PHASES = ("evolution", DONE)
+
+    def __init__(self, space: SearchSpace | None = None, *, num_layers: int | None = None, cells_per_layer: int = 4, population_size: int = 16, tournament_size: int = 3,
                  generations: int = 20, iterations_per_generation: int = 100, epsilon: float = 0.5,
                  offspring: int = 2, reference: str = REFERENCE_IRB, use_reference: bool = True, tau: float = 0.12,
                  reference_fraction: float = 0.5, initial_fitness_std: float = 1e-3, alpha_lr: float = 0.05,
                  gate_paths: int = 2, compensation: bool = True, madds_penalty: float = 0.0,
                  max_cell_madds: float | Sequence[float] | None = None, lr: float = 0.05, **kwargs: Any):
         kwargs.setdefault("cache_evaluations", False)
-        super().__init__(metric=metric, mode=mode, **kwargs)
+        super().__init__(space, **kwargs)
         if not 1 <= cells_per_layer <= population_size:
             raise ValueError(f"need 1 <= cells_per_layer ({cells_per_layer}) <= population_size ({population_size})")
         if tournament_size < 1 or generations < 1 or iterations_per_generation < 1:
@@ -139,7 +161,7 @@ class AutoSpaceSearcher(ArchSearcher):
         for _ in range(_MAX_TRIES * self.population_size):
             if len(members) >= self.population_size:
                 break
-            cell = (_CELLS.sample_neighbour(parse_cell(self.reference), radius, self.rng) if self.use_reference
+            cell = (sample_neighbour(_CELLS, parse_cell(self.reference), radius, self.rng) if self.use_reference
                     else _CELLS.sample(self.rng))
             text = cell_string(canonical_cell(cell))
             if self._acceptable(layer, text, constrained=self.use_reference):
@@ -160,6 +182,9 @@ class AutoSpaceSearcher(ArchSearcher):
     def _acceptable(self, layer: int, cell: str, constrained: bool) -> bool:
         return self._affordable(layer, cell) and (not constrained or hamming_distance(cell, self.reference) < self.tau)
 
+    def repeat_refusal(self) -> str | None:
+        return "its trials train supernet generations and report the fitness scores (alpha) they learned"
+
     # ------------------------------------------------------------------------------------------
     # A generation: tournament selection, then one training trial
     # ------------------------------------------------------------------------------------------
@@ -170,13 +195,12 @@ class AutoSpaceSearcher(ArchSearcher):
             return None  # the last generations are still training
         job = self.training.next_job(seed=int(self.rng.integers(2**31)))
         picks = [self.tournament(layer) for layer in range(self.num_layers)]
-        job[AUTOSPACE_KEY] = {
-            "generation": self.issued_generations,
-            "cells": [[m.cell for m in members] for members in picks],
-            "alpha": [[m.fitness for m in members] for members in picks],
-            "compensation": [[self.compensation_factor(m) for m in members] for members in picks],
-            "alpha_lr": self.alpha_lr, "gate_paths": self.gate_paths, "madds_penalty": self.madds_penalty,
-        }
+        generation = AutoSpaceGeneration(
+            generation=self.issued_generations, cells=[[m.cell for m in members] for members in picks],
+            alpha=[[m.fitness for m in members] for members in picks],
+            compensation=[[self.compensation_factor(m) for m in members] for members in picks],
+            alpha_lr=self.alpha_lr, gate_paths=self.gate_paths)
+        job[AUTOSPACE_KEY] = AutoSpaceJob(madds_penalty=self.madds_penalty, generation=generation).to_dict()
         self.issued_generations += 1
         return job
 
@@ -210,19 +234,20 @@ class AutoSpaceSearcher(ArchSearcher):
         self.training.complete(job, ok=result is not None)
         if result is None:
             return  # a failed generation teaches nothing; its pushed weight steps stay applied
-        value = float(self._metric_of(result))
-        if "alpha" not in result:
-            raise ValueError("the generation's trial reported no 'alpha' (learned fitness scores): train AutoSpace on "
-                             f"an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}")
-        generation = job[AUTOSPACE_KEY]
-        steps = int(result.get("steps_done", job["steps"]))
+        value = self._value(result)  # recorded with the population; a result without it is kept as NaN
+        value = math.nan if value is None else float(value)
+        if ALPHA not in result:
+            raise ValueError(f"the generation's trial reported no {ALPHA!r} (learned fitness scores): train AutoSpace "
+                             f"on an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}")
+        generation = AutoSpaceJob.from_dict(job[AUTOSPACE_KEY]).generation
+        steps = int(result.get(STEPS_DONE, job[STEPS_KEY]))
         self.completed_generations += 1
-        for layer, (cells, alpha_star) in enumerate(zip(generation["cells"], result["alpha"])):
+        for layer, (cells, alpha_star) in enumerate(zip(generation.cells, result[ALPHA])):
             updated = self._update_fitness(layer, cells, alpha_star, steps, generation, value)
             self._reproduce(layer, updated)
 
     def _update_fitness(self, layer: int, cells: list[str], alpha_star: list[float], steps: int,
-                        generation: dict[str, Any], value: float) -> list[Member]:
+                        generation: AutoSpaceGeneration, value: float) -> list[Member]:
         """Eq. (5) for the generation's cells still in the population; returns them."""
         by_cell = {m.cell: m for m in self.populations[layer]}
         updated = []
@@ -235,10 +260,10 @@ class AutoSpaceSearcher(ArchSearcher):
             member.trained += steps
             updated.append(member)
             self.population_history.append({
-                "generation": int(generation["generation"]), "completed": self.completed_generations, "layer": layer,
-                "cell": cell, "alpha_start": float(generation["alpha"][layer][k]), "alpha_star": float(learned),
+                "generation": int(generation.generation), "completed": self.completed_generations, "layer": layer,
+                "cell": cell, "alpha_start": float(generation.alpha[layer][k]), "alpha_star": float(learned),
                 "fitness_before": before, "fitness": member.fitness, "trained": member.trained,
-                "madds": self.space.layer_cost(layer, cell).madds, self._metric: value})
+                MADDS: self.space.layer_cost(layer, cell).madds, self._metric: value})
         return updated
 
     def reference_active(self) -> bool:
@@ -288,6 +313,12 @@ class AutoSpaceSearcher(ArchSearcher):
         if not self.populations:
             return None
         return self.space.to_string(self.space.from_cells([cells[0] for cells in self.top_cells(1)]))
+
+    def current_progress(self) -> SearchProgress:
+        fittest = self.top_cells(1)[0][0] if self.populations else ""
+        return self.make_progress((self.training.done, self.training.total_steps), (0, 0), best=None,
+                                  note=f"generation {self.completed_generations}/{self.generations}, fittest cell of "
+                                       f"layer 1: {fittest}")
 
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the population history (one row per cell per generation: alphas before, learned and

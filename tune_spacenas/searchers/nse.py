@@ -17,26 +17,42 @@ Each round (section 3.1, Figure 2) runs as phases of trials this searcher sugges
 
 The search space can be a ``MultiBranchSpace`` (the paper's setting) or any one-choice-per-slot space
 (its single-branch special case ``N_l = 1``, e.g. NAS-Bench-201 with ``SupernetSpec(...,
-skeleton="nasbench201+fitness")``). The supernet must carry fitness indicators (``FITNESS_KEY``).
+skeleton="nasbench201+fitness")``). The supernet must carry fitness indicators; NSE's worker extension
+(``trainables.extensions.nse``) updates them during the training trials (the job's ``nse`` payload).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tune_spacenas.analysis.pareto import pareto_front
-from tune_spacenas.jobs import ARCHS_KEY, EVALUATE, TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher, write_rows
+from tune_spacenas.jobs import (
+    ARCH_KEY,
+    FITNESS_INDICATORS,
+    IMAGES_KEY,
+    NSE_KEY,
+    TASK_KEY,
+    TRAIN,
+    NSEJob,
+    NSEReset,
+    evaluate_batch_job,
+)
+from tune_spacenas.searchers.base import DONE, FINISHED, TRAINING, ArchSearcher, SearchProgress, write_rows
+from tune_spacenas.searchers.evaluation import EvaluationQueue
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import SearchSpace
-from tune_spacenas.spaces.multibranch import MultiBranchSpace, branches_of, configuration_selectors
-from tune_spacenas.supernet.multibranch import FITNESS_KEY, NSE_JOB_KEY, layer_probability
+from tune_spacenas.spaces.multibranch import MultiBranchSpace, configuration_selectors, layer_probability
 
 SAMPLE, EDGE, REHEARSE = "sample", "edge", "rehearse"
+EVALUATION = "evaluation"
+PAPER_TAU = 300.0  # the paper's MAdds target, in millions (ImageNet, 224 px)
+log = logging.getLogger("tune_spacenas.searchers")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,6 +82,22 @@ def resource_table(space: SearchSpace, unit: float = 1e6) -> tuple[float, np.nda
         if not np.isclose(base + sum(table[i, o] for i, o in enumerate(arch)), full.cost(arch).madds):
             raise ValueError(f"space {full.name!r} has no additive cost model; give NSESearcher cost_table=(fixed, table)")
     return base / unit, table / unit
+
+
+def resource_range(space: SearchSpace, fixed: float, table: np.ndarray) -> tuple[float, float]:
+    """(cheapest, dearest) resource cost of ``space``'s architectures under ``(fixed, table)`` (non-negative
+    costs): per layer its cheapest and dearest configuration."""
+    low = high = fixed
+    for layer, slot in enumerate(space.slots):
+        if isinstance(space, MultiBranchSpace):
+            costs = sorted(float(table[layer][o]) for o in range(len(slot.ops)))
+            most = len(costs) if space.max_branches is None else space.max_branches
+            low += costs[0] if space.reduction[layer] else 0.0  # a normal layer may keep its identity path only
+            high += sum(costs[-most:])
+        else:
+            costs = [float(table[layer][o]) for o in slot.allowed]
+            low, high = low + min(costs), high + max(costs)
+    return low, high
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,7 +153,8 @@ def retrieve_front(accuracy: Sequence[float], cost: Sequence[float], edge: Seque
 
 
 class NSESearcher(ArchSearcher):
-    """Neural Search-space Evolution on the shared supernet, round after round.
+    """Neural Search-space Evolution on the shared supernet, round after round (phases: ``training`` the
+    round's subset, ``evaluation`` of its candidates, ``finished``).
 
     Args:
         ops_per_layer: ``K``, the layer-wise size of the search space subset (paper: 5).
@@ -132,7 +165,11 @@ class NSESearcher(ArchSearcher):
             with betas (0, 0.999)).
         update_every: theta update once every this many training steps (paper: 2).
         alpha, beta, tau: Eq. (5)'s resource term ``alpha * R(a, tau)^beta`` (paper: 1e-5, 2, 300M MAdds);
-            ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default).
+            ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default). ``tau=None`` (the
+            default) takes the paper's 300 where the space's cost range holds its window (the ImageNet-size
+            spaces), else the median cost of the architectures round one samples, so a CPU-sized space
+            (costing a few million MAdds) still gets a window its samples fill; the value is logged. A window
+            outside the space's cost range is a ValueError at ``set_search_properties``.
         cost_table: ``(fixed, per_slot_op_costs)`` replacing the MAdds model (e.g. a latency lookup table).
         drop_threshold: a path whose theta falls below it leaves the subset (paper: -2).
         lock_and_rehearse: L&R (3.3.1); ``False`` is the "w/o L&R" ablation.
@@ -147,12 +184,15 @@ class NSESearcher(ArchSearcher):
         inherit: per layer, operations of an earlier search's aggregated subset to start from (locked by
             L&R); ``rehearse``: that search's Pareto architectures (strings) to re-evaluate in round one.
             Together they continue a finished search on a second pool (the "K=5 w/ 2nd Space" run).
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store).
+        **kwargs: ``ArchSearcher`` arguments (metric, mode, seed).
     """
 
-    def __init__(self, ops_per_layer: int = 5, steps_per_round: int = 2000, steps_per_trial: int = 200,
-                 lr: float = 0.05, theta_lr: float = 0.1, theta_betas: tuple[float, float] = (0.0, 0.999),
-                 update_every: int = 2, alpha: float = 1e-5, beta: float = 2.0, tau: float = 300.0,
+    PHASES = (TRAINING, EVALUATION, DONE)
+
+    def __init__(self, space: SearchSpace | None = None, *, ops_per_layer: int = 5, steps_per_round: int = 2000,
+                 steps_per_trial: int = 200, lr: float = 0.05, theta_lr: float = 0.1,
+                 theta_betas: tuple[float, float] = (0.0, 0.999), update_every: int = 2, alpha: float = 1e-5,
+                 beta: float = 2.0, tau: float | None = None,
                  resource_unit: float = 1e6, cost_table: tuple[float, Sequence[Sequence[float]]] | None = None,
                  drop_threshold: float = -2.0, lock_and_rehearse: bool = True, samples: int = 2000,
                  edge_samples: int = 100, constraint: tuple[float, float] | None = None,
@@ -164,24 +204,25 @@ class NSESearcher(ArchSearcher):
         self.settings = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
         self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed") if k in kwargs}
         kwargs.setdefault("cache_evaluations", False)
-        super().__init__(**kwargs)
+        super().__init__(space, **kwargs)
         if ops_per_layer < 1:
             raise ValueError(f"ops_per_layer (K) must be at least 1, got {ops_per_layer}")
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
-        self.fitness = {"every": update_every, "lr": theta_lr, "betas": list(theta_betas), "alpha": alpha,
-                        "beta": beta, "tau": tau}
+        # Eq. (5)-(8)'s update as the training jobs carry it (``tau``, ``costs`` are set once the space is known).
+        self.fitness = NSEJob(every=update_every, lr=theta_lr, betas=list(theta_betas), alpha=alpha, beta=beta)
+        self.target: float | None = None  # Eq. (5)'s tau in use
         self.resource_unit, self.cost_table = resource_unit, cost_table
         self.drop_threshold, self.lock_and_rehearse = drop_threshold, lock_and_rehearse
         self.samples, self.edge_samples = samples, edge_samples
-        self.constraint = tuple(constraint) if constraint is not None else (0.9 * tau, 1.1 * tau)
-        self.edge_band = edge_band if edge_band is not None else 0.1 * tau
+        self.constraint, self.edge_band = (tuple(constraint) if constraint is not None else None), edge_band
+        if tau is not None:
+            self._set_target(tau)
         self.eval_batch, self.eval_images = eval_batch, eval_images
         self.reinit_weights, self.max_rounds = reinit_weights, max_rounds
         self.pool, self.inherit, self.rehearse = (list(pool) if pool is not None else None), inherit, list(rehearse)
         self.round = 0
-        self.phase = TRAIN
         self.rounds: list[dict[str, Any]] = []
         self.front: list[dict[str, Any]] = []
         self.final_subsets: list[list[str]] | None = None
@@ -189,11 +230,36 @@ class NSESearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Set-up: the first subset A_s (Step 1)
     # ------------------------------------------------------------------------------------------
+    def _set_target(self, tau: float) -> None:
+        """Eq. (5)'s ``tau`` and what defaults to it: the constraint (tau +- 10%) and the edge band (10%)."""
+        self.target = float(tau)
+        self.constraint = self.constraint or (0.9 * tau, 1.1 * tau)
+        self.edge_band = self.edge_band if self.edge_band is not None else 0.1 * tau
+
+    @property
+    def tau(self) -> float | None:
+        """Eq. (5)'s resource target in use (derived at the first ``suggest`` when not given)."""
+        return self.target
+
+    def check_space(self) -> None:
+        """The resource model (Eq. 8's ``C``) of the space; a constraint window no architecture of the space
+        can meet is a ValueError naming the space's range."""
+        full = self.space.full_space()
+        fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
+        self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
+        self.cost_span = resource_range(full, self.fixed_cost, self.costs)
+        if self.constraint is not None:
+            (low, high), (cheapest, dearest) = self.constraint, self.cost_span
+            if high < cheapest or low > dearest:
+                raise ValueError(
+                    f"NSESearcher's constraint window {low:.4g}-{high:.4g} (tau={self.target}, in MAdds / "
+                    f"{self.resource_unit:.0e}) holds no architecture of space {full!r}, whose costs range "
+                    f"{cheapest:.4g}-{dearest:.4g}: pass tau= (and constraint=) inside that range, or leave tau unset "
+                    "to derive it from the space")
+
     def setup(self) -> None:
         full = self.space.full_space()
         self.reduction = list(full.reduction) if isinstance(full, MultiBranchSpace) else [True] * len(full.slots)
-        fixed, table = self.cost_table if self.cost_table is not None else resource_table(full, self.resource_unit)
-        self.fixed_cost, self.costs = float(fixed), np.asarray(table, float)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
         if self.inherit and len(self.inherit) != len(full.slots):
             raise ValueError(f"inherit= has {len(self.inherit)} layers but space {full.name!r} has {len(full.slots)}: "
@@ -211,12 +277,27 @@ class NSESearcher(ArchSearcher):
         if filled is None:
             raise ValueError(f"a layer's pool holds fewer than K={self.k} operations; lower ops_per_layer")
         self.subsets, self.pending = filled
+        if self.target is None:
+            self._set_target(self._default_tau())
         self.locked = inherited if self.lock_and_rehearse else [[] for _ in full.slots]
         self.previous_front = [self.space.to_string(full.validate(a)) for a in self.rehearse] if self.lock_and_rehearse else []
         pool_size = max(len(p) + len(s) for p, s in zip(self.pending, self.subsets))
         if self.max_rounds is None:
             self.max_rounds = max(1, (pool_size - 1) // max(1, self.k - 1))
         self._start_round(fresh_ops=[])
+
+    def _default_tau(self) -> float:
+        """The paper's target where the space's cost range holds its window, else the median cost of what
+        round one samples (Eq. 4 at theta = 0 on the first subset)."""
+        cheapest, dearest = self.cost_span
+        paper = PAPER_TAU * 1e6 / self.resource_unit if self.cost_table is None else None
+        if paper is not None and cheapest <= 0.9 * paper and 1.1 * paper <= dearest:
+            tau, why = paper, "the paper's target"
+        else:
+            _, costs = self.sample_architectures(np.zeros(self.costs.shape), 1000, np.random.default_rng([self.seed, 8]))
+            tau, why = float(np.median(costs)), f"the median cost of round one's samples (the space costs {cheapest:.3g}-{dearest:.3g})"
+        log.info("NSESearcher: tau=%.4g (%s), constraint window %.4g-%.4g", tau, why, 0.9 * tau, 1.1 * tau)
+        return tau
 
     @property
     def subspace(self) -> SearchSpace:
@@ -227,17 +308,17 @@ class NSESearcher(ArchSearcher):
         """Open the round's training phase. Its first trial carries the round's reset: thetas back to 0
         (Eq. 4's uniform start) and fresh weights for the replenished operations (every weight with
         ``reinit_weights``); the other trials wait for it, so none trains on the previous round's values."""
-        settings = {**self.fitness, "costs": self.costs.tolist(), "fixed_cost": self.fixed_cost}
-        self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_JOB_KEY: settings})
-        self.reset = {"seed": 1000 * (self.seed + 1) + self.round, "ops": [list(op) for op in fresh_ops],
-                      "all": bool(self.reinit_weights and self.round)}
+        settings = replace(self.fitness, tau=self.target, costs=self.costs.tolist(), fixed_cost=self.fixed_cost)
+        self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_KEY: settings})
+        self.reset: NSEReset | None = NSEReset(seed=1000 * (self.seed + 1) + self.round,
+                                               ops=[list(op) for op in fresh_ops],
+                                               all=bool(self.reinit_weights and self.round))
         self.reset_in_flight = False
         self.thetas = np.zeros((len(self.subsets), self.costs.shape[1]))
-        self.phase = TRAIN
+        self.phase = TRAINING
         self.record = {"round": self.round, "subsets": self._names(self.subsets), "locked": self._names(self.locked)}
         self.candidates: dict[str, dict[str, Any]] = {}
-        self.queue: list[str] = []
-        self.outstanding = 0
+        self.queue = EvaluationQueue(self.eval_batch)
 
     def _names(self, subsets: Sequence[Sequence[int]]) -> list[list[str]]:
         return [[slot.ops[o] for o in ops] for slot, ops in zip(self.space.full_space().slots, subsets)]
@@ -246,27 +327,26 @@ class NSESearcher(ArchSearcher):
     # Tune hooks
     # ------------------------------------------------------------------------------------------
     def propose(self) -> dict[str, Any] | str | None:
-        if self.phase == FINISHED:
+        if self.phase == DONE:
             return FINISHED
-        if self.phase == TRAIN:
+        if self.phase == TRAINING:
             if self.reset_in_flight:
                 return None
             if not self.training.all_issued:
                 job = self.training.next_job(seed=int(self.rng.integers(2**31)), subspace=self.subspace)
                 if self.reset is not None:
-                    job[NSE_JOB_KEY] = {**job[NSE_JOB_KEY], "reset": self.reset}
+                    job[NSE_KEY] = replace(NSEJob.from_dict(job[NSE_KEY]), reset=self.reset).to_dict()
                     self.reset_in_flight = True
                 return job
             if not self.training.finished:
                 return None
             self._retrieve_candidates()
-            self.phase = EVALUATE
-        if self.queue:
-            batch, self.queue = self.queue[: self.eval_batch], self.queue[self.eval_batch:]
-            self.outstanding += len(batch)
-            extra = {} if self.eval_images is None else {"images": self.eval_images}
+            self.phase = EVALUATION
+        batch = self.queue.next_batch()
+        if batch is not None:
+            extra = {} if self.eval_images is None else {IMAGES_KEY: self.eval_images}
             return evaluate_batch_job(self.space, [self.space.from_string(a) for a in batch], **extra)
-        if self.outstanding:
+        if self.queue.outstanding:
             return None
         self._finish_round()
         return self.propose()
@@ -274,34 +354,37 @@ class NSESearcher(ArchSearcher):
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:
             self.training.complete(job, ok=result is not None)
-            if "reset" in job[NSE_JOB_KEY]:
+            if NSEJob.from_dict(job[NSE_KEY]).reset is not None:
                 self.reset_in_flight = False
                 self.reset = self.reset if result is None else None  # a failed reset goes out with the next trial
             if result is not None:
-                if FITNESS_KEY not in result:
-                    raise ValueError(f"training results carry no {FITNESS_KEY!r}: NSE needs a supernet with fitness "
-                                     "indicators (a MultiBranchSpace, or SupernetSpec(..., skeleton='nasbench201+fitness'))")
-                self.thetas = np.asarray(result[FITNESS_KEY], float)  # the store's values after this trial's push
+                if FITNESS_INDICATORS not in result:
+                    raise ValueError(f"training results carry no {FITNESS_INDICATORS!r}: NSE needs a supernet with "
+                                     "fitness indicators (a MultiBranchSpace, or SupernetSpec(..., "
+                                     "skeleton='nasbench201+fitness'))")
+                self.thetas = np.asarray(result[FITNESS_INDICATORS], float)  # the store's values after this push
             self.subsets = simplify(self.subsets, self.thetas, self.drop_threshold, self.reduction, self.locked)
             return
-        self.outstanding -= len(job[ARCHS_KEY])
-        if result is not None:
-            for arch, value in self.arch_values(job, result):
-                self.candidates[self.space.to_string(arch)]["accuracy"] = self.score(value)
+        archs, scores = self.batch_scores(job, result)
+        self.queue.complete(len(archs))
+        for arch, score in scores.items():
+            self.candidates[self.space.to_string(arch)]["score"] = score
 
     # ------------------------------------------------------------------------------------------
     # Pareto front retrieval (3.3.2)
     # ------------------------------------------------------------------------------------------
-    def sample_architectures(self, theta: np.ndarray, n: int) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    def sample_architectures(self, theta: np.ndarray, n: int, rng: np.random.Generator | None = None
+                             ) -> tuple[list[tuple[int, ...]], np.ndarray]:
         """``n`` architectures from ``P(Theta)``: per layer a configuration with Eq. (4)'s probability,
         renormalised over the configurations the subset allows (reduction layers: non-empty); with their
         resource costs (Eq. 8's ``C``)."""
+        rng = rng or self.rng
         space, p = self.subspace, 1.0 / (1.0 + np.exp(-theta))
         columns, cost = [], np.full(n, self.fixed_cost)
         for layer, subset in enumerate(self.subsets):
             configs, selectors = configuration_selectors(space, layer, subset)
             probs = layer_probability(p[layer, list(subset)], selectors)
-            pick = self.rng.choice(len(configs), size=n, p=probs / probs.sum())
+            pick = rng.choice(len(configs), size=n, p=probs / probs.sum())
             columns.append([configs[i] for i in pick])
             cost += (selectors @ self.costs[layer, list(subset)])[pick]  # a configuration's branches' costs
         return list(zip(*columns)), cost
@@ -325,16 +408,16 @@ class NSESearcher(ArchSearcher):
                     continue
                 seen.add(arch)
                 found[role].append(self.space.to_string(arch))
-                self.candidates[found[role][-1]] = {"role": role, "cost": float(c), "accuracy": None}
+                self.candidates[found[role][-1]] = {"role": role, "cost": float(c), "score": None}
         rehearsed = [a for a in self.previous_front if a not in self.candidates and self._fits(a)]
         for arch in rehearsed:
-            self.candidates[arch] = {"role": REHEARSE, "cost": self._cost(arch), "accuracy": None}
-        self.queue = list(self.candidates)
+            self.candidates[arch] = {"role": REHEARSE, "cost": self._cost(arch), "score": None}
+        self.queue.put(self.candidates)
         self.record.update(sampled=len(found[SAMPLE]), edge=len(found[EDGE]), rehearsed=len(rehearsed))
 
     def _cost(self, arch: str) -> float:
         a = self.space.from_string(arch)
-        return self.fixed_cost + sum(self.costs[l, list(branches_of(self.space, l, v))].sum() for l, v in enumerate(a))
+        return self.fixed_cost + sum(self.costs[l, list(self.space.branches(l, v))].sum() for l, v in enumerate(a))
 
     def _fits(self, arch: str) -> bool:
         low, high = self.constraint
@@ -344,36 +427,36 @@ class NSESearcher(ArchSearcher):
     # Aggregation (Eq. 9) and replenishment (3.3.3)
     # ------------------------------------------------------------------------------------------
     def _finish_round(self) -> None:
-        scored = [(a, c) for a, c in self.candidates.items() if c["accuracy"] is not None]
-        accuracy = [c["accuracy"] for _, c in scored]
+        scored = [(a, c) for a, c in self.candidates.items() if c["score"] is not None]
+        accuracy = [c["score"] for _, c in scored]
         cost = [c["cost"] for _, c in scored]
         front = [scored[i] for i in retrieve_front(accuracy, cost, [c["role"] == EDGE for _, c in scored])]
-        self.front = [{"arch": a, self._metric: self.score(c["accuracy"]), "cost": c["cost"], "role": c["role"]}
+        self.front = [{ARCH_KEY: a, self._metric: self.score(c["score"]), "cost": c["cost"], "role": c["role"]}
                       for a, c in front]
         archs = [self.space.from_string(a) for a, _ in front]
-        ops = [[branches_of(self.space, l, v) for l, v in enumerate(a)] for a in archs]
+        ops = [[self.space.branches(l, v) for l, v in enumerate(a)] for a in archs]
         aggregated = aggregate(ops, len(self.subsets)) if front else [list(s) for s in self.subsets]
-        self.record.update(front=[f["arch"] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
+        self.record.update(front=[f[ARCH_KEY] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
                            front_cost=[f["cost"] for f in self.front], aggregated=self._names(aggregated),
                            evaluated=len(scored))
         self.rounds.append(self.record)
         refilled = replenish(aggregated, self.pending, self.k)
         if refilled is None or self.round + 1 >= self.max_rounds:
             self.final_subsets = self._names(aggregated)
-            self.phase = FINISHED
+            self.phase = DONE
             return
         new_subsets, self.pending = refilled
         fresh = [(l, o) for l, (old, new) in enumerate(zip(aggregated, new_subsets)) for o in new if o not in old]
         self.subsets = new_subsets
         self.locked = aggregated if self.lock_and_rehearse else [[] for _ in self.subsets]
-        self.previous_front = [f["arch"] for f in self.front] if self.lock_and_rehearse else []
+        self.previous_front = [f[ARCH_KEY] for f in self.front] if self.lock_and_rehearse else []
         self.round += 1
         self._start_round(fresh)
 
     # ------------------------------------------------------------------------------------------
     # Results and state
     # ------------------------------------------------------------------------------------------
-    def continue_on(self, space: SearchSpace, pool: Sequence[str], **overrides: Any) -> "NSESearcher":
+    def continue_on(self, space: SearchSpace, pool: Sequence[str], **overrides: Any) -> NSESearcher:
         """Section 5.2's "K=5 w/ 2nd Space": a new search on ``space`` (this search's operations plus the
         ``pool``) that inherits this search's final subset (locked by L&R), rehearses its last Pareto front
         and replenishes from ``pool`` only; other settings are this search's unless overridden (the paper
@@ -381,14 +464,37 @@ class NSESearcher(ArchSearcher):
         if self.final_subsets is None:
             raise ValueError("this search has not finished yet; continue_on starts from its final subset and front")
         settings = {**self.settings, "space": space, "pool": list(pool), "inherit": self.final_subsets,
-                    "rehearse": [f["arch"] for f in self.front], "max_rounds": None}
+                    "rehearse": [f[ARCH_KEY] for f in self.front], "max_rounds": None}
         return NSESearcher(**{**settings, **overrides})
+
+    def repeat_refusal(self) -> str | None:
+        return ("it trains the supernet with fitness indicators in training trials and scores architectures in "
+                "batches (per_arch lists)")
+
+    def why_no_result(self) -> str:
+        inside = sum(r.get("sampled", 0) for r in self.rounds)
+        if self.rounds and not inside:
+            low, high = self.constraint
+            return (f"no sampled architecture fell inside the constraint window {low:.4g}-{high:.4g} (tau="
+                    f"{self.target:.4g}, MAdds / {self.resource_unit:.0e}) in {len(self.rounds)} rounds, on a "
+                    f"space costing {self.cost_span[0]:.4g}-{self.cost_span[1]:.4g}: widen constraint= or move tau")
+        return super().why_no_result()
 
     def best_architecture(self) -> str | None:
         """The most accurate architecture of the latest Pareto front (all inside the constraint)."""
         if not self.front:
             return None
-        return max(self.front, key=lambda f: self.score(f[self._metric]))["arch"]
+        return max(self.front, key=lambda f: self.score(f[self._metric]))[ARCH_KEY]
+
+    def current_progress(self) -> SearchProgress:
+        done = self.round * self.steps_per_round + (self.training.done if self.phase == TRAINING else self.steps_per_round)
+        evaluated = sum(c["score"] is not None for c in self.candidates.values())
+        best = None if not self.front else max(self.front, key=lambda f: self.score(f[self._metric]))
+        ops = sum(len(o) for o in self.subsets)
+        return self.make_progress((done, self.max_rounds * self.steps_per_round), (evaluated, len(self.candidates)),
+                                  None if best is None else (best[self._metric], best[ARCH_KEY]),
+                                  note=f"round {self.round + 1}/{self.max_rounds}, {ops} operations in the subset, "
+                                       f"{len(self.rounds)} fronts")
 
     def export_rounds(self, path: str | os.PathLike) -> None:
         """Per-round history to Parquet: subsets, locked, simplified and aggregated operations per layer,

@@ -8,6 +8,7 @@ from typing import Any
 
 from tune_spacenas.jobs import evaluate_job
 from tune_spacenas.searchers.base import ArchSearcher
+from tune_spacenas.spaces.base import SearchSpace
 
 
 class RegularizedEvolutionSearcher(ArchSearcher):
@@ -19,16 +20,16 @@ class RegularizedEvolutionSearcher(ArchSearcher):
         num_edits: slots a mutation changes (1: one edge / layer to a different operation).
         initial_population: architectures (strings or index tuples) proposed first, before the random
             ones that fill the population (a warm start, e.g. a prior's best; see ``searchers.prior``).
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, max_queries).
+        **kwargs: ``ArchSearcher`` arguments (metric, mode, seed, max_queries).
 
     Until the population is full it proposes random architectures; afterwards each proposal mutates
     the tournament winner among the members present *now*, so several trials in flight simply draw
     several tournaments. A failed trial is dropped without entering the population.
     """
 
-    def __init__(self, population_size: int = 10, tournament_size: int = 3, num_edits: int = 1,
-                 initial_population: Sequence[Any] = (), **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, space: SearchSpace | None = None, *, population_size: int = 10, tournament_size: int = 3,
+                 num_edits: int = 1, initial_population: Sequence[Any] = (), **kwargs: Any):
+        super().__init__(space, **kwargs)
         if num_edits < 1:
             raise ValueError(f"num_edits must be at least 1 (a mutation changes that many slots), got {num_edits}")
         if not 1 <= tournament_size <= population_size:

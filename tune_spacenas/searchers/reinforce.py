@@ -8,6 +8,7 @@ import numpy as np
 
 from tune_spacenas.jobs import evaluate_job
 from tune_spacenas.searchers.base import ArchSearcher
+from tune_spacenas.spaces.base import SearchSpace
 
 
 class Adam:
@@ -42,9 +43,9 @@ class REINFORCESearcher(ArchSearcher):
 
     needs_one_choice_per_slot = True
 
-    def __init__(self, learning_rate: float = 0.01, baseline_decay: float = 0.9, entropy_weight: float = 0.0,
-                 **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, space: SearchSpace | None = None, *, learning_rate: float = 0.01, baseline_decay: float = 0.9,
+                 entropy_weight: float = 0.0, **kwargs: Any):
+        super().__init__(space, **kwargs)
         self.learning_rate, self.baseline_decay, self.entropy_weight = learning_rate, baseline_decay, entropy_weight
         self.baseline: float | None = None
 

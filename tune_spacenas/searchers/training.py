@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tune_spacenas.jobs import train_job
+from tune_spacenas.jobs import STEPS_KEY, SYNC_EVERY_KEY, train_job
 from tune_spacenas.spaces.base import SearchSpace
 
 
@@ -26,7 +26,7 @@ class TrainingPhase:
         lr: peak learning rate; the schedule is cosine from ``lr`` to 0 over ``schedule_steps``
             (default: this phase), evaluated at each trial's first step, starting at ``schedule_offset``.
         sync_every: steps between a trial's delta pushes (default: once, at its end).
-        extra: more job keys (``snapshots``, ``expanded``, a method's own) for every trial of the phase.
+        extra: more contract keys for every trial of the phase (a method's payload: ``nse=NSEJob(...)``).
     """
 
     total_steps: int
@@ -52,6 +52,11 @@ class TrainingPhase:
     def finished(self) -> bool:
         return self.completed + self.failed >= self.total_steps
 
+    @property
+    def done(self) -> int:
+        """Steps whose trials came back (failed ones count as spent)."""
+        return self.completed + self.failed
+
     def learning_rate(self, step: int) -> float:
         """Cosine annealing: ``lr * (1 + cos(pi * t / T)) / 2`` at global step ``t``."""
         horizon = self.schedule_steps or max(self.total_steps, 1)
@@ -63,15 +68,14 @@ class TrainingPhase:
         if self.all_issued:
             return None
         steps = min(self.steps_per_trial, self.total_steps - self.issued)
-        job = train_job(steps, subspace, lr=self.learning_rate(self.issued), seed=int(seed), **self.extra)
-        if self.sync_every:
-            job["sync_every"] = self.sync_every
+        sync = {SYNC_EVERY_KEY: self.sync_every} if self.sync_every else {}
+        job = train_job(steps, subspace, lr=self.learning_rate(self.issued), seed=int(seed), **self.extra, **sync)
         self.issued += steps
         return job
 
     def complete(self, job: dict[str, Any], ok: bool = True) -> None:
         """A training job came back; a failed one counts as spent (its pushed steps stay applied)."""
         if ok:
-            self.completed += int(job["steps"])
+            self.completed += int(job[STEPS_KEY])
         else:
-            self.failed += int(job["steps"])
+            self.failed += int(job[STEPS_KEY])

@@ -15,21 +15,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tune_spacenas.jobs import ARCH_KEY, OPS_KEY, SPACE_KEY
 from tune_spacenas.spaces.costs import Cost
 
 Architecture = tuple[int, ...]
 
-SPACE_KEY = "space"
-OPS_KEY = "ops"
-ARCH_KEY = "arch"
 
-_REGISTRY: dict[str, type["SearchSpace"]] = {}
+_REGISTRY: dict[str, type[SearchSpace]] = {}
 
 
-def register_space(name: str) -> Callable[[type["SearchSpace"]], type["SearchSpace"]]:
+def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
     """Class decorator: make a space constructible from its spec (``space_from_spec``) under ``name``."""
 
-    def wrap(cls: type["SearchSpace"]) -> type["SearchSpace"]:
+    def wrap(cls: type[SearchSpace]) -> type[SearchSpace]:
         cls.kind = name
         _REGISTRY[name] = cls
         return cls
@@ -91,7 +89,7 @@ class SearchSpace:
         return {"slots": [[s.name, list(s.ops)] for s in self.slots], "name": self.name}
 
     @classmethod
-    def from_spec_kwargs(cls, kwargs: Mapping[str, Any]) -> "SearchSpace":
+    def from_spec_kwargs(cls, kwargs: Mapping[str, Any]) -> SearchSpace:
         if cls is SearchSpace:
             return SearchSpace([Slot(n, tuple(ops)) for n, ops in kwargs["slots"]], name=kwargs.get("name"))
         return cls(**kwargs)
@@ -107,7 +105,7 @@ class SearchSpace:
     def is_restricted(self) -> bool:
         return any(len(s.allowed) != len(s.ops) for s in self.slots)
 
-    def full_space(self) -> "SearchSpace":
+    def full_space(self) -> SearchSpace:
         """The unrestricted space this (sub)space lives in."""
         return space_from_spec({"kind": self.kind, "kwargs": self.spec_kwargs()})
 
@@ -144,6 +142,15 @@ class SearchSpace:
         """Slots that do not exist in ``arch``'s network (none here; OFA: layers beyond a unit's depth);
         a subspace does not constrain them."""
         return frozenset()
+
+    def branches(self, slot: int, value: int) -> tuple[int, ...]:
+        """The operations (indices into the slot's ``ops``) a slot value selects: here the one operation it
+        names; a multi-branch space's value is a set of operations (NSE's configurations)."""
+        return (int(value),)
+
+    def layer_configurations(self, slot: int) -> list[int]:
+        """Every value slot ``slot`` may take in this (sub)space: here its allowed operations."""
+        return list(self.slots[slot].allowed)
 
     def validate(self, arch: Sequence[int | str]) -> Architecture:
         """Return ``arch`` as a canonical tuple of indices; ValueError naming the slot and value otherwise."""
@@ -219,74 +226,7 @@ class SearchSpace:
                 seen.add(arch)
                 yield arch
 
-    # --- distance and neighbourhood (ASE-NAS section III) --------------------------------------
-    @staticmethod
-    def distance(a: Sequence[int], b: Sequence[int]) -> int:
-        """ASE-NAS Eq. (4): ``D(a, b) = sum_i 1{a_i != b_i}``, the number of differing slots."""
-        if len(a) != len(b):
-            raise ValueError(f"architectures of different lengths: {len(a)} vs {len(b)}")
-        return sum(x != y for x, y in zip(a, b))
-
-    def _ball_counts(self, center: Architecture) -> np.ndarray:
-        """counts[i, m]: ways to differ from ``center`` in exactly m of the slots i..L-1 (within the space)."""
-        alts = [len(s.allowed) - (c in s.allowed) for s, c in zip(self.slots, center)]
-        L = len(alts)
-        counts = np.zeros((L + 1, L + 1), dtype=object)
-        counts[L, 0] = 1
-        for i in range(L - 1, -1, -1):
-            for m in range(L + 1):
-                counts[i, m] = counts[i + 1, m] + (alts[i] * counts[i + 1, m - 1] if m else 0)
-        return counts
-
-    def neighbourhood_size(self, center: Sequence[int], max_distance: int) -> int:
-        """Exact ``|{b in space : D(center, b) <= M}|`` (encodings, before canonical de-duplication)."""
-        center = tuple(center)
-        counts = self._ball_counts(center)
-        return int(sum(counts[0, m] for m in range(min(max_distance, len(center)) + 1)))
-
-    def paper_subspace_size(self, max_distance: int) -> int:
-        """ASE-NAS section III-C's ``|Omega_a| = C(L, M) C^M`` for reporting (C = mean candidates per slot).
-
-        The paper's count picks M layers and an operation for each, so it counts some architectures more
-        than once; ``neighbourhood_size`` is the exact count. Both agree at M = L (the whole space).
-        """
-        L = len(self.slots)
-        C = round(self.size ** (1 / L))  # the geometric mean where slots differ in size
-        return math.comb(L, max_distance) * C**max_distance
-
-    def neighbourhood(self, center: Sequence[int], max_distance: int) -> Iterator[Architecture]:
-        """Enumerate ``{b : D(center, b) <= M}`` within the space, nearest first (the centre itself first)."""
-        import itertools
-
-        center = tuple(center)
-        L = len(center)
-        for m in range(min(max_distance, L) + 1):
-            for positions in itertools.combinations(range(L), m):
-                options = [[o for o in self.slots[p].allowed if o != center[p]] for p in positions]
-                for ops in itertools.product(*options):
-                    b = list(center)
-                    for p, o in zip(positions, ops):
-                        b[p] = o
-                    yield tuple(b)
-
-    def sample_neighbour(self, center: Sequence[int], max_distance: int, rng: np.random.Generator) -> Architecture:
-        """Uniform draw from ``{b : D(center, b) <= M}`` (exact, by counting, without enumerating)."""
-        center = tuple(center)
-        L = len(center)
-        counts = self._ball_counts(center)
-        weights = np.array([float(counts[0, m]) for m in range(min(max_distance, L) + 1)])
-        m = int(rng.choice(len(weights), p=weights / weights.sum()))
-        b = list(center)
-        for i, slot in enumerate(self.slots):
-            if m == 0:
-                break
-            alts = [o for o in slot.allowed if o != center[i]]
-            change = len(alts) * float(counts[i + 1, m - 1])
-            if rng.random() * (change + float(counts[i + 1, m])) < change:
-                b[i] = int(alts[rng.integers(len(alts))])
-                m -= 1
-        return tuple(b)
-
+    # --- mutation --------------------------------------------------------------------------------
     def mutate(self, arch: Sequence[int], rng: np.random.Generator, num_edits: int = 1) -> Architecture:
         """Change ``num_edits`` distinct slots to a different allowed operation (slots with one option stay)."""
         free = [i for i, s in enumerate(self.slots) if len(s.allowed) > 1]
@@ -299,7 +239,7 @@ class SearchSpace:
         return self.canonicalize(tuple(b))
 
     # --- subspaces -----------------------------------------------------------------------------
-    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> "SearchSpace":
+    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> SearchSpace:
         """The subspace that allows, per slot, only the given operations (names or indices).
 
         ``allowed`` is one sequence per slot, or a mapping from slot name to its operations (slots not
@@ -333,9 +273,35 @@ class SearchSpace:
     def has_cost_model(self) -> bool:
         return type(self).cost is not SearchSpace.cost
 
-    def cost(self, arch: Sequence[int]) -> "Cost":
+    def cost(self, arch: Sequence[int]) -> Cost:
         """MAdds and parameters of ``arch`` where the space defines a cost model."""
         raise NotImplementedError(f"space {self.name!r} defines no cost model")
+
+    def cost_range(self, max_evaluations: int = 20_000) -> tuple[float, float] | None:
+        """(cheapest, dearest) MAdds over the (sub)space's architectures, or None where it cannot say cheaply.
+
+        Exact for a cost model that adds up over slots (NAS-Bench-201, MobileNet-like, generated spaces):
+        the extremes of each slot's choices, checked against the model on the extreme architectures and a
+        few random ones. Otherwise a space of at most ``max_evaluations`` architectures is enumerated.
+        """
+        if not self.has_cost_model or not self.one_choice_per_slot:
+            return None
+        if sum(len(s.allowed) for s in self.slots) <= max_evaluations:
+            reference = tuple(s.allowed[0] for s in self.slots)
+            base = self.cost(reference).madds
+            deltas = [{o: self.cost(reference[:i] + (o,) + reference[i + 1:]).madds - base for o in slot.allowed}
+                      for i, slot in enumerate(self.slots)]
+            cheapest = tuple(min(d, key=d.get) for d in deltas)
+            dearest = tuple(max(d, key=d.get) for d in deltas)
+            rng = np.random.default_rng(0)
+            checks = [cheapest, dearest, *self.sample_many(rng, 8)]
+            if all(math.isclose(self.cost(a).madds, base + sum(d[o] for d, o in zip(deltas, a)), rel_tol=1e-9, abs_tol=1e-3)
+                   for a in checks):
+                return self.cost(cheapest).madds, self.cost(dearest).madds
+        if self.size <= max_evaluations:
+            madds = [self.cost(a).madds for a in self.enumerate()]
+            return min(madds), max(madds)
+        return None
 
     # --- Tune ----------------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tune_spacenas import storage
 from tune_spacenas.spaces import costs
 from tune_spacenas.spaces.base import Architecture, SearchSpace, Slot, register_space
 from tune_spacenas.spaces.costs import Cost
@@ -276,7 +276,7 @@ class OpenCellSpace(CellNetworkSpace):
             raise ValueError(f"{text!r} names {len(parts)} cells but space {self.name!r} has {self.num_layers} layers")
         return self.from_cells(parts)
 
-    def generated_space(self, cells: Sequence[Sequence[str]]) -> "GeneratedSpace":
+    def generated_space(self, cells: Sequence[Sequence[str]]) -> GeneratedSpace:
         """The space of ``cells[l]`` (K cell strings) at each layer, on this plan."""
         return GeneratedSpace(cells=cells, **self.plan_kwargs())
 
@@ -309,26 +309,22 @@ class GeneratedSpace(CellNetworkSpace):
     def spec_kwargs(self) -> dict[str, Any]:
         return {"cells": self.layer_cells, **self.plan_kwargs()}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the space (``to_spec()``, restrictions included) as JSON, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_spec(), indent=1))
-        os.replace(tmp, path)
+    def save(self, path: str | os.PathLike) -> str | os.PathLike:
+        """Write the space (``to_spec()``, restrictions included) as JSON, atomically, to a path or a
+        ``pyarrow.fs`` URI; returns ``path``."""
+        storage.write_json(path, self.to_spec())
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "GeneratedSpace":
+    def load(cls, path: str | os.PathLike) -> GeneratedSpace:
         """Read a space ``save`` wrote; FileNotFoundError / ValueError saying what is wrong."""
         from tune_spacenas.spaces.base import space_from_spec
 
-        path = Path(path)
-        if not path.is_file():
+        if not storage.exists(str(path)):
             raise FileNotFoundError(f"no generated space at {path}: write one with GeneratedSpace.save(path) "
                                     "(AutoSpaceSearcher.generated_space().save(path))")
         try:
-            spec = json.loads(path.read_text())
+            spec = storage.read_json(path)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not a saved search space (invalid JSON: {err})") from err
         space = space_from_spec(spec)

@@ -12,10 +12,10 @@ class Cost:
     madds: float = 0.0
     params: float = 0.0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.madds + other.madds, self.params + other.params)
 
-    def scale(self, factor: float) -> "Cost":
+    def scale(self, factor: float) -> Cost:
         return Cost(self.madds * factor, self.params * factor)
 
 

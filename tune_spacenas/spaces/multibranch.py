@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from tune_spacenas.jobs import OPS_KEY, SPACE_KEY
 from tune_spacenas.spaces import costs
-from tune_spacenas.spaces.base import OPS_KEY, SPACE_KEY, Architecture, SearchSpace, Slot, register_space
+from tune_spacenas.spaces.base import Architecture, SearchSpace, Slot, register_space
 from tune_spacenas.spaces.costs import Cost
 from tune_spacenas.spaces.mobilenet import scaled
 
@@ -148,7 +149,7 @@ class MultiBranchSpace(SearchSpace):
         """The operations each layer's subset holds (what a training job's ``subspace`` carries)."""
         return list(self.subsets)
 
-    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> "MultiBranchSpace":
+    def restrict(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]]) -> MultiBranchSpace:
         """The subspace whose layer ``l`` may use only ``allowed[l]``; an empty subset is fine in a normal
         layer (only its identity path is left) and an error in a reduction layer."""
         subsets = []
@@ -259,11 +260,6 @@ class MultiBranchSpace(SearchSpace):
     def enumerate(self) -> Iterator[Architecture]:
         yield from itertools.product(*(self.layer_configurations(i) for i in range(len(self.slots))))
 
-    def _no_neighbourhood(self, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError("neighbourhoods (ASE-NAS) are defined on one-choice-per-slot spaces, not multi-branch ones")
-
-    neighbourhood = sample_neighbour = neighbourhood_size = _no_neighbourhood
-
     # --- cost model ----------------------------------------------------------------------------
     def layer_plan(self, width_mult: float | None = None) -> list[tuple[int, int, int, int]]:
         """(in channels, out channels, stride, input size) of each multi-branch layer (at this width)."""
@@ -331,29 +327,16 @@ def _pool_parts(pool: str | Sequence[str]) -> list[tuple[str, ...]]:
     return parts
 
 
-# --- one view of "configurations" for every space: multi-branch, or one choice per slot (N_l = 1) ----
-
-def layer_configurations(space: SearchSpace, slot: int) -> list[int]:
-    """The values slot ``slot`` may take in ``space``: configuration indices of a multi-branch layer, or
-    the allowed operations of a one-choice slot (NSE's single-branch special case)."""
-    if isinstance(space, MultiBranchSpace):
-        return space.layer_configurations(slot)
-    return list(space.slots[slot].allowed)
-
-
-def branches_of(space: SearchSpace, slot: int, value: int) -> tuple[int, ...]:
-    """The operations a slot value selects: its branches, or the one operation of a one-choice slot."""
-    return space.branches(slot, value) if isinstance(space, MultiBranchSpace) else (int(value),)
-
+# --- Eq. (4) over any space: multi-branch, or one choice per slot (N_l = 1) -------------------------
 
 def configuration_selectors(space: SearchSpace, slot: int, subset: Sequence[int]) -> tuple[list[int], np.ndarray]:
     """The configurations slot ``slot`` may take and their selectors over ``subset`` (NSE Eq. 4's binary
     vectors ``s``): ``selectors[c, n] = 1`` when configuration ``c`` uses operation ``subset[n]``."""
-    configs = layer_configurations(space, slot)
-    selectors = np.array([[float(n in branches_of(space, slot, c)) for n in subset] for c in configs])
+    configs = space.layer_configurations(slot)
+    selectors = np.array([[float(n in space.branches(slot, c)) for n in subset] for c in configs])
     return configs, selectors.reshape(len(configs), len(subset))
 
 
-def subsets_of(space: SearchSpace) -> list[tuple[int, ...]]:
-    """Per slot, the operations the (sub)space allows."""
-    return [tuple(c) for c in space.choices]
+def layer_probability(p: Any, selectors: Any) -> Any:
+    """Eq. (4): ``p_l(s) = prod_n (s_n p_n + (1 - s_n)(1 - p_n))`` (numpy or torch, over the last axis)."""
+    return (selectors * p + (1 - selectors) * (1 - p)).prod(-1)

@@ -22,17 +22,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
-from tune_spacenas.store import storage
-from tune_spacenas.store.table import WeightTable, check_same_supernet, read_checkpoint_meta
-
-if TYPE_CHECKING:
-    from tune_spacenas.supernet.spec import SupernetSpec
+from tune_spacenas import storage
+from tune_spacenas.jobs import NODE_ID
+from tune_spacenas.store.table import LINEAGE, WeightTable, check_same_contents, read_checkpoint_meta
 
 NAMESPACE = "tune_spacenas"
 log = logging.getLogger("tune_spacenas.store")
@@ -89,12 +87,15 @@ class _ObjectGroups:
 class _StoreActor:
     """The actor's body: a ``WeightTable`` plus the object-store copies of the tensor versions handed out."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], checkpoint_path: str | None,
-                 checkpoint_every: int, name: str = ""):
+    def __init__(self, meta: Mapping[str, Any], checkpoint_path: str | None, checkpoint_every: int, name: str = "",
+                 rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None):
+        context = ray.get_runtime_context()
+        arrays: Mapping[str, np.ndarray] = {}  # a fresh store's tensors come by ``assign`` (or its checkpoint)
+        if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
+            arrays = rebuild(meta) if rebuild is not None else {}  # a restart with no checkpoint: initial tensors
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
         self._objects = _ObjectGroups()
-        context = ray.get_runtime_context()
-        self.place = {"node_id": context.get_node_id(), "pid": os.getpid(),
+        self.place = {NODE_ID: context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
         if self.place["restarted"]:
             _log_restart(name, self.table)
@@ -106,8 +107,14 @@ class _StoreActor:
         incarnation, arrays = self.table.pull(known, keys, incarnation)
         return incarnation, self._objects.refs_for(self.table, arrays)
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        return self.table.push(deltas, trial_id, step)
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        return self.table.push(deltas, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        return self.table.progress(writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self.table.record_result(writer, result)
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.table.assign(arrays)
@@ -146,11 +153,12 @@ def _log_restart(name: str, table: WeightTable) -> None:
     """Say what a restart lost, by the checkpoint policy (``WeightTable``'s ``checkpoint_every``)."""
     stats, every = table.stats, table.checkpoint_every
     if stats["restored_from"] is None:
-        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds its "
-                  "initial weights again and every change since creation is lost; pass checkpoint_path= "
-                  "(and checkpoint_every=1 to lose nothing)", name, table.checkpoint_path)
+        held = "its initial weights again" if table.arrays else "no tensors (it was created from raw arrays)"
+        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds %s "
+                  "and every change since creation is lost; pass checkpoint_path= (and checkpoint_every=1 to "
+                  "lose nothing)", name, table.checkpoint_path, held)
         return
-    bound = "at most %d" % (every - 1) if every else "every change since the last checkpoint() call"
+    bound = f"at most {every - 1}" if every else "every change since the last checkpoint() call"
     log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
                 "applied after it are lost (%s, checkpoint_every=%d); trials re-fetch the weights",
                 name, stats["restored_from"], time.time() - stats["checkpoint_time"], stats["applied"], bound, every)
@@ -159,14 +167,11 @@ def _log_restart(name: str, table: WeightTable) -> None:
 class WeightStore:
     """Client of a named weight-store actor; the same calls as ``WeightTable``, returning numpy.
 
-    Create it once per experiment (the driver, or a searcher), then pass ``store.param_space()`` as
-    Tune's ``param_space``/``config`` so every trial names it::
-
-        store = WeightStore.create("exp1", SupernetSpec(NASBench201Space(cells_per_stage=1), DataSpec(resolution=16)))
-        tune.run(supernet_trainable, config=store.param_space(), search_alg=SPOSSearcher(), ...)
-
-    Every call survives a store restart: it waits for the actor (found again by name) for up to
-    ``reconnect_timeout_s`` seconds, then raises ``RuntimeError`` saying how to bring the store back.
+    Generic: it holds named tensors and a ``meta`` dict describing them. ``SupernetStore``
+    (``store.supernet``) is the one a search creates: a store of one ``SupernetSpec``'s supernet that
+    names itself in Tune's ``param_space``. Every call survives a store restart: it waits for the actor
+    (found again by name) for up to ``reconnect_timeout_s`` seconds, then raises ``RuntimeError`` saying
+    how to bring the store back.
     """
 
     reconnect_timeout_s = float(os.environ.get("TUNE_SPACENAS_STORE_TIMEOUT_S", 60))
@@ -177,13 +182,19 @@ class WeightStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, spec: Any = None, *, arrays: Mapping[str, np.ndarray] | None = None,
+    def create(cls, name: str, arrays: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]], *,
+               meta: Mapping[str, Any] | None = None,
+               rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
                checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
                detached: bool = False, exist_ok: bool = False, node_id: str | None = None,
-               **actor_options: Any) -> "WeightStore":
-        """Start the store ``name`` holding ``spec``'s freshly initialised supernet (or ``arrays``).
+               **actor_options: Any) -> WeightStore:
+        """Start the store ``name`` holding ``arrays`` (or what calling it returns: computed only when no
+        checkpoint is there to resume from), described by ``meta`` (plain data).
 
         Args:
+            rebuild: ``rebuild(meta)`` gives the initial tensors again in an actor that restarts with no
+                checkpoint to reload (a module-level function, light to import: the actor unpickles it);
+                without it such a restart holds no tensors.
             checkpoint_path: where it checkpoints and where a (re)started store reloads from: a path every
                 node sees (shared filesystem) or a ``pyarrow.fs`` URI; ``storage.store_checkpoint_path(
                 storage_path, experiment)`` puts it in Tune's experiment directory, where ``Tuner.restore``
@@ -193,35 +204,40 @@ class WeightStore:
             checkpoint_every: checkpoint after this many changes; a crash loses at most
                 ``checkpoint_every - 1`` (1: nothing; 0: only explicit ``checkpoint()`` calls).
             detached: keep the store alive after the driver exits (a killed driver otherwise takes it along).
-            exist_ok: connect to a running store of that name (which must hold the same supernet).
+            exist_ok: connect to a running store of that name (which must hold the same contents).
             node_id: place the store on this node, softly (``NodeAffinitySchedulingStrategy(soft=True)``):
                 if the node dies it restarts elsewhere. A hard pin (``resources={"my_node": 0.01}``
                 through ``actor_options``) never comes back once its node is gone.
             actor_options: more ``.options()`` (resources, scheduling_strategy, runtime_env).
         """
         _require_ray()
-        if spec is None and arrays is None:
-            raise ValueError("give the store a SupernetSpec (spec=) or the tensors themselves (arrays=)")
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: on demand only), got {checkpoint_every}")
-        meta = {"uid": uuid.uuid4().hex, **({"spec": spec.to_dict()} if spec is not None else {})}
+        if not (callable(arrays) or isinstance(arrays, Mapping)):
+            raise ValueError(f"WeightStore.create takes tensors (a mapping of name to array, or a function returning "
+                             f"one), got {type(arrays).__name__}; a supernet's store is SupernetStore.create(name, spec)")
+        meta = {LINEAGE: uuid.uuid4().hex, **(meta or {})}
+        initial = arrays if callable(arrays) else (lambda: arrays)
         existing = _lookup(name, namespace)
         if existing is not None:
             if not exist_ok:
                 raise ValueError(f"a weight store named {name!r} already runs; connect to it with "
-                                 f"WeightStore.connect({name!r}), pass exist_ok=True, or kill it first")
+                                 f"{cls.__name__}.connect({name!r}), pass exist_ok=True, or kill it first")
             store = cls(name, existing, namespace)
-            check_same_supernet(store.info()["meta"], meta, f"the running store {name!r}")
+            check_same_contents(store.info()["meta"], meta, f"the running store {name!r}")
             return store
         if checkpoint_path is not None:
             checkpoint_path = storage.join(checkpoint_path)  # absolute: the actor's working directory differs
             if storage.exists(checkpoint_path):  # fail here, in the driver, not in a restarting actor
-                check_same_supernet(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
+                check_same_contents(read_checkpoint_meta(checkpoint_path), meta, f"checkpoint {checkpoint_path}")
             else:  # the actor starts, and restarts, from the file: not from arguments its driver's object store holds
-                WeightTable(_initial(spec, arrays), meta, checkpoint_path).checkpoint()
-            arrays = {}
+                WeightTable(initial(), meta, checkpoint_path).checkpoint()
+            late = None
         else:
-            arrays = _initial(spec, arrays)
+            # Nothing large goes into the actor's constructor (Ray warns that a restart needs such arguments
+            # to outlive their owner): the initial tensors are assigned once it runs, and a restarted actor
+            # rebuilds them itself (``rebuild``).
+            late = initial()
         options = {"name": name, "namespace": namespace, "max_restarts": -1, "max_task_retries": -1,
                    "num_cpus": 0, **({"lifetime": "detached"} if detached else {}), **actor_options}
         if node_id is not None:
@@ -231,14 +247,16 @@ class WeightStore:
             # Ray 2.60 places an actor that requests no resource at all on a random node despite the
             # affinity; a token request (1 MiB of "memory", which trials do not ask for) makes it stick.
             options.setdefault("memory", 2**20)
-        actor = ray.remote(_StoreActor).options(**options).remote(arrays, meta, checkpoint_path, checkpoint_every, name)
+        actor = ray.remote(_StoreActor).options(**options).remote(meta, checkpoint_path, checkpoint_every, name, rebuild)
         _CREATED[(namespace, name)] = actor
         store = cls(name, actor, namespace)
         store.info()  # fail here, not in a trial, if the actor cannot start
+        if late is not None:
+            store.assign(late)
         return store
 
     @classmethod
-    def connect(cls, name: str, namespace: str = NAMESPACE) -> "WeightStore":
+    def connect(cls, name: str, namespace: str = NAMESPACE) -> WeightStore:
         """The running store ``name``; ValueError saying how to create it otherwise."""
         _require_ray()
         actor = _lookup(name, namespace)
@@ -247,17 +265,18 @@ class WeightStore:
                              if a["namespace"] == namespace)
             raise ValueError(
                 f"no weight store named {name!r} in namespace {namespace!r} (running: {running or 'none'}): "
-                f"create it before tune.run with WeightStore.create({name!r}, SupernetSpec(...)) and pass "
+                f"create it before tune.run with SupernetStore.create({name!r}, SupernetSpec(...)) and pass "
                 "store.param_space() as the config; a store that is not detached dies with its driver"
             )
         return cls(name, actor, namespace)
 
     @classmethod
     @contextmanager
-    def temporary(cls, spec: Any, prefix: str = "search", **create_options: Any) -> Iterator["WeightStore"]:
-        """A store under a fresh name for one search, killed when the block exits (examples, one-off runs;
-        create a named store with a ``checkpoint_path`` to keep the trained weights)."""
-        store = cls.create(f"{prefix}-{uuid.uuid4().hex[:6]}", spec, **create_options)
+    def temporary(cls, *contents: Any, prefix: str = "search", **create_options: Any) -> Iterator[WeightStore]:
+        """A store under a fresh name for one search (``create``'s arguments after the name), killed when
+        the block exits (examples, one-off runs; create a named store with a ``checkpoint_path`` to keep
+        the trained weights)."""
+        store = cls.create(f"{prefix}-{uuid.uuid4().hex[:6]}", *contents, **create_options)
         try:
             yield store
         finally:
@@ -272,7 +291,7 @@ class WeightStore:
             time.sleep(0.05)
 
     def __reduce__(self):  # a pickled client reconnects by name (never ships a handle in a config)
-        return (WeightStore.connect, (self.name, self.namespace))
+        return (type(self).connect, (self.name, self.namespace))
 
     # --- fault handling ------------------------------------------------------------------------
     def _call(self, method: str, *args: Any, fetch: Callable[[Any], Any] | None = None) -> Any:
@@ -294,7 +313,7 @@ class WeightStore:
             raise RuntimeError(
                 f"weight store {self.name!r} did not come back within {self.reconnect_timeout_s:.0f} s "
                 f"({type(err).__name__} in {method}): if it was killed for good, create it again with "
-                f"WeightStore.create({self.name!r}, spec, checkpoint_path=<its checkpoint>) to resume from its "
+                f"{type(self).__name__}.create({self.name!r}, ..., checkpoint_path=<its checkpoint>) to resume from its "
                 "last checkpoint"
             ) from err
         log.warning("weight store %r unreachable during %s (%s); retrying", self.name, method, type(err).__name__)
@@ -304,15 +323,6 @@ class WeightStore:
     # --- calls ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return self._call("info")
-
-    @property
-    def spec(self) -> "SupernetSpec":
-        from tune_spacenas.supernet.spec import SupernetSpec
-
-        meta = self.info()["meta"]
-        if "spec" not in meta:
-            raise ValueError(f"weight store {self.name!r} was created from raw arrays and holds no SupernetSpec")
-        return SupernetSpec.from_dict(meta["spec"])
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
@@ -328,10 +338,18 @@ class WeightStore:
         self._incarnation = incarnation
         return incarnation, out
 
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        """Add ``deltas`` (only the tensors that changed travel); False if (trial, step) was applied before."""
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        """Add ``deltas`` (only the tensors that changed travel); False if (writer, step) was applied before.
+        ``writer`` is the training job's id (``jobs.writer_of``)."""
         changed = {k: d for k, d in deltas.items() if np.any(d)}
-        return self._call("push", changed, trial_id, step)
+        return self._call("push", changed, writer, step)
+
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        """(last step applied for ``writer``; its recorded result once it finished): see ``WeightTable``."""
+        return self._call("progress", writer)
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        self._call("record_result", writer, dict(result))
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._call("assign", dict(arrays))
@@ -353,16 +371,6 @@ class WeightStore:
 
     def checkpoint(self, path: str | None = None) -> str:
         return self._call("checkpoint", path)
-
-    # --- Tune ----------------------------------------------------------------------------------
-    def param_space(self) -> dict[str, Any]:
-        """Tune config naming this store, plus its space (``space.param_space()``)."""
-        return {**self.spec.space.param_space(), "store": self.name}
-
-
-def _initial(spec: Any, arrays: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
-    return spec.initial_weights() if arrays is None else arrays
-
 
 def _lookup(name: str, namespace: str) -> Any:
     try:

@@ -9,9 +9,11 @@ Key scheme (plain strings):
                            created from the shared tensor on first use;
   snapshots                whole-table copies by name (SE-NAS Eq. 4), averaged on request.
 
-Every key has a version that grows with each change. Pushes carry (trial id, step): a step at or below
-the last one applied for that trial is a replay (Tune retried the trial from a checkpoint) and is
-ignored, so no delta is ever added twice.
+Every key has a version that grows with each change. Pushes carry (writer, step), the writer being the
+training job's id (``jobs.JOB_ID_KEY``; a hand-made job's trial id): a step at or below the last one
+applied for that writer is a replay (Tune retried the trial from a checkpoint, or a resumed searcher
+issued the job again) and is ignored, so no delta is ever added twice. A finished job's result is kept
+(``record_result``), so a job issued again after all its steps were applied is answered without training.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from tune_spacenas.store import storage
+from tune_spacenas import storage
 
 VARIANT_SEP = "#"
+LINEAGE = "uid"  # meta entry: the id of one store's lineage (a store resumed from a checkpoint keeps it apart)
+# Results of the most recent finished jobs kept for re-issued jobs (a resumed searcher re-issues what it
+# issued since Tune's last save of its state: seconds to minutes of jobs, far fewer than this).
+KEPT_RESULTS = 1024
 
 
 def variant_key(param: str, variant: str) -> str:
@@ -41,7 +47,8 @@ class WeightTable:
     Args:
         arrays: the initial tensors (ignored when ``checkpoint_path`` holds a checkpoint: a restarted
             store resumes from its last checkpoint).
-        meta: plain data describing what the tensors are (the supernet spec); checked by clients.
+        meta: plain data describing what the tensors are (``SupernetStore``: the supernet spec); a
+            checkpoint or running store with other meta is refused (``check_same_contents``).
         checkpoint_path: where ``checkpoint()`` writes (atomically) and where a new table looks first:
             a local path, a shared filesystem or a ``pyarrow.fs`` URI (``storage.store_checkpoint_path``
             puts it in Tune's experiment directory).
@@ -59,9 +66,11 @@ class WeightTable:
         self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in arrays.items()}
         self.versions = {k: 0 for k in self.arrays}
         self.last_step: dict[str, int] = {}
-        self.push_counts: dict[str, int] = {}  # applied pushes per trial: the ledger a sum check reads
+        self.push_counts: dict[str, int] = {}  # applied pushes per writer: the ledger a sum check reads
+        self.results: dict[str, dict[str, Any]] = {}  # finished jobs' results, oldest first (KEPT_RESULTS)
         self.snapshots: dict[str, dict[str, np.ndarray]] = {}
-        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "checkpoints": 0, "restored_from": None}
+        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "resumed_jobs": 0, "checkpoints": 0,
+                      "restored_from": None}
         self._since_checkpoint = 0
         if checkpoint_path and storage.exists(checkpoint_path):
             self.load(checkpoint_path)
@@ -72,7 +81,7 @@ class WeightTable:
                 "bytes": int(sum(a.nbytes for a in self.arrays.values())), "stats": dict(self.stats),
                 "snapshots": sorted(self.snapshots), "checkpoint_path": self.checkpoint_path,
                 "checkpoint_every": self.checkpoint_every, "last_step": dict(self.last_step),
-                "push_counts": dict(self.push_counts)}
+                "push_counts": dict(self.push_counts), "finished_jobs": len(self.results)}
 
     def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
              incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
@@ -86,10 +95,17 @@ class WeightTable:
                                   if known.get(k) != self.versions[k]}
 
     # --- writing -------------------------------------------------------------------------------
-    def push(self, deltas: Mapping[str, np.ndarray], trial_id: str, step: int) -> bool:
-        """Add ``deltas``; False (nothing applied) if (trial, step) was applied before."""
+    def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
+        """(last step applied for ``writer``, 0 if none; its recorded result, if it finished). A job asking
+        when some of its steps are in already is counted in ``stats["resumed_jobs"]`` (a retry or a re-issue)."""
+        if writer in self.last_step or writer in self.results:
+            self.stats["resumed_jobs"] += 1
+        return self.last_step.get(writer, 0), self.results.get(writer)
+
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
+        """Add ``deltas``; False (nothing applied) if (writer, step) was applied before."""
         self.stats["pushes"] += 1
-        if step <= self.last_step.get(trial_id, -1):
+        if step <= self.last_step.get(writer, -1):
             self.stats["duplicates"] += 1
             return False
         unknown = [k for k in deltas if k not in self.arrays]
@@ -102,11 +118,20 @@ class WeightTable:
         for key, delta in deltas.items():
             self.arrays[key] += delta
             self.versions[key] += 1
-        self.last_step[trial_id] = step
-        self.push_counts[trial_id] = self.push_counts.get(trial_id, 0) + 1
+        self.last_step[writer] = step
+        self.push_counts[writer] = self.push_counts.get(writer, 0) + 1
         self.stats["applied"] += 1
         self._after_change()
         return True
+
+    def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
+        """Keep a finished job's result (plain data) for a re-issue of the job; the oldest go beyond
+        ``KEPT_RESULTS``. A change like a push: the checkpoint policy (``checkpoint_every``) covers it."""
+        self.results.pop(writer, None)
+        self.results[writer] = json.loads(json.dumps(dict(result), default=_plain))
+        for old in list(self.results)[: max(0, len(self.results) - KEPT_RESULTS)]:
+            del self.results[old]
+        self._after_change()
 
     def assign(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Set tensors outright (new keys, or fresh initialisation of replenished operations)."""
@@ -169,7 +194,7 @@ class WeightTable:
         if not path:
             raise ValueError("no checkpoint path: pass one here or to the store at creation")
         state = {"meta": self.meta, "versions": self.versions, "last_step": self.last_step,
-                 "push_counts": self.push_counts, "applied": self.stats["applied"],
+                 "push_counts": self.push_counts, "results": self.results, "applied": self.stats["applied"],
                  "snapshots": sorted(self.snapshots), "time": time.time()}
         payload = {f"w:{k}": v for k, v in self.arrays.items()}
         for name, arrays in self.snapshots.items():
@@ -183,7 +208,7 @@ class WeightTable:
     def load(self, path: str) -> None:
         """Resume from the checkpoint at ``path`` (ValueError if it holds another supernet or is damaged)."""
         state, payload = _read_checkpoint(path)
-        check_same_supernet(state["meta"], self.meta, f"checkpoint {path}")
+        check_same_contents(state["meta"], self.meta, f"checkpoint {path}")
         self.arrays = {k[2:]: v for k, v in payload.items() if k.startswith("w:")}
         self.snapshots = {n: {k[len(n) + 3:]: v for k, v in payload.items() if k.startswith(f"s:{n}:")}
                           for n in state["snapshots"]}
@@ -191,9 +216,15 @@ class WeightTable:
         self.versions = {k: int(v) for k, v in state["versions"].items()}
         self.last_step = {k: int(v) for k, v in state["last_step"].items()}
         self.push_counts = {k: int(v) for k, v in state.get("push_counts", {}).items()}
+        self.results = dict(state.get("results", {}))
         self.stats["applied"] = int(state.get("applied", 0))
         self.stats["restored_from"] = path
         self.stats["checkpoint_time"] = state["time"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in a result, as JSON (a result is plain data, kept in the checkpoint)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def read_checkpoint_meta(path: str) -> dict[str, Any]:
@@ -201,17 +232,26 @@ def read_checkpoint_meta(path: str) -> dict[str, Any]:
     return _read_checkpoint(path, tensors=False)[0]["meta"]
 
 
-def check_same_supernet(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
-    """ValueError unless ``saved`` (a checkpoint's or a running store's meta) holds this store's supernet
-    spec (the lineage id may differ)."""
-    if not (saved.get("spec") and current.get("spec")) or saved["spec"] == current["spec"]:
+def check_same_contents(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
+    """ValueError unless ``saved`` (a checkpoint's or a running store's meta) describes what ``current``
+    describes (the lineage id may differ); meta without a description (raw arrays) is not checked."""
+    saved, current = ({k: v for k, v in m.items() if k != LINEAGE} for m in (saved, current))
+    if not (saved and current) or saved == current:
         return
-    differs = sorted(k for k in set(saved["spec"]) | set(current["spec"]) if saved["spec"].get(k) != current["spec"].get(k))
+    differs = sorted(f"{k}.{sub}" if sub else k for k in set(saved) | set(current) if saved.get(k) != current.get(k)
+                     for sub in _differing(saved.get(k), current.get(k)))
     raise ValueError(
         f"{where} holds another supernet than the one asked for (its {', '.join(differs)} differ): use the "
-        "SupernetSpec it was created with (WeightStore.connect(name).spec, or the original run's script), or "
+        "SupernetSpec it was created with (SupernetStore.connect(name).spec, or the original run's script), or "
         "give the new store another name / checkpoint_path"
     )
+
+
+def _differing(a: Any, b: Any) -> list[str]:
+    """The entries in which two meta values differ (one unnamed entry unless both are mappings)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [""]
 
 
 def _read_checkpoint(path: str, tensors: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tune_spacenas.spaces.base import SearchSpace
+from tune_spacenas.spaces import (
+    GeneratedSpace,
+    IRBSpace,
+    MobileNetSpace,
+    MultiBranchSpace,
+    NASBench201Space,
+    OpenCellSpace,
+    SearchSpace,
+)
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.cells import GeneratedSpaceSupernet, IRBSupernet, OpenCellSupernet
@@ -14,12 +22,12 @@ from tune_spacenas.supernet.nasbench201 import NASBench201Supernet
 from tune_spacenas.supernet.ops import build_op, register_op, register_op_pattern
 
 _SKELETONS: dict[str, Callable[..., Supernet]] = {
-    "nasbench201": NASBench201Supernet,
-    "mobilenet": MobileNetSupernet,
-    "autospace_open": OpenCellSupernet,
-    "autospace": GeneratedSpaceSupernet,
-    "irb": IRBSupernet,
-    "multibranch": MultiBranchSupernet,
+    NASBench201Space.kind: NASBench201Supernet,
+    MobileNetSpace.kind: MobileNetSupernet,
+    OpenCellSpace.kind: OpenCellSupernet,
+    GeneratedSpace.kind: GeneratedSpaceSupernet,
+    IRBSpace.kind: IRBSupernet,
+    MultiBranchSpace.kind: MultiBranchSupernet,
     "nasbench201+fitness": NASBench201FitnessSupernet,  # NSE single-branch: SupernetSpec(skeleton=...)
 }
 

@@ -8,18 +8,13 @@ belong to a set of slots, which are shared by every path (stem, reductions, head
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
-from tune_spacenas.spaces.multibranch import branches_of
-
-if TYPE_CHECKING:
-    from tune_spacenas.trainables.worker import SupernetWorker
 
 
 class Supernet(nn.Module):
@@ -58,31 +53,18 @@ class Supernet(nn.Module):
         selected branch of a multi-branch layer)."""
         names = self.shared_parameter_names()
         for slot, value in enumerate(arch):
-            for op in branches_of(self.space, slot, value):
+            for op in self.space.branches(slot, value):
                 names += self.choice_parameter_names(slot, op)
         return names
 
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:
-        """SPOS: one path uniformly from the (shrunk) subspace. Methods' skeletons override (NSE's
-        Bernoulli branches, AutoSpace's gates)."""
+        """SPOS: one path uniformly from the (shrunk) subspace (a multi-branch space draws NSE's Bernoulli
+        branches); a skeleton overrides it where its state decides (AutoSpace's gates)."""
         return subspace.sample(rng)
 
     def architecture_parameter_names(self) -> list[str]:
-        """Parameters that are *not* network weights (NSE's fitness indicators, AutoSpace's alphas):
-        the worker's SGD leaves them to ``after_step``. None in a plain single-path supernet."""
-        return []
-
-    def begin_training(self, job: Mapping[str, Any]) -> None:
-        """Hook run when a training job starts, before its first ``sample_path`` (AutoSpace reads the
-        generation's cells and fitness scores from the job)."""
-
-    def training_metrics(self) -> dict[str, Any]:
-        """Plain-data entries added to a training job's reports (AutoSpace's learned fitness scores)."""
-        return {}
-
-    def after_step(self, worker: "SupernetWorker", step: int, arch: Architecture, job: dict) -> list[str]:
-        """Hook run after every training step (e.g. NSE updates its thetas every two iterations on a
-        validation batch); returns the names of parameters it changed, so the worker pushes them too."""
+        """Parameters that are *not* network weights (NSE's fitness indicators): the worker's SGD leaves
+        them to the method's extension. None in a plain single-path supernet."""
         return []
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:  # pragma: no cover - abstract

@@ -17,8 +17,7 @@ generated space: SPOS, random, RegEvo, Tune's searchers search it) and ``IRBSupe
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,17 +25,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
-from tune_spacenas.spaces.cells import (CELL_EDGES, EDGE_OPS, SKIP, Cell, CellNetworkSpace, GeneratedSpace,
-                                        IRBSpace, OpenCellSpace, cell_cost, cell_ratio, live_edges, parse_cell)
+from tune_spacenas.spaces.cells import (
+    CELL_EDGES,
+    EDGE_OPS,
+    SKIP,
+    Cell,
+    CellNetworkSpace,
+    GeneratedSpace,
+    IRBSpace,
+    OpenCellSpace,
+    cell_cost,
+    cell_ratio,
+    live_edges,
+    parse_cell,
+)
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.ops import build_op
 
-if TYPE_CHECKING:
-    from tune_spacenas.trainables.worker import SupernetWorker
-
-AUTOSPACE_KEY = "autospace"
-"""Training-job key of one AutoSpace generation: ``{"cells": [[K cell strings] per layer], "alpha": [[K]],
-"compensation": [[K]], "alpha_lr", "gate_paths", "madds_penalty"}`` (plain data)."""
 MAX_RATIO = 6
 
 
@@ -307,10 +312,10 @@ class FitnessWeightedLayer:
 
 
 class OpenCellSupernet(_CellSupernet):
-    """Supernet of AutoSpace's open space. A plain training job trains uniformly sampled cells (SPOS on
-    the full space); a job carrying an ``autospace`` generation trains that generation instead: layer l
-    becomes a ``FitnessWeightedLayer`` over its K cells, paths are drawn by the binary gates, the
-    fitness scores are updated after every step (Eq. 4) and reported as ``alpha`` (learned alpha*).
+    """Supernet of AutoSpace's open space. Plain training trains uniformly sampled cells (SPOS on the full
+    space); during a generation (``begin_generation``, called by AutoSpace's worker extension for a job
+    carrying one) layer l is a ``FitnessWeightedLayer`` over its K cells and paths are drawn by the
+    binary gates; the extension updates the fitness scores after every step (Eq. 4) and reports them.
 
     Fitness scores live in the trial, not in the weight store: generations training in parallel each
     learn their own alpha* for the population (Eq. 5), while the network weights are shared.
@@ -324,25 +329,27 @@ class OpenCellSupernet(_CellSupernet):
     def cells(self, arch: Sequence[int]) -> list[Cell]:
         return self.space.cells(arch)
 
-    def begin_training(self, job: Mapping[str, Any]) -> None:
-        spec = job.get(AUTOSPACE_KEY)
-        self.generation = None if spec is None else self._build_generation(spec)
-
-    def _build_generation(self, spec: Mapping[str, Any]) -> list[FitnessWeightedLayer]:
-        if len(spec["cells"]) != len(self.layers):
-            raise ValueError(f"generation names cells for {len(spec['cells'])} layers; the supernet has {len(self.layers)}")
+    def begin_generation(self, cells: Sequence[Sequence[str]], alpha: Sequence[Sequence[float]],
+                         compensation: Sequence[Sequence[float]] | None = None, gate_paths: int = 2,
+                         alpha_lr: float = 0.05, madds_penalty: float = 0.0) -> list[FitnessWeightedLayer]:
+        """Make layer l the fitness-weighted layer over ``cells[l]`` (Eq. 3) until ``end_generation``."""
+        if len(cells) != len(self.layers):
+            raise ValueError(f"generation names cells for {len(cells)} layers; the supernet has {len(self.layers)}")
         generation, self._generation_cells = [], []
-        for layer, (texts, alpha) in enumerate(zip(spec["cells"], spec["alpha"])):
-            cells = [parse_cell(t) for t in texts]
+        for layer, (texts, scores) in enumerate(zip(cells, alpha)):
+            parsed = [parse_cell(t) for t in texts]
             cin, cout, stride, size = self.space.layer_plan()[layer]
             generation.append(FitnessWeightedLayer(
-                [functools.partial(self.layers[layer], cell=c) for c in cells], alpha,
-                compensation=(spec.get("compensation") or [None] * len(self.layers))[layer],
-                madds=[cell_cost(c, cin, cout, stride, size).madds for c in cells],
-                gate_paths=int(spec.get("gate_paths", 2)), alpha_lr=float(spec.get("alpha_lr", 0.05)),
-                madds_penalty=float(spec.get("madds_penalty", 0.0))))
-            self._generation_cells.append(cells)
+                [functools.partial(self.layers[layer], cell=c) for c in parsed], scores,
+                compensation=(compensation or [None] * len(self.layers))[layer],
+                madds=[cell_cost(c, cin, cout, stride, size).madds for c in parsed],
+                gate_paths=int(gate_paths), alpha_lr=float(alpha_lr), madds_penalty=float(madds_penalty)))
+            self._generation_cells.append(parsed)
+        self.generation = generation
         return generation
+
+    def end_generation(self) -> None:
+        self.generation, self._generation_cells = None, []
 
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:
         if self.generation is None:
@@ -354,17 +361,6 @@ class OpenCellSupernet(_CellSupernet):
         if self.generation is not None and self.generation[layer].paths is not None:
             return self.generation[layer].forward(x)
         return super().run_layer(layer, x, arch)
-
-    def after_step(self, worker: "SupernetWorker", step: int, arch: Architecture, job: dict) -> list[str]:
-        for layer in self.generation or []:
-            layer.update()
-        return []  # fitness scores are the trial's own, reported at the end, never pushed
-
-    def training_metrics(self) -> dict[str, Any]:
-        if self.generation is None:
-            return {}
-        return {"alpha": [layer.alpha.tolist() for layer in self.generation],
-                "gate_counts": [layer.steps.tolist() for layer in self.generation]}
 
 
 class IRBSupernet(CellNetworkSupernet):

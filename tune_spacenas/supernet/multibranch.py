@@ -5,36 +5,38 @@
   one more always-on branch in normal layers (A.3; the official code averages it in the same way).
 * ``MultiBranchSupernet``: Table 5's macro-architecture over a ``MultiBranchSpace``.
 * ``FitnessIndicators``: one theta per (layer, operation), a supernet parameter (so it lives in the weight
-  store and concurrent trials add their deltas to it) that the worker's SGD leaves alone; every
-  ``every`` training steps ``after_step`` updates it with Adam on a validation batch, by the simulated
-  gradient of Eq. (7) with the resource term of Eqs. (5) and (8).
+  store and concurrent trials add their deltas to it) that the worker's SGD leaves alone; the network
+  gives Eq. (5)'s loss through the simulated gradient of Eq. (7) with the resource term of Eq. (8)
+  (``fitness_loss``) and a round's reset; NSE's worker extension (``trainables.extensions.nse``) runs
+  the Adam update on validation batches during a training job.
 * ``NASBench201FitnessSupernet``: the same indicators on the NAS-Bench-201 skeleton, NSE's single-branch
   special case (``N_l = 1``); build it with ``SupernetSpec(..., skeleton="nasbench201+fitness")``.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from tune_spacenas.jobs import SUBSPACE_KEY
-from tune_spacenas.spaces.base import Architecture, SearchSpace
-from tune_spacenas.spaces.multibranch import (HEAD_CHANNELS, STEM_CHANNELS, MultiBranchSpace, branches_of,
-                                              configuration_selectors, subsets_of)
+from tune_spacenas.spaces.base import SearchSpace
 from tune_spacenas.spaces.mobilenet import scaled
+from tune_spacenas.spaces.multibranch import (
+    HEAD_CHANNELS,
+    STEM_CHANNELS,
+    MultiBranchSpace,
+    configuration_selectors,
+    layer_probability,
+)
 from tune_spacenas.spaces.nasbench201 import NB201_EDGES, NASBench201Space
 from tune_spacenas.supernet.base import Supernet
 from tune_spacenas.supernet.nasbench201 import Cell, NASBench201Supernet
 from tune_spacenas.supernet.ops import build_op, register_op_pattern
 
-FITNESS_KEY = "fitness_indicators"
-NSE_JOB_KEY = "nse"
+FITNESS_PARAM = "fitness_indicators"  # the thetas' parameter name, in the network and in the weight store
 MAX_ENUMERATED_BRANCHES = 16
 
 
@@ -137,37 +139,21 @@ class _Pair:
         return ya * (self.pa + 1 - self.pa.detach()) + yb.detach() * (self.pb - self.pb.detach())
 
 
-def layer_probability(p: Any, selectors: Any) -> Any:
-    """Eq. (4): ``p_l(s) = prod_n (s_n p_n + (1 - s_n)(1 - p_n))`` (numpy or torch, over the last axis)."""
-    return (selectors * p + (1 - selectors) * (1 - p)).prod(-1)
-
-
 class FitnessIndicators:
-    """Mixin for a ``Supernet``: NSE's fitness indicators ``Theta`` (3.3.1) and their update.
-
-    A training job enables the update with ``job["nse"] = {"every": 2, "lr": 0.1, "betas": [0, 0.999],
-    "alpha": 1e-5, "beta": 2, "tau": 300, "costs": [[...] per slot and op], "fixed_cost": ...}``
-    (``costs``/``tau`` in one unit, e.g. millions of MAdds, or a latency lookup table's milliseconds).
-    Adam's moments are local to a training trial, as the SGD momentum is (``SupernetSpec``). Training
-    reports carry the thetas (``training_metrics``), so a searcher reads them from results.
-
-    ``job["nse"]["reset"] = {"seed": s, "ops": [[slot, op], ...], "all": False}`` starts a round: after the
-    trial's first step the thetas return to 0 and the listed operations (every weight with ``all``) are
-    re-initialised; the changes travel to the store as this trial's deltas.
+    """Mixin for a ``Supernet``: NSE's fitness indicators ``Theta`` (3.3.1), Eq. (5)'s loss on them and a
+    round's reset. The update itself (Adam every few training steps on validation batches, local to a
+    training trial as the SGD momentum is) is NSE's worker extension, enabled by a job's ``nse`` payload
+    (``jobs.NSEJob``); its reports carry the thetas, so a searcher reads them from results.
     """
 
     def init_fitness(self, shape: tuple[int, int]) -> None:
         self.fitness_indicators = nn.Parameter(torch.zeros(shape))
-        self._fitness: dict[str, Any] = {"job": None}
 
     def architecture_parameter_names(self) -> list[str]:
-        return [FITNESS_KEY]
+        return [FITNESS_PARAM]
 
     def shared_parameter_names(self) -> list[str]:
-        return [n for n in super().shared_parameter_names() if n != FITNESS_KEY]
-
-    def training_metrics(self) -> dict[str, Any]:
-        return {FITNESS_KEY: self.fitness_indicators.detach().cpu().tolist()}
+        return [n for n in super().shared_parameter_names() if n != FITNESS_PARAM]
 
     @torch.no_grad()
     def reset_for_round(self, ops: Sequence[Sequence[int]], seed: int, all_weights: bool = False) -> list[str]:
@@ -184,58 +170,26 @@ class FitnessIndicators:
         self.fitness_indicators.zero_()
         if all_weights:
             return [n for n, _ in self.named_parameters()]
-        return [n for slot, op in ops for n in self.choice_parameter_names(int(slot), int(op))] + [FITNESS_KEY]
+        return [n for slot, op in ops for n in self.choice_parameter_names(int(slot), int(op))] + [FITNESS_PARAM]
 
-    def after_step(self, worker: Any, step: int, arch: Architecture, job: dict) -> list[str]:
-        settings = job.get(NSE_JOB_KEY)
-        if not settings:
-            return []
-        reset = settings.get("reset")
-        # Step 1 only: a trial Tune resumes from a checkpoint has applied its reset already.
-        changed = self.reset_for_round(reset["ops"], int(reset["seed"]), bool(reset.get("all"))) if reset and step == 1 else []
-        if step % int(settings.get("every", 2)):
-            return changed
-        state = self._fitness_state(worker, job, settings)
-        x, y = next(state["val"])
-        loss = self.fitness_loss(x, y, state["space"], settings, state["rng"])
-        (grad,) = torch.autograd.grad(loss, [self.fitness_indicators], allow_unused=True)
-        if grad is None:  # every layer has a single configuration left: nothing to learn
-            return changed
-        self.fitness_indicators.grad = grad
-        state["adam"].step()
-        self.fitness_indicators.grad = None
-        return changed + [FITNESS_KEY]
-
-    def _fitness_state(self, worker: Any, job: dict, settings: Mapping[str, Any]) -> dict[str, Any]:
-        if self._fitness["job"] is not job:  # one Adam and one validation stream per training job
-            space = self.space.restrict(job[SUBSPACE_KEY]) if SUBSPACE_KEY in job else self.space
-            seed = int(job.get("seed", 0))
-            batches = worker.data.fixed_batches("val", worker.spec.batch_size, None, seed=seed)
-            adam = torch.optim.Adam([self.fitness_indicators], lr=float(settings.get("lr", 0.1)),
-                                    betas=tuple(settings.get("betas", (0.0, 0.999))))
-            self._fitness = {"job": job, "space": space, "val": itertools.cycle(batches), "adam": adam,
-                             "rng": np.random.default_rng([seed, 7])}
-        return self._fitness
-
-    def fitness_loss(self, x: torch.Tensor, y: torch.Tensor, space: SearchSpace, settings: Mapping[str, Any],
-                     rng: np.random.Generator) -> torch.Tensor:
+    def fitness_loss(self, x: torch.Tensor, y: torch.Tensor, space: SearchSpace, rng: np.random.Generator, *,
+                     alpha: float = 0.0, beta: float = 2.0, tau: float = 0.0,
+                     costs: Sequence[Sequence[float]] | None = None, fixed_cost: float = 0.0) -> torch.Tensor:
         """Eq. (5) on one validation batch: cross-entropy through the simulated gradient of Eq. (7) plus
         ``alpha * |R(a, tau)|^beta`` with ``R`` the rescaled expected cost of Eq. (8) minus ``tau``."""
         pairs = self.sample_pairs(space, rng)
         loss = nn.functional.cross_entropy(self.simulated_forward(x, pairs), y)
-        alpha = float(settings.get("alpha", 0.0))
-        if not alpha or "costs" not in settings:
+        if not alpha or costs is None:
             return loss
-        costs = np.asarray(settings["costs"], float)
-        resource = torch.tensor(float(settings.get("fixed_cost", 0.0)) - float(settings["tau"]),
-                                device=self.fitness_indicators.device)
+        table = np.asarray(costs, float)
+        resource = torch.tensor(float(fixed_cost) - float(tau), device=self.fitness_indicators.device)
         for slot, pair in enumerate(pairs):
-            cost_a = self._config_cost(space, slot, pair.a, costs)
+            cost_a = self._config_cost(space, slot, pair.a, table)
             if pair.b is None:
                 resource = resource + cost_a
             else:
-                resource = resource + pair.pa * cost_a + pair.pb * self._config_cost(space, slot, pair.b, costs)
-        return loss + alpha * resource.abs() ** float(settings.get("beta", 2.0))
+                resource = resource + pair.pa * cost_a + pair.pb * self._config_cost(space, slot, pair.b, table)
+        return loss + float(alpha) * resource.abs() ** float(beta)
 
     @staticmethod
     def _config_cost(space: SearchSpace, slot: int, ops: Sequence[str], costs: np.ndarray) -> float:
@@ -246,9 +200,9 @@ class FitnessIndicators:
         probabilities rescaled to sum to one (the two-configuration approximation of Eq. 7)."""
         p = torch.sigmoid(self.fitness_indicators)
         pairs = []
-        for slot, subset in enumerate(subsets_of(space)):
+        for slot, subset in enumerate(space.choices):
             configs, selectors = configuration_selectors(space, slot, subset)
-            names = [[space.slots[slot].ops[n] for n in branches_of(space, slot, c)] for c in configs]
+            names = [[space.slots[slot].ops[n] for n in space.branches(slot, c)] for c in configs]
             if len(configs) < 2:
                 pairs.append(_Pair(names[0]))
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from tune_spacenas.spaces.base import SearchSpace, space_from_spec
 
 if TYPE_CHECKING:
     from tune_spacenas.supernet.base import Supernet
+
+STORE_META = "spec"  # the weight store's meta entry holding the spec (plain data)
 
 
 @dataclass
@@ -60,11 +63,23 @@ class SupernetSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SupernetSpec":
+    def from_dict(cls, data: dict[str, Any]) -> SupernetSpec:
         data = dict(data)
         return cls(space=space_from_spec(data.pop("space")), data=DataSpec.from_dict(data.pop("data")), **data)
 
-    def build(self) -> "Supernet":
+    def store_meta(self) -> dict[str, Any]:
+        """The meta a weight store (or an in-process ``WeightTable``) of this supernet carries."""
+        return {STORE_META: self.to_dict()}
+
+    @classmethod
+    def from_store_meta(cls, meta: Mapping[str, Any], where: str) -> SupernetSpec:
+        """The spec a store's meta holds; ValueError saying how to create a store that has one."""
+        if STORE_META not in meta:
+            raise ValueError(f"{where} holds no SupernetSpec (it was created from raw arrays); create it with "
+                             "SupernetStore.create(name, spec)")
+        return cls.from_dict(meta[STORE_META])
+
+    def build(self) -> Supernet:
         """A freshly initialised supernet (seeded by ``init_seed``)."""
         from tune_spacenas.supernet import build_supernet
 

@@ -38,6 +38,16 @@ INIT_RANGE = 0.1
 
 
 @dataclass(frozen=True)
+class ControllerSettings:
+    """The policy network's shape (``ASEController``'s arguments of the same names; the official code's)."""
+
+    hidden_size: int = 64
+    embedding_size: int = 8
+    center_tanh_constant: float = 1.5
+    edit_tanh_constant: float = 0.6
+
+
+@dataclass(frozen=True)
 class Decision:
     """One sample of the joint policy: the evoked node (``pi_G``) and ``M`` edits ``(layer, op)`` (``pi_L``)."""
 
@@ -55,7 +65,7 @@ class Decision:
         return [self.node, [list(e) for e in self.edits]]
 
     @classmethod
-    def from_plain(cls, data: Sequence) -> "Decision":
+    def from_plain(cls, data: Sequence) -> Decision:
         return cls(int(data[0]), tuple((int(l), int(o)) for l, o in data[1]))
 
 
@@ -74,10 +84,10 @@ class GraphTensors:
     ops: Tensor
     scores: Tensor
     mask: Tensor
-    pairs: "Pairs"
+    pairs: Pairs
 
     @classmethod
-    def build(cls, graph: SubspaceGraph, offsets: np.ndarray) -> "GraphTensors":
+    def build(cls, graph: SubspaceGraph, offsets: np.ndarray) -> GraphTensors:
         scores = np.asarray(graph.scores, dtype=np.float64)
         spread = scores.std()
         scores = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
@@ -263,7 +273,7 @@ class ASEController(nn.Module):
         for _ in range(self.local_distance):
             layer = step(x, self._layer_logits)
             op = step(self.layer_inputs.weight[layer: layer + 1],
-                      lambda q: self._op_logits(q, torch.tensor([layer])))
+                      lambda q, layer=layer: self._op_logits(q, torch.tensor([layer])))
             edits.append((layer, op))
             x = self._op_input(layer, op)
         return Decision(node, tuple(edits))

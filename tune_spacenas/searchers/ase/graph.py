@@ -10,15 +10,15 @@ follow from the rewards.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tune_spacenas import storage
+from tune_spacenas.jobs import SPACE_KEY
 from tune_spacenas.spaces.base import Architecture, SearchSpace, space_from_spec
 
 
@@ -82,25 +82,26 @@ class SubspaceGraph:
     # --- plain data ----------------------------------------------------------------------------
     def to_dict(self, space: SearchSpace) -> dict[str, Any]:
         return {"centers": [space.to_string(c) for c in self.centers], "scores": list(self.scores),
-                "space": space.to_spec()}
+                SPACE_KEY: space.to_spec()}
 
     def save(self, path: str | os.PathLike, space: SearchSpace) -> None:
-        """Write the graph as JSON (the centres as strings); ASE-NAS+ starts a new search from it."""
-        Path(path).write_text(json.dumps(self.to_dict(space), indent=1))
+        """Write the graph as JSON (the centres as strings), atomically, to a path or a ``pyarrow.fs`` URI;
+        ASE-NAS+ starts a new search from it."""
+        storage.write_json(path, self.to_dict(space))
 
 
 def load_centers(source: Sequence[Any] | str | os.PathLike, space: SearchSpace) -> list[Architecture]:
     """Centres for ASE-NAS+ (section IV-A, Table II): architectures (strings or index tuples), or the
     path of a graph saved by ``SubspaceGraph.save`` / ``ASESearcher.save_graph``."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"initial_centers: no saved subspace graph at {str(path)!r}; pass a list of "
+        path = str(source)
+        if not storage.exists(path):
+            raise FileNotFoundError(f"initial_centers: no saved subspace graph at {path!r}; pass a list of "
                                     "architectures or a file written by ASESearcher.save_graph")
-        saved = json.loads(path.read_text())
-        if "space" in saved and space_from_spec(saved["space"]).full_space() != space.full_space():
-            raise ValueError(f"initial_centers: the graph at {str(path)!r} was saved for another space "
-                             f"({saved['space']['kind']}); transfer centres between searches of the same space")
+        saved = storage.read_json(path)
+        if SPACE_KEY in saved and space_from_spec(saved[SPACE_KEY]).full_space() != space.full_space():
+            raise ValueError(f"initial_centers: the graph at {path!r} was saved for another space "
+                             f"({saved[SPACE_KEY]['kind']}); transfer centres between searches of the same space")
         source = saved["centers"]
     centers = [space.validate(c) for c in source]
     if len(set(centers)) != len(centers):

@@ -28,22 +28,23 @@ decision (and the graph snapshot) that produced it. The final answer is the best
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from tune_spacenas.jobs import TASK_KEY, TRAIN, evaluate_job
-from tune_spacenas.searchers.ase.controller import ASEController, Decision, GraphTensors
+from tune_spacenas.jobs import ASE_KEY, TASK_KEY, TRAIN, ASEJob, evaluate_job
+from tune_spacenas.searchers.ase.controller import ASEController, ControllerSettings, Decision, GraphTensors
 from tune_spacenas.searchers.ase.graph import SubspaceGraph, load_centers
-from tune_spacenas.searchers.base import FINISHED, ArchSearcher
-from tune_spacenas.searchers.evolution import CostConstraint
+from tune_spacenas.searchers.base import DONE, FINISHED, SEARCH, TRAINING, ArchSearcher, SearchProgress
+from tune_spacenas.searchers.constraints import CostLimited
 from tune_spacenas.searchers.prior import Prior, check_prior, prior_score, select_by_prior
 from tune_spacenas.searchers.training import TrainingPhase
 from tune_spacenas.spaces.base import Architecture, SearchSpace
+from tune_spacenas.spaces.neighbourhood import neighbourhood, neighbourhood_size, sample_neighbour
 
-DECISION_KEY = "ase_decision"
-CENTER_KEY = "ase_center"
+CENTERS = "centres"  # the phase that evaluates the initial centres
 _MAX_DRAWS = 10_000
 # Policy samples per suggestion before falling back to a uniform draw from the evoked ball.
 _MAX_RESAMPLES = 32
@@ -79,7 +80,7 @@ def budget_setting(max_queries: int | None, space: SearchSpace) -> tuple[int, in
     return subspaces, min(distance, len(space.slots))
 
 
-class ASESearcher(ArchSearcher):
+class ASESearcher(CostLimited, ArchSearcher):
     """ASE-NAS: global search over K candidate subspaces, local search of M edits inside the evoked one.
 
     K and M default to ``budget_setting(max_queries, space)`` (see there for the rule and how it was
@@ -115,26 +116,28 @@ class ASESearcher(ArchSearcher):
             "without subspace update" ablation (section V-B).
         absolute_reward: reward ``R(b)`` instead of ``R(b|a)`` (the ablation of section V-C).
         use_graph: the GNN (True) or two fully connected layers (the "no graph" ablation, section V-D).
-        hidden_size, embedding_size, center_tanh_constant, edit_tanh_constant: see ``ASEController``.
+        controller: the policy network's shape (``ControllerSettings``: hidden and embedding sizes, tanh
+            constants; see ``ASEController``).
         max_madds: only centres within this many multiply-adds (spaces with a cost model; the paper's
             mobile setting uses 600e6): initial centres are drawn inside it and a better ``b``
             replaces a centre only if it satisfies it.
         train_steps, steps_per_trial, train_lr: Algorithm 1 line 1, supernet training before the search
             (0 on the NAS-Bench-201 table).
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, max_queries, ...).
+        **kwargs: ``ArchSearcher`` arguments (metric, mode, seed, max_queries, ...).
     """
 
     needs_one_choice_per_slot = True
+    PHASES = (TRAINING, CENTERS, SEARCH, DONE)
 
-    def __init__(self, *, num_subspaces: int | None = None, local_distance: int | None = None,
-                 initial_centers: list[Any] | str | os.PathLike | None = None, prior: Prior | None = None,
-                 prior_pool: int | None = None, prior_edits: int = 1, learning_rate: float = 1e-2,
-                 entropy_weight: float = 7.5e-4, baseline_decay: float = 0.9, weight_decay: float = 2.374e-5,
-                 subspace_update: bool = True, absolute_reward: bool = False, use_graph: bool = True,
-                 hidden_size: int = 64, embedding_size: int = 8, center_tanh_constant: float = 1.5,
-                 edit_tanh_constant: float = 0.6, max_madds: float | None = None, train_steps: int = 0,
-                 steps_per_trial: int = 200, train_lr: float = 0.05, **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, space: SearchSpace | None = None, *, num_subspaces: int | None = None,
+                 local_distance: int | None = None, initial_centers: list[Any] | str | os.PathLike | None = None,
+                 prior: Prior | None = None, prior_pool: int | None = None, prior_edits: int = 1,
+                 learning_rate: float = 1e-2, entropy_weight: float = 7.5e-4, baseline_decay: float = 0.9,
+                 weight_decay: float = 2.374e-5, subspace_update: bool = True, absolute_reward: bool = False,
+                 use_graph: bool = True, controller: ControllerSettings = ControllerSettings(),
+                 max_madds: float | None = None, train_steps: int = 0, steps_per_trial: int = 200,
+                 train_lr: float = 0.05, **kwargs: Any):
+        super().__init__(space, **kwargs)
         for name, value in (("num_subspaces", num_subspaces), ("local_distance", local_distance),
                             ("prior_pool", prior_pool), ("prior_edits", prior_edits)):
             if value is not None and value < 1:
@@ -150,10 +153,8 @@ class ASESearcher(ArchSearcher):
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.entropy_weight, self.baseline_decay = entropy_weight, baseline_decay
         self.subspace_update, self.absolute_reward, self.use_graph = subspace_update, absolute_reward, use_graph
-        self.controller_args = dict(hidden_size=hidden_size, embedding_size=embedding_size,
-                                    center_tanh_constant=center_tanh_constant, edit_tanh_constant=edit_tanh_constant)
+        self.controller_settings = controller
         self.max_madds = max_madds
-        self.constraint: CostConstraint | None = None
         self.training = TrainingPhase(train_steps, steps_per_trial, train_lr)
         self.graph: SubspaceGraph | None = None
         self.baseline: float | None = None
@@ -189,7 +190,6 @@ class ASESearcher(ArchSearcher):
         K, M = budget_setting(self.max_queries, self.space)
         self.num_subspaces = self.num_subspaces or K
         self.local_distance = self.local_distance or M
-        self.constraint = CostConstraint(self.space, self.max_madds) if self.max_madds is not None else None
         given = [] if self.initial_centers is None else load_centers(self.initial_centers, self.space)
         if len(given) > self.num_subspaces:
             raise ValueError(f"{len(given)} initial_centers for num_subspaces={self.num_subspaces}; "
@@ -202,6 +202,11 @@ class ASESearcher(ArchSearcher):
             self._centers.append(self._new_center())
         self._center_queue = list(range(self.num_subspaces))
         self._build_policy()
+
+    def repeat_refusal(self) -> str | None:
+        if self.training.total_steps:
+            return f"it trains the supernet first (train_steps={self.training.total_steps}) in training trials"
+        return None
 
     def _rank_by_prior(self, exclude: list[Architecture]) -> list[Architecture]:
         """The prior's best architectures (inside ``max_madds``), best first: initial centres, then reseeds."""
@@ -229,7 +234,7 @@ class ASESearcher(ArchSearcher):
 
     def _build_policy(self) -> None:
         self.controller = ASEController(self.space, self.local_distance, use_graph=self.use_graph, seed=self.seed,
-                                        **self.controller_args)
+                                        **asdict(self.controller_settings))
         # fused: one kernel for all ~25 parameter tensors (4x cheaper on CPU than the per-tensor loop)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate,
                                           weight_decay=self.weight_decay, fused=True)
@@ -241,14 +246,16 @@ class ASESearcher(ArchSearcher):
         if not self.training.finished:  # Algorithm 1 line 1
             return self.training.next_job(seed=self.rng.integers(2**31))
         if self.graph is None or self._center_queue:
+            self.phase = CENTERS
             return self._next_center_job()
+        self.phase = SEARCH
         return self._evoke_and_edit()
 
     def _next_center_job(self) -> dict[str, Any] | None:
         """Evaluate every centre once (R(a) must be known before its first reward), then build the graph."""
         if self._center_queue:
             node = self._center_queue.pop(0)
-            return evaluate_job(self.space, self._centers[node], **{CENTER_KEY: node})
+            return evaluate_job(self.space, self._centers[node], ase=ASEJob(center=node))
         return None  # centres in flight
 
     def _evoke_and_edit(self) -> dict[str, Any] | str | None:
@@ -281,16 +288,16 @@ class ASESearcher(ArchSearcher):
         self.pending[self.decisions] = {"node": node, "center_score": self.graph.scores[node],
                                         "decision": None if decision is None else decision.to_plain(),
                                         "graph": (list(self.graph.centers), list(self.graph.scores))}
-        return evaluate_job(self.space, beta, **{DECISION_KEY: self.decisions})
+        return evaluate_job(self.space, beta, ase=ASEJob(decision=self.decisions))
 
     def _unseen_in_ball(self, node: int) -> Architecture | None:
         """A uniform draw among the unevaluated architectures of ``Omega_a`` (None if it holds none)."""
         center, M = self.graph.centers[node], self.local_distance
-        if self.space.neighbourhood_size(center, M) <= _ENUMERABLE_BALL:
-            new = [b for b in map(self.space.canonicalize, self.space.neighbourhood(center, M)) if b not in self.seen]
+        if neighbourhood_size(self.space, center, M) <= _ENUMERABLE_BALL:
+            new = [b for b in map(self.space.canonicalize, neighbourhood(self.space, center, M)) if b not in self.seen]
             return new[self.rng.integers(len(new))] if new else None
         for _ in range(_MAX_DRAWS):
-            beta = self.space.canonicalize(self.space.sample_neighbour(center, M, self.rng))
+            beta = self.space.canonicalize(sample_neighbour(self.space, center, M, self.rng))
             if beta not in self.seen:
                 return beta
         return None
@@ -303,7 +310,7 @@ class ASESearcher(ArchSearcher):
         self._centers[node] = self._new_center()
         self._reseeding.add(node)
         self.reseeds += 1
-        return evaluate_job(self.space, self._centers[node], **{CENTER_KEY: node})
+        return evaluate_job(self.space, self._centers[node], ase=ASEJob(center=node))
 
     def evoke_subspace(self, tensors: GraphTensors | None = None) -> Decision:
         """One sample of the joint policy (section IV-A) on the current subspace graph (``tensors``: that
@@ -317,16 +324,17 @@ class ASESearcher(ArchSearcher):
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:
             self.training.complete(job, ok=result is not None)
-        elif CENTER_KEY in job:
-            self._observe_center(job, result)
+            return
+        ase = ASEJob.from_dict(job[ASE_KEY])
+        if ase.center is not None:
+            self._observe_center(ase.center, job, result)
         else:
-            record = self.pending.pop(int(job[DECISION_KEY]), None)
+            record = self.pending.pop(int(ase.decision), None)
             if record is not None and result is not None:  # a failed trial teaches nothing
                 (beta, value), = self.arch_values(job, result)
                 self._learn(record, beta, self.score(value))
 
-    def _observe_center(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
-        node = int(job[CENTER_KEY])
+    def _observe_center(self, node: int, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if result is None:  # the centre's trial failed: draw another centre for this node
             self._centers[node] = self._new_center()
             self._center_queue.append(node)
@@ -384,6 +392,15 @@ class ASESearcher(ArchSearcher):
             return super().best_architecture()
         best = max([self.graph.best(), *self.retired], key=lambda center: center[1])
         return self.space.to_string(best[0])
+
+    def current_progress(self) -> SearchProgress:
+        note = "" if self.graph is None else (f"centres {', '.join(f'{self.score(v):.3g}' for v in self.graph.scores)}, "
+                                              f"{self.replacements} replaced")
+        best = None
+        if self.graph is not None:
+            arch, value = self.graph.best()
+            best = (self.score(value), self.space.to_string(arch))
+        return self.make_progress((self.training.done, self.training.total_steps), best=best, note=note)
 
     def save_graph(self, path: str | os.PathLike) -> None:
         """Write the subspace graph (centres and rewards) as JSON; ``initial_centers=path`` starts ASE-NAS+ from it."""

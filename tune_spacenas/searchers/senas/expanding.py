@@ -2,9 +2,9 @@
 
 After shrinking, adjacent layer-wise search spaces are merged from shallow to deep while the merged
 child space holds at most ``T`` partial models; inside each merged child space every partial model keeps
-its own copy of the weights. The copies themselves live in the weight store and are swapped in by the
-supernet worker (job key ``expanded``: the merged slot groups; ``expanded_from``: earlier groupings, so a
-partial model's new copy starts from the copy its path trained before rather than the shared tensor).
+its own copy of the weights. The copies themselves live in the weight store and are swapped in by SE-NAS's
+worker extension (``jobs.SENASJob.expanded``: the merged slot groups; ``expanded_from``: earlier groupings,
+so a partial model's new copy starts from the copy its path trained before rather than the shared tensor).
 """
 
 from __future__ import annotations

@@ -11,25 +11,33 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tune_spacenas.analysis import kendall_tau
-from tune_spacenas.jobs import ARCHS_KEY, PER_ARCH_KEY, TASK_KEY, TRAIN, evaluate_batch_job
-from tune_spacenas.searchers.base import ArchSearcher
-from tune_spacenas.searchers.evolution import CostConstraint, EvolutionPhase
+from tune_spacenas.jobs import PER_ARCH_KEY, SENAS_KEY, TASK_KEY, TRAIN, SENASJob, SnapshotRequest, evaluate_batch_job
+from tune_spacenas.searchers.base import DONE, SEARCH, TRAINING, SearchProgress
+from tune_spacenas.searchers.evaluation import EvaluationQueue
+from tune_spacenas.searchers.evolution import EvolutionSearcher
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
-from tune_spacenas.searchers.senas.scores import (as_table, labels, operator_sample, operator_scores,
-                                                  selection_confidence, selection_importance)
+from tune_spacenas.searchers.senas.scores import (
+    as_table,
+    labels,
+    operator_sample,
+    operator_scores,
+    selection_confidence,
+    selection_importance,
+)
 from tune_spacenas.searchers.senas.shrinking import shrink_operators
 from tune_spacenas.searchers.training import TrainingPhase
-from tune_spacenas.spaces.base import Architecture, space_from_spec
+from tune_spacenas.spaces.base import Architecture, SearchSpace, space_from_spec
 
-TRAINING, SCORING, SEARCH = "training", "scoring", "search"
+SCORING = "scoring"
 
 
-class SENASSearcher(ArchSearcher):
+class SENASSearcher(EvolutionSearcher):
     """Shrinking-and-expanding supernet search (SE-NAS, Algorithm 1), every component switchable.
 
     Args:
@@ -52,45 +60,40 @@ class SENASSearcher(ArchSearcher):
         drop_per_slot: remove one operator per slot per step instead (SE-NAS on FairNAS).
         expanding: section 3.4 on; ``False`` keeps all weights shared (Table 6 without "Expanding").
         merge_threshold: T, the largest merged child space (50 in 3.4; 6 in Fig. 3's toy).
-        population, generations, parents, mutations, crossovers, mutation_prob: the final evolutionary
-            search (SPOS's settings); exhaustive when the final space has at most ``population`` models.
-        max_madds: child models above this many multiply-adds are never scored (operator sampling) or
-            searched ("SE-NAS dumps models that don't satisfy FLOPs constraint"); spaces with a cost model.
-        eval_batch: child models one evaluation trial scores.
-        **kwargs: ``ArchSearcher`` arguments (space, metric, mode, seed, store). SE-NAS scores operators
-            by accuracy: ``mode`` must be ``"max"``.
+        **kwargs: ``EvolutionSearcher`` arguments: ``evolution=EvolutionSettings(...)`` (the final
+            search, SPOS's settings; exhaustive when the final space has at most ``population`` models),
+            ``max_madds`` (child models above it are never scored (operator sampling) or searched: "SE-NAS
+            dumps models that don't satisfy FLOPs constraint"), ``eval_batch`` (child models one
+            evaluation trial scores, default 50); and ``ArchSearcher``'s (metric, mode, seed). SE-NAS
+            scores operators by accuracy: ``mode`` must be ``"max"``.
 
     Public state: ``shrunk_space`` (the current space), ``merged_spaces`` (groups of slots whose partial
     models have their own weights), ``stage_log`` (per stage: SI, SC, scores, dropped operators, merges).
     """
 
     needs_one_choice_per_slot = True
+    PHASES = (TRAINING, SCORING, SEARCH, DONE)
 
-    def __init__(self, stages: int = 2, stage_steps: int | Sequence[int] = 2000, steps_per_trial: int = 200,
-                 lr: float = 0.05, restart_lr: bool = False, snapshots: int = 5, snapshot_window: int | None = None,
-                 evaluation_stability: bool = True, samples_per_op: int = 100, selection_confidence: bool = True,
-                 drop_per_stage: int = 10, drop_per_slot: bool = False, expanding: bool = True,
-                 merge_threshold: int = 50, population: int = 50, generations: int = 20, parents: int = 10,
-                 mutations: int = 25, crossovers: int = 25, mutation_prob: float = 0.1,
-                 max_madds: float | None = None, eval_batch: int = 50, **kwargs: Any):
-        kwargs.setdefault("cache_evaluations", False)
-        super().__init__(**kwargs)
+    def __init__(self, space: SearchSpace | None = None, *, stages: int = 2, stage_steps: int | Sequence[int] = 2000,
+                 steps_per_trial: int = 200, lr: float = 0.05, restart_lr: bool = False, snapshots: int = 5,
+                 snapshot_window: int | None = None, evaluation_stability: bool = True, samples_per_op: int = 100,
+                 selection_confidence: bool = True, drop_per_stage: int = 10, drop_per_slot: bool = False,
+                 expanding: bool = True, merge_threshold: int = 50, **kwargs: Any):
+        kwargs.setdefault("eval_batch", 50)
+        super().__init__(space, **kwargs)
         steps = [int(stage_steps)] * stages if np.isscalar(stage_steps) else [int(s) for s in stage_steps]
         if stages < 1 or len(steps) != stages or min(steps) < 1:
             raise ValueError(f"need stages >= 1 and one positive step count per stage, got stages={stages}, "
                              f"stage_steps={stage_steps}")
-        if snapshots < 1 or samples_per_op < 1 or eval_batch < 1:
-            raise ValueError("snapshots, samples_per_op and eval_batch must be positive")
+        if snapshots < 1 or samples_per_op < 1:
+            raise ValueError("snapshots and samples_per_op must be positive")
         self.stages, self.stage_steps, self.steps_per_trial = stages, steps, steps_per_trial
         self.lr, self.restart_lr = lr, restart_lr
         self.snapshots, self.snapshot_window, self.evaluation_stability = snapshots, snapshot_window, evaluation_stability
         self.samples_per_op, self.selection_confidence = samples_per_op, selection_confidence
         self.drop_per_stage, self.drop_per_slot = drop_per_stage, drop_per_slot
         self.expanding, self.merge_threshold = expanding, merge_threshold
-        self.evolution_args = dict(population=population, generations=generations, parents=parents,
-                                   mutations=mutations, crossovers=crossovers, mutation_prob=mutation_prob)
-        self.max_madds, self.eval_batch = max_madds, eval_batch
-        self.stage, self.phase = 0, TRAINING
+        self.stage = 0
         self.shrunk_space = None
         self.merged_spaces: list[list[int]] = []
         self.earlier_merges: list[list[list[int]]] = []
@@ -98,11 +101,9 @@ class SENASSearcher(ArchSearcher):
         self.snapshot_names: list[str] = []
         self.stale_snapshots: list[str] = []
         self.training: TrainingPhase | None = None
-        self.evolution: EvolutionPhase | None = None
         self.samples: list[Architecture] = []
-        self.pending: list[Architecture] = []
+        self.scoring = EvaluationQueue(self.eval_batch)
         self.values: dict[Architecture, float] = {}
-        self.outstanding = 0
 
     # ------------------------------------------------------------------------------------------
     # Algorithm 1
@@ -111,39 +112,43 @@ class SENASSearcher(ArchSearcher):
         if self.mode != "max":
             raise ValueError("SE-NAS scores operators by supernet accuracy (Eqs. 5-7 average a positive metric "
                              "to maximise): use an accuracy metric with mode='max'")
+        super().setup()
         self.shrunk_space = self.space
-        self.constraint = CostConstraint(self.space, self.max_madds) if self.max_madds is not None else None
         self.snapshot_prefix = f"senas-{uuid.uuid4().hex[:8]}"
         self._begin_stage()
+
+    def repeat_refusal(self) -> str | None:
+        return "it trains the supernet in training trials and scores child models in batches (per_arch lists)"
 
     def propose(self) -> dict[str, Any] | str | None:
         if self.phase == TRAINING:
             return self._next_training_job()
         if self.phase == SCORING:
             return self._next_scoring_batch()
-        return self.evolution.next_job(self.rng, self.eval_batch, self.evaluation_job)
+        return self.next_search_job()
 
     def observe(self, job: dict[str, Any], result: dict[str, Any] | None) -> None:
         if job[TASK_KEY] == TRAIN:
             self.training.complete(job, ok=result is not None)
-            if result is None and "snapshots" in job:
+            senas = SENASJob.from_dict(job.get(SENAS_KEY, {}))
+            if result is None and senas.snapshots is not None:
                 self.snapshot_names = []  # the snapshot trial failed: score this stage with the last weights
+            if result is not None:  # a failed job may not have freed them: the next snapshot job does
+                self.stale_snapshots = [n for n in self.stale_snapshots if n not in senas.drop_snapshots]
             return
-        archs = [self.space.from_string(s) for s in job[ARCHS_KEY]]
-        values = None if result is None else [self.score(v) for _, v in self.arch_values(job, result)]
-        if self.phase == SCORING:
-            self.outstanding -= len(archs)
-            self.values.update(zip(archs, values or []))
-        else:
-            self.evolution.complete(archs, values)
+        if self.phase != SCORING:
+            self.observe_search(job, result)
+            return
+        archs, scores = self.batch_scores(job, result)
+        self.scoring.complete(len(archs))
+        self.values.update(scores)
 
     # --- line 2: SPOS training of the (shrunk) supernet ----------------------------------------
     def _begin_stage(self) -> None:
         done, total = sum(self.stage_steps[:self.stage]), sum(self.stage_steps)
         self.training = TrainingPhase(
             self.stage_steps[self.stage], self.steps_per_trial, self.lr,
-            schedule_offset=0 if self.restart_lr else done, schedule_steps=None if self.restart_lr else total,
-            extra=self.expansion_keys())
+            schedule_offset=0 if self.restart_lr else done, schedule_steps=None if self.restart_lr else total)
         self.phase = TRAINING
 
     def _next_training_job(self) -> dict[str, Any] | str | None:
@@ -154,39 +159,38 @@ class SENASSearcher(ArchSearcher):
         if phase.all_issued:
             return None
         last = phase.total_steps - phase.issued <= phase.steps_per_trial
-        if last and self.evaluation_stability and phase.completed + phase.failed < phase.issued:
+        if last and self.evaluation_stability and phase.done < phase.issued:
             return None  # Eq. (4) snapshots the stage's final weights: its last trial runs after all others
-        job = phase.next_job(int(self.rng.integers(2**31)), self.shrunk_space)
+        payload = self.expansion()
         if last and self.evaluation_stability:
-            job["snapshots"] = self._snapshot_request(job["steps"])
-        return job
+            snapshots = self._snapshot_request(min(phase.steps_per_trial, phase.total_steps - phase.issued))
+            payload = replace(payload, snapshots=snapshots, drop_snapshots=list(self.stale_snapshots))
+        return phase.next_job(int(self.rng.integers(2**31)), self.shrunk_space) | _payload(payload)
 
-    def _snapshot_request(self, steps: int) -> dict[str, Any]:
-        """Eq. (4): K snapshots spread over the stage's last ``snapshot_window`` steps (its last epoch)."""
+    def _snapshot_request(self, steps: int) -> SnapshotRequest:
+        """Eq. (4): K snapshots spread over the stage's last ``snapshot_window`` steps (its last epoch).
+        The job that takes them also frees the previous stage's: no evaluation reads those any more."""
         window = min(self.snapshot_window or steps, steps)
         count = min(self.snapshots, max(1, window - 1))  # distinct steps for every snapshot
         prefix = f"{self.snapshot_prefix}/stage{self.stage}"
         self.stale_snapshots += self.snapshot_names
         self.snapshot_names = [f"{prefix}/{i}" for i in range(count)]
-        return {"name": prefix, "count": count, "fraction": window / steps}
+        return SnapshotRequest(name=prefix, count=count, fraction=window / steps)
 
     # --- line 3: operator scores, Eqs. (4)-(7) -------------------------------------------------
     def _begin_scoring(self) -> None:
         self.phase = SCORING
-        if self.stale_snapshots and self.store is not None:
-            self.store_client().drop_snapshots(self.stale_snapshots)
-        self.stale_snapshots = []
         nothing_to_drop = all(len(s.allowed) == 1 for s in self.shrunk_space.slots)
         self.samples = [] if nothing_to_drop else operator_sample(
             self.shrunk_space, self.samples_per_op, self.rng, self.constraint)
-        self.pending, self.values, self.outstanding = list(dict.fromkeys(self.samples)), {}, 0
+        self.scoring, self.values = EvaluationQueue(self.eval_batch), {}
+        self.scoring.put(dict.fromkeys(self.samples))
 
     def _next_scoring_batch(self) -> dict[str, Any] | str | None:
-        if self.pending:
-            batch, self.pending = self.pending[:self.eval_batch], self.pending[self.eval_batch:]
-            self.outstanding += len(batch)
+        batch = self.scoring.next_batch()
+        if batch is not None:
             return self.evaluation_job(batch)
-        if self.outstanding:
+        if self.scoring.outstanding:
             return None
         self._shrink_and_expand()
         return self.propose()
@@ -203,7 +207,7 @@ class SENASSearcher(ArchSearcher):
                 self.earlier_merges = ([self.merged_spaces] if self.merged_spaces else []) + self.earlier_merges
                 self.merged_spaces = merged
         self.stage_log.append({
-            "stage": self.stage, "evaluated": len(self.values), "selection_importance": as_table(space, si),
+            "stage": self.stage, "scored": len(self.values), "selection_importance": as_table(space, si),
             "selection_confidence": as_table(space, selection_confidence(si)), "scores": as_table(space, scores),
             "dropped": labels(space, dropped), "allowed": [list(s.allowed) for s in self.shrunk_space.slots],
             "size": self.shrunk_space.size, "merged_spaces": [list(g) for g in self.merged_spaces]})
@@ -211,31 +215,33 @@ class SENASSearcher(ArchSearcher):
         if self.stage < self.stages:
             self._begin_stage()
         else:
+            self.prepare_search(self.shrunk_space)
             self.phase = SEARCH
-            self.evolution = EvolutionPhase(self.shrunk_space, constraint=self.constraint, **self.evolution_args)
-
-    # --- the final search (Eq. 2): EvolutionPhase.next_job ---------------------------------------
-    def best_architecture(self) -> str | None:
-        best = self.evolution.best() if self.evolution else None
-        return None if best is None else self.space.to_string(best[0])
 
     # ------------------------------------------------------------------------------------------
     # How the supernet scores a child model now
     # ------------------------------------------------------------------------------------------
-    def expansion_keys(self) -> dict[str, Any]:
-        """Job keys of the expanded supernet (3.4): merged slot groups and the earlier groupings."""
+    def expansion(self) -> SENASJob:
+        """The expanded supernet (3.4): merged slot groups and the earlier groupings."""
         if not self.merged_spaces:
-            return {}
-        return {"expanded": [list(g) for g in self.merged_spaces],
-                "expanded_from": [[list(g) for g in m] for m in self.earlier_merges]}
+            return SENASJob()
+        return SENASJob(expanded=[list(g) for g in self.merged_spaces],
+                        expanded_from=[[list(g) for g in m] for m in self.earlier_merges])
 
     def evaluation_job(self, archs: Sequence[Architecture]) -> dict[str, Any]:
         """An evaluation job scoring ``archs`` as SE-NAS does now: ``P(a)`` of Eq. (4) (the averaged
         snapshots of the last stage, or the live weights) on the expanded supernet."""
-        keys = self.expansion_keys()
-        if self.snapshot_names:
-            keys["weights"] = {"average": list(self.snapshot_names)}
-        return evaluate_batch_job(self.space, archs, **keys)
+        return evaluate_batch_job(self.space, archs, **_payload(replace(self.expansion(), average=self.snapshot_names)))
+
+    def current_progress(self) -> SearchProgress:
+        done = sum(self.stage_steps[:self.stage]) + (self.training.done if self.phase == TRAINING else 0)
+        if self.phase == SCORING:
+            evaluations, best = (len(self.values), len(dict.fromkeys(self.samples))), None
+        else:
+            evaluations, best = self.search_progress()
+        size = "" if self.shrunk_space is None else f", space of {self.shrunk_space.size}"
+        return self.make_progress((done, sum(self.stage_steps)), evaluations, best,
+                                  note=f"stage {min(self.stage + 1, self.stages)}/{self.stages}{size}")
 
     def rank_correlation(self, evaluate: Callable[[Mapping[str, Any]], Mapping[str, Any]],
                          ground_truth: Callable[[Architecture], float], archs: Sequence[Architecture] | None = None,
@@ -254,7 +260,7 @@ class SENASSearcher(ArchSearcher):
             scores += [float(v) for v in result[PER_ARCH_KEY][self.metric]]
         truth = [float(ground_truth(a)) for a in archs]
         tau = kendall_tau(scores, truth) if len(archs) > 1 else float("nan")
-        return {"kendall_tau": tau, "architectures": len(archs), "archs": [self.space.to_string(a) for a in archs],
+        return {"kendall_tau": tau, "architectures": len(archs), "sample": [self.space.to_string(a) for a in archs],
                 "scores": scores, "truth": truth}
 
     # ------------------------------------------------------------------------------------------
@@ -270,3 +276,8 @@ class SENASSearcher(ArchSearcher):
         shrunk = state.pop("shrunk_space")
         super().set_state(state)
         self.shrunk_space = None if shrunk is None else space_from_spec(shrunk)
+
+
+def _payload(job: SENASJob) -> dict[str, Any]:
+    """The job entries of an SE-NAS payload: none when it asks for nothing (a plain SPOS job)."""
+    return {SENAS_KEY: job.to_dict()} if job.to_dict() else {}

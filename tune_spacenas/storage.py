@@ -1,19 +1,22 @@
-"""Checkpoint files on a local path, a shared filesystem or any ``pyarrow.fs`` URI (``s3://``, ``gs://``,
-``hdfs://``, ``file://``): the same storage Tune's ``storage_path`` accepts, so a store restarted on
-another node finds its last checkpoint where the experiment keeps everything else.
+"""The one way the project writes a file: on a local path, a shared filesystem or any ``pyarrow.fs`` URI
+(``s3://``, ``gs://``, ``hdfs://``, ``file://``), the same storage Tune's ``storage_path`` accepts, so a store
+restarted on another node finds its last checkpoint where the experiment keeps everything else.
 
-Writes are atomic (a temporary name, then a rename), so a crash mid-write leaves the previous checkpoint.
+Every save (weight-store checkpoints, searcher states and histories, saved spaces and subspace graphs,
+plots) goes through ``write_atomic``: a temporary name, then a rename, so a crash mid-write leaves the
+previous file whole.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 STORE_CHECKPOINT = "weight_store.npz"
 
@@ -50,9 +53,10 @@ def exists(path: str) -> bool:
     return filesystem.get_file_info(inner).type != fs.FileType.NotFound
 
 
-def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    tmp_name = f".{posixpath.basename(str(path))}.{uuid.uuid4().hex[:8]}.tmp"
+    path = str(path)
+    tmp_name = f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
     if not is_uri(path):
         path = os.path.abspath(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -73,6 +77,17 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
     with filesystem.open_output_stream(tmp) as out:
         out.write(buffer.getvalue())
     filesystem.move(tmp, inner)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON at ``path``, atomically."""
+    text = json.dumps(data, indent=1).encode()
+    write_atomic(str(path), lambda f: f.write(text))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open_read(str(path)) as f:
+        return json.loads(f.read().decode())
 
 
 def glob(directory: str, pattern: str) -> list[str]:
@@ -102,3 +117,27 @@ def open_read(path: str) -> Iterator[BinaryIO]:
     with filesystem.open_input_stream(inner) as stream:
         data = stream.read()
     yield io.BytesIO(data)
+
+
+def directories(directory: str) -> list[str]:
+    """The folders directly in ``directory`` (a path or URI)."""
+    if not is_uri(directory):
+        return sorted(p for p in glob(directory, "*") if os.path.isdir(p))
+    from pyarrow import fs
+
+    directory = directory.rstrip("/")
+    filesystem, inner = _filesystem(directory)
+    prefix = directory[: len(directory) - len(inner.rstrip("/"))]
+    infos = filesystem.get_file_info(fs.FileSelector(inner, allow_not_found=True))
+    return sorted(prefix + i.path for i in infos if i.type == fs.FileType.Directory)
+
+
+def remove_tree(path: str) -> None:
+    """Delete the folder ``path`` and everything in it."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path)
+        return
+    filesystem, inner = _filesystem(path)
+    filesystem.delete_dir(inner)
