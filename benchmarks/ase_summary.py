@@ -54,8 +54,10 @@ def goals(main: dict[str, Any]) -> list[list[str]]:
     if all(vs_warm):
         above = all(c["difference"] > 0 for c in vs_warm)
         significant = sum(c["difference"] > 0 and c["welch_p"] < 0.05 for c in vs_warm)
+        verdict = _verdict(significant == 3) if significant == 3 or not above else (
+            f"**above in the mean only**: significant on {significant} of 3, a tie within noise elsewhere")
         rows.append(["ASE with the prior above tpe_warm on all three", _diffs(vs_warm) + f"; {significant} of 3 with "
-                     "p < 0.05", _verdict(above)])
+                     "p < 0.05", verdict])
     return rows
 
 
