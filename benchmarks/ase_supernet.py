@@ -72,8 +72,15 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
-    spec = cifar10_spec(space, 16, init_seed=seed, batch_size=128, lr=0.05, eval_images=args.eval_images,
-                        recalibration_batches=args.recalibration_batches)
+    spec = cifar10_spec(
+        space,
+        16,
+        init_seed=seed,
+        batch_size=128,
+        lr=0.05,
+        eval_images=args.eval_images,
+        recalibration_batches=args.recalibration_batches,
+    )
     runner = InProcessSupernet(spec)
     steps = int(args.epochs * 45_000 / spec.batch_size)
 
@@ -88,10 +95,17 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         start = time.perf_counter()
         run_in_process(searcher, runner)
         best = searcher.best_architecture()
-        out["methods"][method] = {"arch": best, "table_test_accuracy": table.query(best, "cifar10"),
-                                  "evaluations": searcher.queries, "search_seconds": time.perf_counter() - start}
-        print(f"[seed {seed}] {method}: {best} -> {out['methods'][method]['table_test_accuracy']:.2f}% "
-              f"({searcher.queries} evaluations, {out['methods'][method]['search_seconds']:.0f} s)", flush=True)
+        out["methods"][method] = {
+            "arch": best,
+            "table_test_accuracy": table.query(best, "cifar10"),
+            "evaluations": searcher.queries,
+            "search_seconds": time.perf_counter() - start,
+        }
+        print(
+            f"[seed {seed}] {method}: {best} -> {out['methods'][method]['table_test_accuracy']:.2f}% "
+            f"({searcher.queries} evaluations, {out['methods'][method]['search_seconds']:.0f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -128,24 +142,46 @@ def main() -> None:
     with process_pool(args.parallel) as pool:
         runs = pool.starmap(one_seed, [(args, seed) for seed in seeds])
     finals = {m: [r["methods"][m]["table_test_accuracy"] for r in runs] for m in args.methods}
-    write_json(args.out, {"setting": "NAS-Bench-201 supernet C=16 N=1, CIFAR-10 16x16, batch 128, SGD lr 0.05 cosine",
-                          "epochs": args.epochs, "queries": args.queries, "eval_images": args.eval_images,
-                          "seeds": seeds, "runs": runs, "table_test_accuracy": finals})
+    write_json(
+        args.out,
+        {
+            "setting": "NAS-Bench-201 supernet C=16 N=1, CIFAR-10 16x16, batch 128, SGD lr 0.05 cosine",
+            "epochs": args.epochs,
+            "queries": args.queries,
+            "eval_images": args.eval_images,
+            "seeds": seeds,
+            "runs": runs,
+            "table_test_accuracy": finals,
+        },
+    )
     rows = []
     for m, values in finals.items():
         mean, std = mean_std(values)
-        vs_spos = "" if m == "spos" or "spos" not in finals else (
-            f"{mean - np.mean(finals['spos']):+.2f} (p {welch_p(values, finals['spos']):.2g})")
-        rows.append([m, f"{mean:.2f} +- {std:.2f}", " / ".join(f"{v:.2f}" for v in values), vs_spos,
-                     f"{np.mean([r['methods'][m]['evaluations'] for r in runs]):.0f}",
-                     f"{np.mean([r['methods'][m]['search_seconds'] for r in runs]):.0f}"])
-    write_markdown(args.out.with_suffix(".md"), f"ASE-NAS vs SPOS + evolution on one supernet, {len(runs)} seeds",
-                   ["method", "table test accuracy (mean +- std)", "per seed", "vs spos (Welch p)", "evaluations",
-                    "search s"], rows,
-                   notes=f"Supernet trained once per seed ({runs[0]['train_steps']} steps = {args.epochs:g} epochs, "
-                         f"about {np.mean([r['train_seconds'] for r in runs]) / 60:.1f} min on one thread) and shared "
-                         f"by every method; {args.queries} evaluations each on {args.eval_images} validation images. "
-                         f"Seeds {seeds[0]}-{seeds[-1]}. Table optimum {TABLE_OPTIMUM}.")
+        vs_spos = (
+            ""
+            if m == "spos" or "spos" not in finals
+            else (f"{mean - np.mean(finals['spos']):+.2f} (p {welch_p(values, finals['spos']):.2g})")
+        )
+        rows.append(
+            [
+                m,
+                f"{mean:.2f} +- {std:.2f}",
+                " / ".join(f"{v:.2f}" for v in values),
+                vs_spos,
+                f"{np.mean([r['methods'][m]['evaluations'] for r in runs]):.0f}",
+                f"{np.mean([r['methods'][m]['search_seconds'] for r in runs]):.0f}",
+            ]
+        )
+    write_markdown(
+        args.out.with_suffix(".md"),
+        f"ASE-NAS vs SPOS + evolution on one supernet, {len(runs)} seeds",
+        ["method", "table test accuracy (mean +- std)", "per seed", "vs spos (Welch p)", "evaluations", "search s"],
+        rows,
+        notes=f"Supernet trained once per seed ({runs[0]['train_steps']} steps = {args.epochs:g} epochs, "
+        f"about {np.mean([r['train_seconds'] for r in runs]) / 60:.1f} min on one thread) and shared "
+        f"by every method; {args.queries} evaluations each on {args.eval_images} validation images. "
+        f"Seeds {seeds[0]}-{seeds[-1]}. Table optimum {TABLE_OPTIMUM}.",
+    )
     plot(finals, seeds, args.out.with_suffix(".png"))
     print(args.out.with_suffix(".md").read_text())
 

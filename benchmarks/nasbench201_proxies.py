@@ -51,8 +51,9 @@ def parse_scale(text: str) -> tuple[int, int, int]:
 
 def scorer(scale: tuple[int, int, int]) -> ProxyScorer:
     c, n, s = scale
-    return ProxyScorer(NASBench201Space(channels=c, cells_per_stage=n, input_size=s), proxies=PROXIES,
-                       batch_size=BATCH_SIZE)
+    return ProxyScorer(
+        NASBench201Space(channels=c, cells_per_stage=n, input_size=s), proxies=PROXIES, batch_size=BATCH_SIZE
+    )
 
 
 def score_cells(scale: tuple[int, int, int], cells: list[tuple[int, ...]], label: str) -> tuple[dict[str, list], float]:
@@ -64,19 +65,30 @@ def score_cells(scale: tuple[int, int, int], cells: list[tuple[int, ...]], label
         for p, v in proxy_scorer.scores(cell).items():
             columns[p].append(v)
         if (i + 1) % 100 == 0:
-            print(f"  {label}: {i + 1}/{len(cells)} cells, {(time.perf_counter() - start) / (i + 1):.3f} s/cell",
-                  flush=True)
+            print(
+                f"  {label}: {i + 1}/{len(cells)} cells, {(time.perf_counter() - start) / (i + 1):.3f} s/cell",
+                flush=True,
+            )
     return columns, (time.perf_counter() - start) / len(cells)
 
 
 def taus(columns: dict[str, list], cells: list[tuple[int, ...]]) -> dict[str, dict[str, float]]:
     """Kendall tau of every proxy, ensemble and of the parameter count against each dataset's accuracy."""
     table, space = NASBench201Table.load(), NASBench201Space()
-    scores = {**columns, **{name: rank_mean([columns[p] for p in parts]) for name, parts in ENSEMBLES.items()},
-              "params": [space.cost(c).params for c in cells]}
-    return {name: {d: kendall_tau(np.nan_to_num(np.asarray(v, float), nan=-np.inf, neginf=-1e300),
-                                  [table.query(c, d) for c in cells]) for d in DATASET_COLUMNS}
-            for name, v in scores.items()}
+    scores = {
+        **columns,
+        **{name: rank_mean([columns[p] for p in parts]) for name, parts in ENSEMBLES.items()},
+        "params": [space.cost(c).params for c in cells],
+    }
+    return {
+        name: {
+            d: kendall_tau(
+                np.nan_to_num(np.asarray(v, float), nan=-np.inf, neginf=-1e300), [table.query(c, d) for c in cells]
+            )
+            for d in DATASET_COLUMNS
+        }
+        for name, v in scores.items()
+    }
 
 
 def cmd_scales(args: argparse.Namespace) -> None:
@@ -93,16 +105,28 @@ def cmd_scales(args: argparse.Namespace) -> None:
         result = taus(columns, cells)
         out[label] = {"scale": scale, "cells": len(cells), "seconds_per_cell": seconds, "tau": result}
         for name, t in result.items():
-            rows.append([label, name, *(f"{t[d]:.3f}" for d in DATASET_COLUMNS), f"{seconds:.3f}" if name in PROXIES
-                         else ("free" if name == "params" else "")])
-        print(f"{label}: {seconds:.3f} s/cell; " + ", ".join(f"{n} {t['cifar10']:.3f}" for n, t in result.items()),
-              flush=True)
+            rows.append(
+                [
+                    label,
+                    name,
+                    *(f"{t[d]:.3f}" for d in DATASET_COLUMNS),
+                    f"{seconds:.3f}" if name in PROXIES else ("free" if name == "params" else ""),
+                ]
+            )
+        print(
+            f"{label}: {seconds:.3f} s/cell; " + ", ".join(f"{n} {t['cifar10']:.3f}" for n, t in result.items()),
+            flush=True,
+        )
     write_json(OUT / "scales.json", {"sample_seed": args.seed, "batch_size": BATCH_SIZE, "runs": out})
-    write_markdown(OUT / "scales.md", "Zero-cost proxies at several network scales: Kendall tau vs the table",
-                   ["scale CxNxS (cells)", "score", "tau C10", "tau C100", "tau IN16", "s/cell (all 4 proxies)"], rows,
-                   notes="Seconds: all four proxies of one cell together, one torch thread on the shared 2-core machine "
-                         "(niced, other jobs running). `params`: the parameter count of the benchmark's network "
-                         "(C=16, N=5), the baseline a proxy must beat.")
+    write_markdown(
+        OUT / "scales.md",
+        "Zero-cost proxies at several network scales: Kendall tau vs the table",
+        ["scale CxNxS (cells)", "score", "tau C10", "tau C100", "tau IN16", "s/cell (all 4 proxies)"],
+        rows,
+        notes="Seconds: all four proxies of one cell together, one torch thread on the shared 2-core machine "
+        "(niced, other jobs running). `params`: the parameter count of the benchmark's network "
+        "(C=16, N=5), the baseline a proxy must beat.",
+    )
 
 
 def partial_path(scale: tuple[int, int, int]) -> Path:
@@ -124,15 +148,30 @@ def cmd_compute(args: argparse.Namespace) -> None:
         if n % args.checkpoint_every == 0 or n == len(todo):
             pq.write_table(pa.Table.from_pylist(list(done.values())), partial)
             rate = (time.perf_counter() - start) / n
-            print(f"{len(done)}/{NASBench201Space().size} cells, {rate:.3f} s/cell, "
-                  f"{rate * (len(todo) - n) / 60:.0f} min left", flush=True)
+            print(
+                f"{len(done)}/{NASBench201Space().size} cells, {rate:.3f} s/cell, "
+                f"{rate * (len(todo) - n) / 60:.0f} min left",
+                flush=True,
+            )
     space = NASBench201Space()
     rows = [done[i] for i in range(space.size)]
-    table = pa.table({"arch": [space.to_string(arch_of_index(i)) for i in range(space.size)],
-                      **{p: pa.array([r[p] for r in rows], pa.float64()) for p in PROXY_COLUMNS}})
-    table = table.replace_schema_metadata({"scale": args.scale, "batch_size": str(BATCH_SIZE), "data": "CIFAR-10 train",
-                                           "init_seed": "0", "batch_seed": "0", "seconds_per_cell": f"{rate:.4f}",
-                                           "command": f"python -m benchmarks.nasbench201_proxies compute --scale {args.scale}"})
+    table = pa.table(
+        {
+            "arch": [space.to_string(arch_of_index(i)) for i in range(space.size)],
+            **{p: pa.array([r[p] for r in rows], pa.float64()) for p in PROXY_COLUMNS},
+        }
+    )
+    table = table.replace_schema_metadata(
+        {
+            "scale": args.scale,
+            "batch_size": str(BATCH_SIZE),
+            "data": "CIFAR-10 train",
+            "init_seed": "0",
+            "batch_seed": "0",
+            "seconds_per_cell": f"{rate:.4f}",
+            "command": f"python -m benchmarks.nasbench201_proxies compute --scale {args.scale}",
+        }
+    )
     target = Path(args.out)
     pq.write_table(table, target, compression="zstd", compression_level=19)
     print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
@@ -152,14 +191,26 @@ def cmd_report(args: argparse.Namespace) -> None:
 
         runs = json.loads(scales.read_text())["runs"]
         cost = {label: r["seconds_per_cell"] for label, r in runs.items()}
-    write_json(OUT / "proxies.json", {"cells": len(cells), "scale": meta.get("scale"), "batch_size": meta.get("batch_size"),
-                                      "tau": result, "seconds_per_cell_by_scale": cost})
+    write_json(
+        OUT / "proxies.json",
+        {
+            "cells": len(cells),
+            "scale": meta.get("scale"),
+            "batch_size": meta.get("batch_size"),
+            "tau": result,
+            "seconds_per_cell_by_scale": cost,
+        },
+    )
     rows = [[name, *(f"{t[d]:.3f}" for d in DATASET_COLUMNS)] for name, t in result.items()]
-    write_markdown(OUT / "proxies.md", f"Zero-cost proxies vs the NAS-Bench-201 table: all {len(cells)} cells",
-                   ["score", "tau C10", "tau C100", "tau IN16"], rows,
-                   notes=f"Scores from `{args.table}` (scale {meta.get('scale')}, batch {meta.get('batch_size')} CIFAR-10 "
-                         "images, untrained networks). Kendall tau-b against the 200-epoch test accuracy. `params`: "
-                         "parameter count of the benchmark's network. Cost per cell: `scales.md`.")
+    write_markdown(
+        OUT / "proxies.md",
+        f"Zero-cost proxies vs the NAS-Bench-201 table: all {len(cells)} cells",
+        ["score", "tau C10", "tau C100", "tau IN16"],
+        rows,
+        notes=f"Scores from `{args.table}` (scale {meta.get('scale')}, batch {meta.get('batch_size')} CIFAR-10 "
+        "images, untrained networks). Kendall tau-b against the 200-epoch test accuracy. `params`: "
+        "parameter count of the benchmark's network. Cost per cell: `scales.md`.",
+    )
     print((OUT / "proxies.md").read_text())
 
 

@@ -132,8 +132,15 @@ class ProxyScorer:
         init_seed, batch_seed: seed the initial weights and the choice of images.
     """
 
-    def __init__(self, space: SearchSpace, proxies: Sequence[str] = ("synflow", "naswot", "jacov", "grad_norm"),
-                 batch_size: int = 64, data: DataSpec | None = None, init_seed: int = 0, batch_seed: int = 0):
+    def __init__(
+        self,
+        space: SearchSpace,
+        proxies: Sequence[str] = ("synflow", "naswot", "jacov", "grad_norm"),
+        batch_size: int = 64,
+        data: DataSpec | None = None,
+        init_seed: int = 0,
+        batch_seed: int = 0,
+    ):
         unknown = [p for p in proxies if p not in PROXIES]
         if unknown:
             raise ValueError(f"unknown proxies {unknown}; known: {list(PROXIES)}")
@@ -146,7 +153,9 @@ class ProxyScorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             self.net = build_supernet(space, num_classes=split.num_classes)
-        self.x, self.y = DeviceData(split, "cpu", augment=False).fixed_batches("train", batch_size, 1, seed=batch_seed)[0]
+        self.x, self.y = DeviceData(split, "cpu", augment=False).fixed_batches("train", batch_size, 1, seed=batch_seed)[
+            0
+        ]
         self.input_shape = tuple(self.x.shape[1:])
         self.synflow_net = _synflow_copy(self.net) if "synflow" in self.proxies else None
         self.cache: dict[Architecture, dict[str, float]] = {}
@@ -175,4 +184,3 @@ def _synflow_copy(net: nn.Module) -> nn.Module:
         for p in twin.parameters():
             p.abs_()
     return twin
-

@@ -20,8 +20,10 @@ Prior = Mapping[str, float] | Callable[[str], float]
 
 def check_prior(prior: object) -> None:
     if prior is not None and not isinstance(prior, Mapping) and not callable(prior):
-        raise ValueError(f"prior must be a mapping {{architecture string: score}} or a callable of the "
-                         f"architecture string, got {type(prior).__name__}")
+        raise ValueError(
+            f"prior must be a mapping {{architecture string: score}} or a callable of the "
+            f"architecture string, got {type(prior).__name__}"
+        )
 
 
 def prior_score(prior: Prior, space: SearchSpace, arch: Architecture) -> float:
@@ -32,8 +34,14 @@ def prior_score(prior: Prior, space: SearchSpace, arch: Architecture) -> float:
     return float(prior(text))
 
 
-def select_by_prior(prior: Prior, space: SearchSpace, count: int, rng: np.random.Generator,
-                    pool: int | None = None, exclude: Collection[Architecture] = ()) -> list[Architecture]:
+def select_by_prior(
+    prior: Prior,
+    space: SearchSpace,
+    count: int,
+    rng: np.random.Generator,
+    pool: int | None = None,
+    exclude: Collection[Architecture] = (),
+) -> list[Architecture]:
     """The ``count`` best-scored distinct architectures of a candidate pool, best first.
 
     The pool is ``pool`` architectures drawn uniformly with ``rng`` (a callable prior is evaluated on
@@ -42,7 +50,9 @@ def select_by_prior(prior: Prior, space: SearchSpace, count: int, rng: np.random
     excluded = set(exclude)
     if pool is None:
         if not isinstance(prior, Mapping):
-            raise ValueError("a callable prior needs a candidate pool size (prior_pool=...): it cannot score the whole space")
+            raise ValueError(
+                "a callable prior needs a candidate pool size (prior_pool=...): it cannot score the whole space"
+            )
         chosen: list[Architecture] = []
         for text, _ in sorted(prior.items(), key=lambda item: -item[1]):  # stable: ties keep the mapping's order
             arch = space.validate(text) if space.contains(text) else None

@@ -28,18 +28,22 @@ PROXY_COLUMNS = ("synflow", "naswot", "jacov", "grad_norm")
 @lru_cache(maxsize=4)
 def _columns(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no proxy scores at {path}; regenerate them with "
-                                "`python -m benchmarks.nasbench201_proxies compute`")
+        raise FileNotFoundError(
+            f"no proxy scores at {path}; regenerate them with `python -m benchmarks.nasbench201_proxies compute`"
+        )
     table = pq.read_table(path)
     missing = {"arch", *PROXY_COLUMNS} - set(table.column_names)
     if missing:
-        raise ValueError(f"{path} lacks columns {sorted(missing)}; regenerate it with "
-                         "`python -m benchmarks.nasbench201_proxies compute`")
+        raise ValueError(
+            f"{path} lacks columns {sorted(missing)}; regenerate it with "
+            "`python -m benchmarks.nasbench201_proxies compute`"
+        )
     return table.column("arch").to_pylist(), {p: table.column(p).to_numpy() for p in PROXY_COLUMNS}
 
 
-def nasbench201_prior(proxies: str | Sequence[str] = "synflow",
-                      path: str | os.PathLike | None = None) -> dict[str, float]:
+def nasbench201_prior(
+    proxies: str | Sequence[str] = "synflow", path: str | os.PathLike | None = None
+) -> dict[str, float]:
     """``{architecture string: score}`` for every NAS-Bench-201 cell: one proxy's score, or for several
     the mean of their rank-percentiles (higher is better in every case)."""
     names = [proxies] if isinstance(proxies, str) else list(proxies)
