@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_spacenas.jobs import ARCH_PARAMETERS, PROXYLESS_KEY, TASK_KEY, TRAIN, ProxylessJob
+from tune_spacenas.jobs import ARCH_PARAMETERS, PROXYLESS_KEY, STEPS_DONE, TASK_KEY, TRAIN, ProxylessJob
 from tune_spacenas.searchers.base import DONE, FINISHED, SEARCH, ArchSearcher, SearchProgress
 from tune_spacenas.searchers.constraints import CostLimited
 from tune_spacenas.searchers.training import TrainingPhase
@@ -120,7 +120,7 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         if result is None:
             return  # a failed trial teaches alpha nothing; its pushed weight steps stay applied
         value = self._value(result)
-        self.curve.append({"phase": SEARCH if searching else WARMUP, "steps": phase.done,
+        self.curve.append({"phase": SEARCH if searching else WARMUP, STEPS_DONE: phase.done,
                            self._metric: math.nan if value is None else float(value)})
         if not searching:
             return
@@ -145,8 +145,9 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
 
     def derive(self) -> Architecture | None:
         """The most probable architecture, ``argmax alpha`` per slot; with a cost window, the most probable one
-        inside it: the best of ``derive_samples`` architectures drawn from p (and the argmax), then improved
-        one slot at a time while a change stays inside and raises the probability. None if none is inside."""
+        found inside it: from the best of ``derive_samples`` architectures drawn from p and the argmax moved
+        into the window (each step the most probable single-slot change that brings its cost closer), improved
+        one slot at a time while a change stays inside and raises the probability. None if none gets inside."""
         if not self.alpha:
             return None
         key = (tuple(tuple(a) for a in self.alpha), self.min_madds, self.max_madds)
@@ -156,18 +157,18 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
 
     def _most_probable(self) -> Architecture | None:
         logp = [np.log(_softmax(a)) for a in self.alpha]
-        choices = self.space.choices
-        best_picks = [int(np.argmax(a)) for a in self.alpha]
-        arch = tuple(c[k] for c, k in zip(choices, best_picks))
-        if self.constraint is None or self.constraint(arch):
-            return arch
+        argmax = [int(np.argmax(a)) for a in self.alpha]
+        if self.constraint is None or self.constraint(self._arch(argmax)):
+            return self._arch(argmax)
         rng = np.random.default_rng(self.seed)  # the same alpha, the same answer
         draws = [[int(rng.choice(len(lp), p=np.exp(lp) / np.exp(lp).sum())) for lp in logp]
                  for _ in range(self.derive_samples)]
-        feasible = [picks for picks in draws if self.constraint(tuple(c[k] for c, k in zip(choices, picks)))]
-        if not feasible:
+        starts = [picks for picks in draws if self.constraint(self._arch(picks))]
+        moved = self._into_window(argmax, logp)
+        starts += [moved] if moved is not None else []
+        if not starts:
             return None
-        picks = max(feasible, key=lambda p: sum(lp[k] for lp, k in zip(logp, p)))
+        picks = max(starts, key=lambda p: _log_probability(logp, p))
         improved = True
         while improved:
             improved = False
@@ -176,10 +177,34 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
                     if lp[k] <= lp[picks[s]]:
                         break
                     trial = picks[:s] + [int(k)] + picks[s + 1:]
-                    if self.constraint(tuple(c[j] for c, j in zip(choices, trial))):
+                    if self.constraint(self._arch(trial)):
                         picks, improved = trial, True
                         break
-        return tuple(c[k] for c, k in zip(choices, picks))
+        return self._arch(picks)
+
+    def _into_window(self, picks: list[int], logp: list[np.ndarray]) -> list[int] | None:
+        """``picks`` moved into the cost window one slot at a time, by the most probable change that brings the
+        cost closer to it; None if no change does before it is inside."""
+        distance = self._window_distance(picks)
+        while distance > 0:
+            moves = [(float(lp[k]), s, int(k)) for s, lp in enumerate(logp) for k in range(len(lp)) if k != picks[s]]
+            closer = [(score, s, k) for score, s, k in moves
+                      if self._window_distance(picks[:s] + [k] + picks[s + 1:]) < distance]
+            if not closer:
+                return None
+            _, s, k = max(closer)
+            picks = picks[:s] + [k] + picks[s + 1:]
+            distance = self._window_distance(picks)
+        return picks
+
+    def _window_distance(self, picks: list[int]) -> float:
+        madds = self.space.cost(self._arch(picks)).madds
+        low = -math.inf if self.min_madds is None else self.min_madds
+        high = math.inf if self.max_madds is None else self.max_madds
+        return max(0.0, low - madds, madds - high)
+
+    def _arch(self, picks: Sequence[int]) -> Architecture:
+        return tuple(allowed[k] for allowed, k in zip(self.space.choices, picks))
 
     def best_architecture(self) -> str | None:
         arch = self.derive()
@@ -198,8 +223,13 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         note = ""
         if self.alpha:
             confidence = float(np.mean([_softmax(a).max() for a in self.alpha]))
-            note = f"mean largest p per slot {confidence:.3f}, derived: {self.best_architecture()}"
+            argmax = self.space.to_string(self._arch([int(np.argmax(a)) for a in self.alpha]))
+            note = f"mean largest p per slot {confidence:.3f}, most probable: {argmax}"
         return self.make_progress((done, total), (0, 0), note=note)
+
+
+def _log_probability(logp: list[np.ndarray], picks: Sequence[int]) -> float:
+    return float(sum(lp[k] for lp, k in zip(logp, picks)))
 
 
 def _softmax(alpha: Sequence[float]) -> np.ndarray:
