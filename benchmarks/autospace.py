@@ -39,6 +39,7 @@ import numpy as np
 from benchmarks.harness import (
     RESULTS,
     cifar10_spec,
+    command_line,
     mean_std,
     new_figure,
     save_figure,
@@ -173,7 +174,9 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
            "spos": _found(space, found.best_arch, supernet_loss=found.best, evaluated=found.evaluations_done)}
     print(f"  [{label}] SPOS + evolution: {found.best_arch}", flush=True)
 
-    random = RandomSearcher(space=space, metric="loss", mode="min", seed=seed, min_madds=low, max_madds=high,
+    # Its own draws: with SPOS's seed it would draw SPOS's first population and, where the evolution's few
+    # generations improve nothing, return SPOS's answer.
+    random = RandomSearcher(space=space, metric="loss", mode="min", seed=10_000 + seed, min_madds=low, max_madds=high,
                             max_queries=max(1, found.evaluations_done))
     run_in_process(random, runner, param_space=images, space=space)
     best = random.best_record()
@@ -426,6 +429,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep the seeds already in --out")
     p.add_argument("--out", type=Path, default=OUT_DIR / "autospace.json")
     p.add_argument("--plot", type=Path, default=None, help="only redraw the plots and Markdown from this JSON")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="only combine the seeds of these JSONs (runs side by side, same settings) into --out")
     return p
 
 
@@ -438,15 +443,31 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
             "cell_limit": args.cell_limit}
 
 
+def merge(args: argparse.Namespace, payloads: list[dict[str, Any]]) -> None:
+    """One report over the seeds of several runs of the same settings (e.g. two single-thread processes)."""
+    if any(p["budget"] != payloads[0]["budget"] for p in payloads):
+        raise ValueError(f"runs with different settings cannot be merged: {[p['budget'] for p in payloads]}")
+    runs = sorted((run for p in payloads for run in p["runs"]), key=lambda run: run["seed"])
+    command = " + ".join(p.get("command", "") for p in payloads)
+    payload = {"budget": payloads[0]["budget"], "runs": runs, "summary": summarise(args, runs), "command": command,
+               "wall_seconds": max(p.get("wall_seconds", 0.0) for p in payloads)}
+    write_json(args.out, payload)
+    write_report(payload, args.out, command=command)
+    plot(payload, args.out.parent)
+    print(f"merged seeds {[run['seed'] for run in runs]} into {args.out}")
+
+
 def main() -> None:
     args = parser().parse_args()
     if args.plot:
         payload = json.loads(args.plot.read_text())
         write_report(payload, args.plot, command=payload["command"])
         return plot(payload, args.plot.parent)
+    if args.merge:
+        return merge(args, [json.loads(path.read_text()) for path in args.merge])
     start = time.perf_counter()
     runs = json.loads(args.out.read_text())["runs"] if args.resume and args.out.exists() else []
-    payload: dict[str, Any] = {"budget": budget(args), "runs": runs}
+    payload: dict[str, Any] = {"budget": budget(args), "runs": runs, "command": command_line()}
     for seed in args.seeds:
         if any(run["seed"] == seed for run in runs):
             continue
@@ -454,7 +475,7 @@ def main() -> None:
         payload["summary"] = summarise(args, runs)
         payload["wall_seconds"] = time.perf_counter() - start
         write_json(args.out, payload)
-        write_report(payload, args.out)
+        write_report(payload, args.out, command=payload["command"])
         print(f"[seed {seed} done] {runs[-1]['seconds'] / 60:.1f} min; written {args.out}", flush=True)
     if args.ablations:
         payload["ablations"] = ablations(args, args.seeds[0])
