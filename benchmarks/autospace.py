@@ -345,7 +345,7 @@ def write_report(payload: dict[str, Any], out: Path, command: str | None = None)
                          " ".join(f"{a:.1f}" for a in entry[label]["accuracy"])])
     low, high = summary["window"]
     evolutions = [run["evolution"] for run in payload["runs"]]
-    notes = [f"Standalone test accuracy (10,000 test images), mean +- std over seeds {summary['seeds']} (one "
+    notes = [f"Standalone test accuracy (the test split, `--test-images` of its 10,000), mean +- std over seeds {summary['seeds']} (one "
              f"whole pipeline per seed); every architecture found lies in the window {low / 1e6:.3f}-{high / 1e6:.3f}M "
              "MAdds (target +- 5%). Welch p: the generated space against this row's space, same searcher.",
              f"Budget per seed: {payload['budget']}.",
