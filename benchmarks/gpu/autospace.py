@@ -153,6 +153,9 @@ def _run(budget_s: float, smoke: bool) -> dict:
     accuracy, madds = {name: {} for name in SEARCHERS}, {name: {} for name in SEARCHERS}
     for name, label in finds:
         found = searches[label][name]
+        if found["arch"] is None:  # nothing inside the window: recorded, not trained
+            accuracy[name][label] = madds[name][label] = None
+            continue
         alone = trained_alone(args, specs[label], found["arch"], 0, steps)
         accuracy[name][label], madds[name][label] = alone["accuracy"], alone["madds"]
     low, high = cost_window(args)
@@ -167,9 +170,15 @@ def _run(budget_s: float, smoke: bool) -> dict:
         "searches": searches, "standalone_steps": steps, "rates": rates, "window": [low, high],
         "requested_target_madds": requested,
         "accuracy": accuracy, "madds": madds,
-        "generated_minus_manual": {n: accuracy[n]["autospace"] - accuracy[n]["manual"] for n in SEARCHERS},
-        "generated_minus_full": {n: accuracy[n]["autospace"] - accuracy[n]["full"] for n in SEARCHERS},
+        "generated_minus_manual": {n: _difference(accuracy[n], "manual") for n in SEARCHERS},
+        "generated_minus_full": {n: _difference(accuracy[n], "full") for n in SEARCHERS},
     }
+
+
+def _difference(accuracy: dict, other: str) -> float | None:
+    if accuracy["autospace"] is None or accuracy[other] is None:
+        return None
+    return accuracy["autospace"] - accuracy[other]
 
 
 def plot(section: dict, folder: Path) -> None:
@@ -182,9 +191,9 @@ def plot(section: dict, folder: Path) -> None:
     left.set_title("AutoSpace evolution (with reference DAG)")
     width = 0.25
     for i, label in enumerate(SPACES):
-        values = [section["accuracy"][name][label] for name in SEARCHERS]
+        values = [section["accuracy"][name][label] or 0.0 for name in SEARCHERS]
         right.bar(np.arange(len(SEARCHERS)) + (i - 1) * width, values, width, label=label)
-    everything = [a for acc in section["accuracy"].values() for a in acc.values()]
+    everything = [a for acc in section["accuracy"].values() for a in acc.values() if a is not None]
     right.set_ylim(min(everything) - 3, max(everything) + 2)
     right.set_xticks(range(len(SEARCHERS)), [SEARCHER_NAMES[n].split(" (")[0] for n in SEARCHERS], fontsize=8)
     right.set_ylabel("standalone test accuracy (%)")
