@@ -92,6 +92,7 @@ METHOD_SIDE = (
     "tune_spacenas.trainables.extensions.senas",
     "tune_spacenas.trainables.extensions.nse",
     "tune_spacenas.trainables.extensions.autospace",
+    "tune_spacenas.trainables.extensions.proxyless",
 )
 SHARED = (
     "tune_spacenas.spaces",

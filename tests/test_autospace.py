@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ from tune_spacenas.spaces.cells import (
     parse_cell,
 )
 from tune_spacenas.supernet import build_supernet
-from tune_spacenas.supernet.cells import CellLayer, FitnessWeightedLayer, fitness_gradient
+from tune_spacenas.supernet.cells import CellLayer, FitnessWeightedLayer
+from tune_spacenas.supernet.gates import fitness_gradient
 from tune_spacenas.supernet.ops import MBConv
 from tune_spacenas.supernet.spec import SupernetSpec
 
@@ -55,9 +57,9 @@ def synthetic_result(job: dict, shift: float = 0.1) -> dict:
 # --------------------------------------------------------------------------------------------------
 # The open cell space
 # --------------------------------------------------------------------------------------------------
-def test_cell_space_has_93750_cells_and_strings_round_trip():
+def test_cell_space_has_705894_cells_and_strings_round_trip():
     space = CellSpace()
-    assert space.size == 5**6 * 3 * 2 == 93_750
+    assert space.size == 7**6 * 3 * 2 == 705_894  # the paper's 5 operations, the depth-wise one with k in {3, 5, 7}
     rng = np.random.default_rng(0)
     for _ in range(200):
         cell = space.sample(rng)
@@ -87,9 +89,12 @@ def test_network_spaces_round_trip_and_cost():
         assert space.from_string(space.to_string(arch)) == arch
         assert space_from_spec(space.to_spec()) == space
         assert space.cost(arch).madds > 0
-    assert generated.size == 2 and generated.slots[0].ops[0] == REFERENCE_IRB
-    # The manual space offers "zero" (skip) only where the layer's residual keeps its input.
+    assert generated.slots[0].ops[0] == REFERENCE_IRB
+    # Both the manual and the generated space offer "zero" (skip) only where the layer's residual keeps its input.
     assert "zero" in irb.slots[0].ops and "zero" not in irb.slots[1].ops
+    assert generated.slots[0].ops[-1] == "zero" and "zero" not in generated.slots[1].ops and generated.size == 3
+    assert generated.layer_cost(0, "zero").madds == 0 and generated.layer_cells == [list(generated.slots[0].ops[:2]),
+                                                                                      [REFERENCE_IRB]]
     with pytest.raises(ValueError, match="one list of cells per layer"):
         GeneratedSpace([[REFERENCE_IRB]], **PLAN)
     with pytest.raises(ValueError, match="cells"):
@@ -252,10 +257,9 @@ def test_eq5_momentum_update_and_compensation_factor():
         for k, cell in enumerate(cells[layer]):
             assert fitness[cell] == pytest.approx(0.3 * result["alpha"][layer][k] + 0.7 * alpha[layer][k])
     # After one generation of f = 10 iterations: cells trained once get 10 / (10 + 10), untrained ones 10 / 10.
-    trained = {c for layer in cells for c in layer}
-    for pop in s.populations:
+    for layer, pop in enumerate(s.populations):
         for m in pop:
-            assert s.compensation_factor(m) == pytest.approx(0.5 if m.cell in trained else 1.0)
+            assert s.compensation_factor(m) == pytest.approx(0.5 if m.cell in cells[layer] else 1.0)
     assert searcher(compensation=False).compensation_factor(s.populations[0][0]) == 1.0
 
 
@@ -287,6 +291,25 @@ def test_reference_constraint_binds_in_the_first_half_only():
     custom = searcher(reference=other)
     custom.suggest("y")
     assert all(hamming_distance(m.cell, other) < 0.12 for pop in custom.populations for m in pop)
+
+
+def test_the_generated_space_holds_only_evaluated_cells_and_records_how_often_each_was(tmp_path):
+    s = searcher(generations=3, offspring=2, population_size=8, cells_per_layer=3)
+    for g in range(3):
+        job = s.suggest(f"g{g}")
+        s.on_trial_complete(f"g{g}", result=synthetic_result(job, shift=1.0))
+    # The last generation's offspring carry their parents' fitness, the best there is, yet were never trained.
+    for pop in s.populations:
+        best = max(m.fitness for m in pop if m.evaluations)
+        assert any(m.evaluations == 0 and m.fitness == best for m in pop)
+    space = s.generated_space()
+    counts = [{m.cell: m.evaluations for m in pop} for pop in s.populations]
+    assert all(counts[layer][cell] > 0 for layer, cells in enumerate(space.layer_cells) for cell in cells)
+    assert space.evaluations == [[counts[layer][cell] for cell in cells] for layer, cells in enumerate(space.layer_cells)]
+    assert s.best_architecture() == ",".join(cells[0] for cells in space.layer_cells)
+    saved = json.loads(Path(space.save(tmp_path / "space.json")).read_text())
+    assert saved["kwargs"]["evaluations"] == space.evaluations
+    assert GeneratedSpace.load(tmp_path / "space.json") == space
 
 
 def test_eq1_madds_limit_keeps_expensive_cells_out():
@@ -325,7 +348,7 @@ def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_search
     assert any(r["alpha_star"] != r["alpha_start"] for r in s.population_history)
     s.export_history(tmp_path / "history.parquet")
     space = GeneratedSpace.load(s.generated_space().save(tmp_path / "space.json"))
-    assert [len(slot.ops) for slot in space.slots] == [3, 3]
+    assert [len(slot.ops) for slot in space.slots] == [4, 3]  # K = 3 cells, and "zero" where the residual allows
     assert space.contains(space.from_string(",".join(c[0] for c in s.top_cells(1))))
 
     runner = InProcessSupernet(tiny_spec(space), "cpu")

@@ -10,7 +10,7 @@ A searcher's suggestion is a *job*; Tune merges it into the trial config (beside
 
 Every key a job or a result carries is defined here, once: the shared keys as constants with a row in
 ``JOB_FIELDS`` / ``RESULT_FIELDS`` (what it means, which task carries it, how it is checked), and a
-method's own payload under its namespace key (``senas``, ``autospace``, ``nse``, ``ase``) as a small
+method's own payload under its namespace key (``senas``, ``autospace``, ``nse``, ``ase``, ``proxyless``) as a small
 frozen dataclass that is a plain dict in the config. The trainable's config check (``check_job``) and the
 builders read the same table, so a key cannot be added in one place and forgotten in another.
 
@@ -73,6 +73,7 @@ SENAS_KEY = "senas"
 AUTOSPACE_KEY = "autospace"
 NSE_KEY = "nse"
 ASE_KEY = "ase"
+PROXYLESS_KEY = "proxyless"
 
 # ----------------------------------------------------------------------------------------------
 # Keys of a result
@@ -96,6 +97,7 @@ ALPHA = "alpha"  # AutoSpace: a generation's learned fitness scores alpha*
 GATE_COUNTS = "gate_counts"  # AutoSpace: steps each candidate was the active gate
 MADDS = "madds"  # AutoSpace Eq. (6) evaluations
 REGULARIZED_LOSS = "regularized_loss"
+ARCH_PARAMETERS = "arch_parameters"  # ProxylessNAS: the architecture parameters alpha after a training trial
 DIVERGED_KEY = "diverged_at_step"  # a training job whose loss or weights stopped being finite: at which step
 DIVERGED_LOSS = "diverged_loss"
 REPLAYED_KEY = "replayed"  # a training job answered from the store's record without training again
@@ -244,7 +246,25 @@ class ASEJob(Payload):
     decision: int | None = None
 
 
-PAYLOADS: dict[str, type[Payload]] = {p.namespace: p for p in (SENASJob, NSEJob, AutoSpaceJob, ASEJob)}
+@dataclass(frozen=True)
+class ProxylessJob(Payload):
+    """ProxylessNAS's architecture update during a training job (``job["proxyless"]``): weight steps on paths
+    drawn from ``p = softmax(alpha)`` and, every ``update_every`` steps, one architecture step on a validation
+    batch through ``gate_paths`` binary gates per slot (Adam with ``arch_lr`` and ``betas``), with Eq. (6)'s
+    ``madds_penalty`` on the expected MAdds; ``alpha`` per slot over the job's subspace's allowed operations."""
+
+    namespace: ClassVar[str] = PROXYLESS_KEY
+    alpha: Sequence[Sequence[float]] = ()
+    arch_lr: float = 1e-3
+    betas: Sequence[float] = (0.0, 0.999)
+    update_every: int = 5
+    gate_paths: int = 2
+    madds_penalty: float = 0.0
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    p.namespace: p for p in (SENASJob, NSEJob, AutoSpaceJob, ASEJob, ProxylessJob)
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,6 +372,8 @@ RESULT_FIELDS: dict[str, str] = {
     GATE_COUNTS: "AutoSpace: per layer, steps each candidate was the active gate",
     MADDS: "AutoSpace Eq. (6): the architecture's multiply-adds",
     REGULARIZED_LOSS: "AutoSpace Eq. (6): loss + lambda * MAdds",
+    ARCH_PARAMETERS: "ProxylessNAS: the architecture parameters alpha per slot (over its allowed operations) after "
+    "the training trial",
     DIVERGED_KEY: "a training job whose loss or pushed weights went non-finite: the step (nothing after its last "
     "push reached the store; loss and accuracy are NaN)",
     DIVERGED_LOSS: "the non-finite loss of that step",

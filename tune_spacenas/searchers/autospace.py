@@ -17,13 +17,17 @@ Cells are kept in canonical form (``spaces.cells.canonical_cell``: dead edges re
 that only rewires a dead edge is retried: the open space's encodings are highly redundant (section
 3.2.1), and two encodings of one function in a generation would split its fitness between them.
 
-At the end the top-K cells of each layer form the generated space (``generated_space()``), which any
-searcher of the project, or Tune's own through its ``param_space()``, then searches (section 3.3).
+At the end the top-K cells of each layer that a generation evaluated (an offspring inherits its parent's
+fitness for the tournaments, never a rank: ``ranked``) form the generated space (``generated_space()``,
+with ``zero`` to skip a layer where its residual allows, and the count of generations that evaluated each
+cell in its JSON), which any searcher of the project (``ProxylessSearcher``, SPOS, random, ...), or Tune's
+own through its ``param_space()``, then searches (section 3.3).
 Generations train in parallel as Tune's ``ConcurrencyLimiter`` allows (the parallel evaluation of 3.2).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -59,18 +63,22 @@ from tune_spacenas.spaces.neighbourhood import sample_neighbour
 
 _CELLS = CellSpace()
 _MAX_TRIES = 1000
+log = logging.getLogger("tune_spacenas.searchers")
 
 
 @dataclass
 class Member:
     """One cell of a layer's population: its fitness score alpha, the iterations it has trained in the
-    supernet (n'(d) of Eq. 4), the generation it was born in and its parent."""
+    supernet (n'(d) of Eq. 4), the generations that evaluated it, the generation it was born in and its
+    parent. An offspring starts with its parent's fitness (so tournaments can pick it) but counts as
+    unevaluated until a generation has trained it."""
 
     cell: str
     fitness: float
     trained: int = 0
     born: int = 0
     parent: str | None = None
+    evaluations: int = 0
 
 
 class AutoSpaceSearcher(ArchSearcher):
@@ -258,6 +266,7 @@ class AutoSpaceSearcher(ArchSearcher):
             before = member.fitness
             member.fitness = self.epsilon * float(learned) + (1.0 - self.epsilon) * before
             member.trained += steps
+            member.evaluations += 1
             updated.append(member)
             self.population_history.append({
                 "generation": int(generation.generation), "completed": self.completed_generations, "layer": layer,
@@ -297,16 +306,32 @@ class AutoSpaceSearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Output
     # ------------------------------------------------------------------------------------------
+    def ranked(self, layer: int) -> list[Member]:
+        """A layer's population, evaluated cells first, each part fittest first: an offspring carries its
+        parent's fitness but no learned score of its own, so it never outranks a cell a generation evaluated."""
+        return sorted(self.populations[layer], key=lambda m: (m.evaluations == 0, -m.fitness))
+
     def top_cells(self, k: int | None = None) -> list[list[str]]:
-        """The ``k`` (default K) fittest cells of each layer, best first."""
+        """The ``k`` (default K) fittest evaluated cells of each layer, best first. Only where fewer than ``k``
+        cells of a layer were evaluated (failed generations) do unevaluated ones fill it, with a warning."""
         k = k or self.cells_per_layer
-        return [[m.cell for m in sorted(pop, key=lambda m: -m.fitness)[:k]] for pop in self.populations]
+        top = [self.ranked(layer)[:k] for layer in range(len(self.populations))]
+        unevaluated = sum(m.evaluations == 0 for members in top for m in members)
+        if unevaluated:
+            log.warning("%d of the top cells were never evaluated (too few generations completed): they fill layers "
+                        "with fewer than %d evaluated cells", unevaluated, k)
+        return [[m.cell for m in members] for members in top]
 
     def generated_space(self, k: int | None = None) -> GeneratedSpace:
-        """The generated search space: the top-K cells of each layer, on the open space's network plan."""
+        """The generated search space: the top-K evaluated cells of each layer, on the open space's network
+        plan, plus ``zero`` (skip) where a layer keeps width and resolution; its JSON records how many
+        generations evaluated each cell (``GeneratedSpace.evaluations``)."""
         if not self.populations:
             raise ValueError("no populations yet: the evolution has not started (call suggest first)")
-        return self.space.generated_space(self.top_cells(k))
+        cells = self.top_cells(k)
+        counts = [{m.cell: m.evaluations for m in pop} for pop in self.populations]
+        return self.space.generated_space(cells, evaluations=[[c[cell] for cell in layer]
+                                                              for c, layer in zip(counts, cells)])
 
     def best_architecture(self) -> str | None:
         """The fittest cell of every layer, as an architecture of the open space."""
@@ -327,4 +352,4 @@ class AutoSpaceSearcher(ArchSearcher):
 
     def population_table(self) -> list[list[dict[str, Any]]]:
         """The populations as plain data (per layer, fittest first)."""
-        return [[asdict(m) for m in sorted(pop, key=lambda m: -m.fitness)] for pop in self.populations]
+        return [[asdict(m) for m in self.ranked(layer)] for layer in range(len(self.populations))]

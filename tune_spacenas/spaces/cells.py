@@ -4,10 +4,12 @@ A *cell* is a DAG between an input node and an output node that only adjust dime
 expands the channels by a ratio r in {1, 3, 6} (a 1x1 convolution; none at r = 1) and, in a reduction
 layer, halves the resolution (2x2 average pooling before it); the output node projects back with a
 1x1 convolution (a residual is added when the layer keeps width and resolution). Between them four
-inner nodes 0..3 are joined by six edges (0->1, 0->2, 1->2, 0->3, 1->3, 2->3), each one of
-{conv1x1, conv3x3, dwconv3x3, identity, zero}, and a node combines its incoming features by one
-aggregation function for the cell, addition or dot (element-wise) product. That is 6 nodes with the IO
-nodes and ``5**6 * 3 * 2 = 93,750`` cells per layer (section 4.3).
+inner nodes 0..3 are joined by six edges (0->1, 0->2, 1->2, 0->3, 1->3, 2->3), each one of the paper's
+five basic operations, {conv1x1, conv3x3, depth-wise convolution, identity, zero}, where the depth-wise
+convolution carries its kernel size k in {3, 5, 7} as the learned cells of Fig. 4 do (and as the manual
+IRB space offers), and a node combines its incoming features by one aggregation function for the cell,
+addition or dot (element-wise) product. That is 6 nodes with the IO nodes and ``7**6 * 3 * 2 = 705,894``
+cells per layer (section 4.3 counts ``5**6 * 3 * 2 = 93,750`` with one depth-wise kernel).
 
 Spaces here, all on one network plan (3x3 stem, L cell layers of given widths and strides, global
 pooling and a classifier, section 3.2), so their architectures compare on equal terms:
@@ -15,8 +17,9 @@ pooling and a classifier, section 3.2), so their architectures compare on equal 
 * ``CellSpace`` (kind ``autospace_cell``): one cell, 8 slots (ratio, aggregation, six edges);
 * ``OpenCellSpace`` (``autospace_open``): the full open space, one cell per layer (8 L slots); the
   space AutoSpace evolves over and the "Full" baseline of Table 2;
-* ``GeneratedSpace`` (``autospace``): AutoSpace's output, L slots with K named cells each; saves to
-  and loads from a JSON file, so a space generated once is searched many times (section 3.3);
+* ``GeneratedSpace`` (``autospace``): AutoSpace's output, L slots with K named cells each (plus ``zero``,
+  skipping the layer, where its residual allows, as in the manual space); saves to and loads from a JSON
+  file, so a space generated once is searched many times (section 3.3);
 * ``IRBSpace`` (``irb``): the manually designed baseline of section 4.1, inverted residual blocks with
   kernel {3, 5, 7} x expansion {3, 6} plus ``zero`` (the layer is skipped) where a residual allows it.
 """
@@ -35,7 +38,10 @@ from tune_spacenas.spaces import costs
 from tune_spacenas.spaces.base import Architecture, SearchSpace, Slot, register_space
 from tune_spacenas.spaces.costs import Cost
 
-EDGE_OPS = ("conv1x1", "conv3x3", "dwconv3x3", "identity", "zero")
+EDGE_OPS = ("conv1x1", "conv3x3", "dwconv3x3", "dwconv5x5", "dwconv7x7", "identity", "zero")
+# The edge operations that hold weights: (kernel size, depth-wise).
+EDGE_CONVS = {"conv1x1": (1, False), "conv3x3": (3, False), "dwconv3x3": (3, True), "dwconv5x5": (5, True),
+              "dwconv7x7": (7, True)}
 RATIOS = ("r1", "r3", "r6")
 AGGREGATIONS = ("add", "dot")
 # (source, destination) among the inner nodes 0..3, in topological order.
@@ -46,6 +52,11 @@ NUM_NODES = 6  # V of Eq. (2): the input node, inner nodes 0..3, the output node
 REFERENCE_IRB = "r6|add|zero|zero|zero|dwconv3x3|zero|zero"
 """The inverted residual block (MobileNetV2) written as a cell: expand x6, depthwise 3x3, project:
 AutoSpace's default reference DAG (section 3.2.1)."""
+
+SKIP = "zero"
+"""The operation that skips a layer (its residual passes the input on), in the manual and generated spaces."""
+EMPTY_CELL = "r1|add|" + "|".join(["zero"] * len(CELL_EDGES))
+"""The canonical cell without a path to node 3: in a layer with a residual it is the layer skipped (``SKIP``)."""
 
 Cell = tuple[int, ...]  # indices into (RATIOS, AGGREGATIONS, EDGE_OPS x 6), in CELL_SLOTS order
 _ZERO = EDGE_OPS.index("zero")
@@ -64,6 +75,12 @@ def parse_cell(text: str | Sequence[int | str]) -> Cell:
 def cell_string(cell: Sequence[int | str]) -> str:
     """The canonical string of a cell: ratio, aggregation, then the six edges' operations, ``|``-joined."""
     return _CELL_SPACE.to_string(cell)
+
+
+def op_cell(op: str) -> Cell:
+    """The cell a layer's operation names in a cell-based space: a cell string, or ``SKIP`` (the empty cell,
+    which a layer with a residual turns into the identity)."""
+    return parse_cell(EMPTY_CELL if op == SKIP else op)
 
 
 def cell_ratio(cell: Cell) -> int:
@@ -132,18 +149,15 @@ def cell_cost(cell: Cell, cin: int, cout: int, stride: int, size: int) -> Cost:
     total = costs.conv_bn(cin, mid, 1, out) if mid != cin else Cost()
     for e in edges:
         op = EDGE_OPS[cell[2 + e]]
-        if op == "conv1x1":
-            total += costs.conv_bn(mid, mid, 1, out)
-        elif op == "conv3x3":
-            total += costs.conv_bn(mid, mid, 3, out)
-        elif op == "dwconv3x3":
-            total += costs.conv_bn(mid, mid, 3, out, groups=mid)
+        if op in EDGE_CONVS:
+            kernel, depthwise = EDGE_CONVS[op]
+            total += costs.conv_bn(mid, mid, kernel, out, groups=mid if depthwise else 1)
     return total + costs.conv_bn(mid, cout, 1, out)
 
 
 @register_space("autospace_cell")
 class CellSpace(SearchSpace):
-    """One AutoSpace cell (93,750 of them) in the context of one layer (for its cost model).
+    """One AutoSpace cell (705,894 of them) in the context of one layer (for its cost model).
 
     Architectures are 8-tuples in ``CELL_SLOTS`` order; the string form is ``|``-joined operation names,
     e.g. ``REFERENCE_IRB``. ``operation_matrix`` / ``hamming_distance`` give Eq. (2).
@@ -217,7 +231,7 @@ class CellNetworkSpace(SearchSpace):
     def layer_cost(self, layer: int, op: str) -> Cost:
         """Cost of operation ``op`` (a cell string here; IRBSpace: an MBConv) at layer ``layer``."""
         cin, cout, stride, size = self.layer_plan()[layer]
-        return cell_cost(parse_cell(op), cin, cout, stride, size)
+        return cell_cost(op_cell(op), cin, cout, stride, size)
 
     def layer_ops(self, arch: Sequence[int]) -> list[str]:
         """One operation name per layer (subclasses with several slots per layer override)."""
@@ -240,7 +254,7 @@ def _plan_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @register_space("autospace_open")
 class OpenCellSpace(CellNetworkSpace):
-    """AutoSpace's open space: every layer picks any of the 93,750 cells (slots ``l<i>.<cell slot>``).
+    """AutoSpace's open space: every layer picks any of the 705,894 cells (slots ``l<i>.<cell slot>``).
 
     Its string is the layers' cell strings joined by ``,``. AutoSpace's evolution runs on this space's
     supernet (``supernet.cells``); searched directly it is Table 2's "Full" space.
@@ -276,38 +290,57 @@ class OpenCellSpace(CellNetworkSpace):
             raise ValueError(f"{text!r} names {len(parts)} cells but space {self.name!r} has {self.num_layers} layers")
         return self.from_cells(parts)
 
-    def generated_space(self, cells: Sequence[Sequence[str]]) -> GeneratedSpace:
-        """The space of ``cells[l]`` (K cell strings) at each layer, on this plan."""
-        return GeneratedSpace(cells=cells, **self.plan_kwargs())
+    def generated_space(self, cells: Sequence[Sequence[str]], evaluations: Sequence[Sequence[int]] | None = None,
+                        skip_layers: bool = True) -> GeneratedSpace:
+        """The space of ``cells[l]`` (K cell strings) at each layer, on this plan (``GeneratedSpace``)."""
+        return GeneratedSpace(cells=cells, evaluations=evaluations, skip_layers=skip_layers, **self.plan_kwargs())
 
 
 @register_space("autospace")
 class GeneratedSpace(CellNetworkSpace):
-    """A search space AutoSpace generated: L slots (``l1``..``lL``), each with K named cells (their
-    canonical strings). Any searcher of the project searches it (its supernet shares the open space's
-    weight names, so weights can be inherited); Tune's own searchers search ``param_space()``.
+    """A search space AutoSpace generated: L slots (``l1``..``lL``), each with the K cells of its layer (their
+    canonical strings), plus ``zero`` (skip the layer) where the layer keeps width and resolution, as the
+    manual IRB space offers it (``skip_layers``). Any searcher of the project searches it (its supernet
+    shares the open space's weight names, so weights can be inherited); Tune's own searchers search
+    ``param_space()``.
 
-    ``save(path)`` writes it as JSON; ``GeneratedSpace.load(path)`` reads it back.
+    ``evaluations`` (optional, per layer one count per cell) records how often the evolution evaluated each
+    cell (the generations it trained in); it travels with the space's JSON. ``save(path)`` writes it as
+    JSON; ``GeneratedSpace.load(path)`` reads it back.
     """
 
-    def __init__(self, cells: Sequence[Sequence[str]], **plan: Any):
+    def __init__(self, cells: Sequence[Sequence[str]], evaluations: Sequence[Sequence[int]] | None = None,
+                 skip_layers: bool = True, **plan: Any):
         plan = _plan_defaults(plan)
         if len(cells) != len(plan["widths"]):
             raise ValueError(f"a generated space needs one list of cells per layer: got {len(cells)} lists "
                              f"for {len(plan['widths'])} layers")
-        slots = []
-        for layer, layer_cells in enumerate(cells):
-            if not layer_cells:
+        if evaluations is not None and [len(c) for c in evaluations] != [len(c) for c in cells]:
+            raise ValueError("evaluations must give one count per cell of every layer, got "
+                             f"{[len(c) for c in evaluations]} counts for {[len(c) for c in cells]} cells")
+        layers = plan_layers(plan["widths"], plan["strides"], plan["stem_channels"], plan["input_size"])
+        slots, counts = [], []
+        for layer, (layer_cells, (cin, cout, stride, _)) in enumerate(zip(cells, layers)):
+            names = [cell_string(parse_cell(c)) for c in layer_cells]
+            keep = [k for k, name in enumerate(names) if not (skip_layers and name == EMPTY_CELL)]
+            skip = (SKIP,) if skip_layers and stride == 1 and cin == cout else ()
+            if not keep and not skip:
                 raise ValueError(f"layer {layer + 1} of the generated space has no cells")
-            slots.append(Slot(f"l{layer + 1}", tuple(cell_string(parse_cell(c)) for c in layer_cells)))
+            slots.append(Slot(f"l{layer + 1}", tuple(names[k] for k in keep) + skip))
+            if evaluations is not None:
+                counts.append([int(evaluations[layer][k]) for k in keep])
+        self.skip_layers = bool(skip_layers)
+        self.evaluations = counts if evaluations is not None else None
         super().__init__(slots, "autospace", **plan)
 
     @property
     def layer_cells(self) -> list[list[str]]:
-        return [list(s.ops) for s in self.slots]
+        """The cells of each layer (without ``zero``)."""
+        return [[op for op in s.ops if op != SKIP] for s in self.slots]
 
     def spec_kwargs(self) -> dict[str, Any]:
-        return {"cells": self.layer_cells, **self.plan_kwargs()}
+        extra = {} if self.evaluations is None else {"evaluations": self.evaluations}
+        return {"cells": self.layer_cells, "skip_layers": self.skip_layers, **extra, **self.plan_kwargs()}
 
     def save(self, path: str | os.PathLike) -> str | os.PathLike:
         """Write the space (``to_spec()``, restrictions included) as JSON, atomically, to a path or a
@@ -334,7 +367,6 @@ class GeneratedSpace(CellNetworkSpace):
 
 
 IRB_OPS = tuple(f"mb_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6))
-SKIP = "zero"
 
 
 @register_space("irb")

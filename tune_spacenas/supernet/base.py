@@ -8,7 +8,8 @@ belong to a set of slots, which are shared by every path (stem, reductions, head
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,9 +17,20 @@ from torch import nn
 
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 
+if TYPE_CHECKING:
+    from tune_spacenas.supernet.gates import SlotGates
+
 
 class Supernet(nn.Module):
-    """Base of every skeleton: ``forward(x, arch)`` runs the single path ``arch`` of ``space``."""
+    """Base of every skeleton: ``forward(x, arch)`` runs the single path ``arch`` of ``space``.
+
+    A skeleton of a one-choice-per-slot space runs each searchable layer through ``gated_layer`` (naming the
+    slots the layer decides), so that ProxylessNAS's binary gates (``gates``, a ``supernet.gates.SlotGates``
+    a method's extension installs) can mix the layer's candidates in an architecture step and draw the
+    weight steps' paths from their probabilities.
+    """
+
+    gates: SlotGates | None = None
 
     def __init__(self, space: SearchSpace):
         super().__init__()
@@ -59,8 +71,17 @@ class Supernet(nn.Module):
 
     def sample_path(self, subspace: SearchSpace, rng: np.random.Generator) -> Architecture:
         """SPOS: one path uniformly from the (shrunk) subspace (a multi-branch space draws NSE's Bernoulli
-        branches); a skeleton overrides it where its state decides (AutoSpace's gates)."""
-        return subspace.sample(rng)
+        branches); with binary gates installed, one path from their probabilities (ProxylessNAS); a skeleton
+        overrides it where its own state decides (AutoSpace's generations)."""
+        return subspace.sample(rng) if self.gates is None else self.gates.sample_path(rng)
+
+    def gated_layer(self, slots: Sequence[int], x: torch.Tensor, arch: Sequence[int],
+                    run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]) -> torch.Tensor:
+        """``run(x, arch)``: one searchable layer deciding ``slots``; during an architecture step of installed
+        binary gates, the gated mixture of the slots' sampled candidates (``SlotGates.mix_layer``)."""
+        if self.gates is None:
+            return run(x, arch)
+        return self.gates.mix_layer(slots, x, arch, run)
 
     def architecture_parameter_names(self) -> list[str]:
         """Parameters that are *not* network weights (NSE's fitness indicators): the worker's SGD leaves

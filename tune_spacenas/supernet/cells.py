@@ -2,7 +2,7 @@
 
 Weight sharing (section 3.3, ENAS-style): every layer owns one pool of weights, keyed by position, never
 by cell: ``layers.<l>.expand`` (the input node's 1x1 expansion), ``layers.<l>.edges.<e>.<op>`` (edge e's
-conv1x1 / conv3x3 / dwconv3x3) and ``layers.<l>.project`` (the output node's 1x1 projection). A cell is
+conv1x1 / conv3x3 / dwconv3x3 / dwconv5x5 / dwconv7x7) and ``layers.<l>.project`` (the output node's 1x1 projection). A cell is
 a path through its layer's pool, so every cell with ``conv3x3`` on edge 0->2 of layer 3 trains the same
 tensor, and rebuilding the supernet with new cells (a new generation) inherits every weight through the
 store. Tensors are sized for the largest expansion (x6) and a cell of ratio r uses the first ``r * cin``
@@ -27,6 +27,8 @@ from torch import nn
 from tune_spacenas.spaces.base import Architecture, SearchSpace
 from tune_spacenas.spaces.cells import (
     CELL_EDGES,
+    CELL_SLOTS,
+    EDGE_CONVS,
     EDGE_OPS,
     SKIP,
     Cell,
@@ -37,9 +39,11 @@ from tune_spacenas.spaces.cells import (
     cell_cost,
     cell_ratio,
     live_edges,
+    op_cell,
     parse_cell,
 )
 from tune_spacenas.supernet.base import Supernet
+from tune_spacenas.supernet.gates import BinaryGates, fitness_probabilities, madds_gradient
 from tune_spacenas.supernet.ops import build_op
 
 MAX_RATIO = 6
@@ -103,8 +107,8 @@ class CellLayer(nn.Module):
         self.residual = stride == 1 and cin == cout
         self.expand = SlicedConvBN(cin, mid, 1)
         self.edges = nn.ModuleList(nn.ModuleDict({
-            "conv1x1": SlicedConvBN(mid, mid, 1), "conv3x3": SlicedConvBN(mid, mid, 3),
-            "dwconv3x3": SlicedConvBN(mid, mid, 3, depthwise=True)}) for _ in CELL_EDGES)
+            op: SlicedConvBN(mid, mid, kernel, depthwise=depthwise) for op, (kernel, depthwise) in EDGE_CONVS.items()
+        }) for _ in CELL_EDGES)
         self.project = SlicedConvBN(mid, cout, 1, act=False)
 
     def forward(self, x: torch.Tensor, cell: Cell) -> torch.Tensor:
@@ -152,10 +156,14 @@ class CellNetworkSupernet(Supernet):
     def run_layer(self, layer: int, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def layer_slots(self, layer: int) -> Sequence[int]:
+        """The slots layer ``layer`` decides (one per layer; the open space's cells: eight)."""
+        return (layer,)
+
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
         x = self.stem(x)
         for layer in range(len(self.layers)):
-            x = self.run_layer(layer, x, arch)
+            x = self.gated_layer(self.layer_slots(layer), x, arch, functools.partial(self.run_layer, layer))
         return self.classifier(x.mean(dim=(2, 3)))
 
 
@@ -190,7 +198,7 @@ class GeneratedSpaceSupernet(_CellSupernet):
 
     def __init__(self, space: GeneratedSpace, num_classes: int | None = None):
         super().__init__(space, num_classes)
-        self.layer_cells = [[parse_cell(c) for c in slot.ops] for slot in space.slots]
+        self.layer_cells = [[op_cell(c) for c in slot.ops] for slot in space.slots]
 
     def cells(self, arch: Sequence[int]) -> list[Cell]:
         return [cells[k] for cells, k in zip(self.layer_cells, arch)]
@@ -199,43 +207,19 @@ class GeneratedSpaceSupernet(_CellSupernet):
 # ----------------------------------------------------------------------------------------------
 # The fitness-weighted layer (Eqs. 3, 4 and the MAdds term of Eq. 6)
 # ----------------------------------------------------------------------------------------------
-def fitness_probabilities(alpha: torch.Tensor) -> torch.Tensor:
-    """Eq. (3)'s weights ``p_k``. Eq. (3) as printed divides by ``sum_j alpha_j``, but its gradient,
-    Eq. (4)'s ``p_k (delta_ik - p_i)``, is the derivative of a softmax, and a plain ratio breaks for
-    negative or zero-sum scores; so ``p = softmax(alpha)``."""
-    return torch.softmax(alpha, dim=0)
-
-
-def fitness_gradient(gate_grads: torch.Tensor, alpha: torch.Tensor,
-                     compensation: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. (4): ``dL/dalpha_i = sum_k dL/dg_k p_k (delta_ik - p_i) * n(d_i) / n'(d_i)`` over the
-    candidates given (``p`` = softmax of their alphas; ``compensation`` = the factors ``n/n'``)."""
-    p = fitness_probabilities(alpha)
-    jacobian = torch.diag(p) - torch.outer(p, p)  # [k, i] = p_k (delta_ik - p_i), symmetric
-    grad = jacobian @ gate_grads
-    return grad if compensation is None else grad * compensation
-
-
-def madds_gradient(alpha: torch.Tensor, madds: torch.Tensor) -> torch.Tensor:
-    """Gradient in alpha of the expected MAdds ``sum_k p_k MAdds(d_k)`` (Eq. 6's regulariser on the
-    fitness-weighted layer): ``p_i (MAdds_i - E[MAdds])``."""
-    p = fitness_probabilities(alpha)
-    return p * (madds - (p * madds).sum())
-
-
-class FitnessWeightedLayer:
+class FitnessWeightedLayer(BinaryGates):
     """K candidate paths weighted by their fitness scores alpha (Eq. 3), trained through binary gates.
 
-    ProxylessNAS's binary gates keep one or two paths in memory per step: ``sample(rng)`` draws
-    ``gate_paths`` distinct candidates from multinomial(p) and one of them as the active gate (by p
-    renormalised over them); ``forward`` returns ``sum_k g_k d_k(x)`` with g one-hot, the active path
-    with gradients and the others' outputs computed without (only dL/dg needs them); ``update()``
-    then applies Eq. (4) over the sampled candidates (p renormalised over them, as ProxylessNAS does),
-    times the compensation factors, plus ``madds_penalty`` times Eq. (6)'s expected-MAdds gradient, as
-    plain gradient descent with ``alpha_lr``. Not Adam: its per-parameter normalisation would cancel the
-    constant compensation factor. Not ProxylessNAS's log-sum-exp offset either: fitness scores are
-    compared in absolute terms across the population (tournaments, top-K), which is where the
-    compensation factor acts. ``forward_dense`` is Eq. (3) itself, differentiable in alpha.
+    ProxylessNAS's binary gates (``supernet.gates.BinaryGates``) keep one or two paths in memory per step:
+    ``sample(rng)`` draws ``gate_paths`` distinct candidates from multinomial(p) and one of them as the
+    active gate; ``forward`` returns ``sum_k g_k d_k(x)`` with g one-hot, the active path with gradients and
+    the others' outputs computed without (only dL/dg needs them); ``update()`` then applies Eq. (4) over the
+    sampled candidates (p renormalised over them, as ProxylessNAS does), times the compensation factors,
+    plus ``madds_penalty`` times Eq. (6)'s expected-MAdds gradient, as plain gradient descent with
+    ``alpha_lr``. Not Adam: its per-parameter normalisation would cancel the constant compensation factor.
+    Not ProxylessNAS's log-sum-exp offset either: fitness scores are compared in absolute terms across the
+    population (tournaments, top-K), which is where the compensation factor acts. ``forward_dense`` is
+    Eq. (3) itself, differentiable in alpha.
 
     Args:
         candidates: the K paths ``d_k`` (callables on a tensor).
@@ -249,30 +233,12 @@ class FitnessWeightedLayer:
                  gate_paths: int = 2, alpha_lr: float = 0.05, madds_penalty: float = 0.0):
         if len(candidates) != len(alpha) or not candidates:
             raise ValueError(f"need one fitness score per candidate, got {len(alpha)} for {len(candidates)}")
-        if gate_paths < 1:
-            raise ValueError(f"gate_paths must be at least 1, got {gate_paths}")
+        super().__init__(alpha, gate_paths)
         k = len(candidates)
         self.candidates = list(candidates)
-        self.alpha = torch.tensor(list(alpha), dtype=torch.float64)
         self.compensation = torch.tensor(list(compensation) if compensation is not None else [1.0] * k, dtype=torch.float64)
         self.madds = torch.tensor(list(madds) if madds is not None else [0.0] * k, dtype=torch.float64)
-        self.gate_paths, self.alpha_lr, self.madds_penalty = min(gate_paths, k), alpha_lr, madds_penalty
-        self.paths: list[int] | None = None
-        self.gates: torch.Tensor | None = None
-        self.steps = np.zeros(k, dtype=np.int64)
-
-    def probabilities(self) -> torch.Tensor:
-        return fitness_probabilities(self.alpha)
-
-    def sample(self, rng: np.random.Generator) -> int:
-        """Draw the step's candidates (active first); returns the active one."""
-        p = self.probabilities().numpy()
-        paths = rng.choice(len(p), size=self.gate_paths, replace=False, p=p / p.sum())
-        sub = p[paths] / p[paths].sum()
-        active = int(rng.choice(len(paths), p=sub))
-        self.paths = [int(paths[active])] + [int(i) for j, i in enumerate(paths) if j != active]
-        self.steps[self.paths[0]] += 1
-        return self.paths[0]
+        self.alpha_lr, self.madds_penalty = alpha_lr, madds_penalty
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``sum_k g_k d_k(x)`` over the sampled candidates, g one-hot on the active one (gradients flow
@@ -280,17 +246,9 @@ class FitnessWeightedLayer:
         if self.paths is None:
             raise RuntimeError("call sample(rng) before forward: the binary gates are drawn per step")
         out = self.candidates[self.paths[0]](x)
-        if len(self.paths) == 1:
-            return out
-        self.gates = torch.zeros(len(self.paths), dtype=out.dtype, device=out.device)
-        self.gates[0] = 1.0
-        self.gates.requires_grad_(True)
-        total = self.gates[0] * out
-        for g, k in enumerate(self.paths[1:], start=1):
-            with torch.no_grad():
-                other = self.candidates[k](x)
-            total = total + self.gates[g] * other
-        return total
+        with torch.no_grad():
+            others = [self.candidates[k](x) for k in self.paths[1:]]
+        return self.mix(out, others)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. (3) exactly: every candidate weighted by ``p = softmax(alpha)`` (set ``alpha.requires_grad_()``
@@ -303,12 +261,11 @@ class FitnessWeightedLayer:
         """One step on the sampled candidates' fitness scores from the gates' gradients (Eqs. 4 and 6)."""
         if self.gates is not None and self.gates.grad is not None:
             idx = torch.tensor(self.paths)
-            alpha = self.alpha[idx]
-            grad = fitness_gradient(self.gates.grad.to("cpu", torch.float64), alpha, self.compensation[idx])
+            grad = self.gradient(self.compensation)[idx]
             if self.madds_penalty:
-                grad = grad + self.madds_penalty * madds_gradient(alpha, self.madds[idx])
+                grad = grad + self.madds_penalty * madds_gradient(self.alpha[idx], self.madds[idx])
             self.alpha[idx] -= self.alpha_lr * grad
-        self.paths, self.gates = None, None
+        self.clear()
 
 
 class OpenCellSupernet(_CellSupernet):
@@ -328,6 +285,10 @@ class OpenCellSupernet(_CellSupernet):
 
     def cells(self, arch: Sequence[int]) -> list[Cell]:
         return self.space.cells(arch)
+
+    def layer_slots(self, layer: int) -> Sequence[int]:
+        n = len(CELL_SLOTS)
+        return range(n * layer, n * (layer + 1))
 
     def begin_generation(self, cells: Sequence[Sequence[str]], alpha: Sequence[Sequence[float]],
                          compensation: Sequence[Sequence[float]] | None = None, gate_paths: int = 2,

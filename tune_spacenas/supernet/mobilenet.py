@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,9 @@ class MobileNetSupernet(Supernet):
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
         x = self.first(self.stem(x))
-        for layer, names, choice in zip(self.choices, self.op_names, arch):
-            x = layer[names[choice]](x)
+        for slot in range(len(self.choices)):
+            x = self.gated_layer((slot,), x, arch, functools.partial(self.run_layer, slot))
         return self.classifier(self.head(x).mean(dim=(2, 3)))
+
+    def run_layer(self, slot: int, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
+        return self.choices[slot][self.op_names[slot][arch[slot]]](x)

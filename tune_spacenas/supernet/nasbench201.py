@@ -76,7 +76,8 @@ class NASBench201Supernet(Supernet):
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
         x = self.stem(x)
+        every_slot = range(len(self.space.slots))  # every cell decides all of them
         for layer in self.layers:
-            x = layer(x, arch) if isinstance(layer, Cell) else layer(x)
+            x = self.gated_layer(every_slot, x, arch, layer) if isinstance(layer, Cell) else layer(x)
         x = self.lastact(x).mean(dim=(2, 3))
         return self.classifier(x)
