@@ -403,10 +403,11 @@ class NSESearcher(ArchSearcher):
         found: dict[str, list[str]] = {SAMPLE: [], EDGE: []}
         seen = set()
         subspace_size = self.subspace.size
+        draws = max(4 * (self.samples + self.edge_samples), 500)  # a narrow window needs many draws
         for _ in range(50):  # rejection sampling, bounded so a callback stays short
             if all(len(found[r]) >= wanted[r] for r in wanted) or len(seen) >= subspace_size:
                 break
-            archs, cost = self.sample_architectures(theta, 4 * (self.samples + self.edge_samples))
+            archs, cost = self.sample_architectures(theta, draws)
             for arch, c in zip(archs, cost):
                 role = SAMPLE if low <= c <= high else EDGE if low - self.edge_band < c < low else None
                 if arch in seen or role is None or len(found[role]) >= wanted[role]:
