@@ -358,11 +358,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nb201-rounds", type=int, default=2)
     parser.add_argument("--nb201-steps-per-round", type=int, default=600)
     parser.add_argument("--nb201-evaluations", type=int, default=60)
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
+                        help="(d): NSE without Lock & Rehearse on the first claim seed")
     parser.add_argument("--parallel", type=int, default=1, help="worker processes (1: run here)")
     parser.add_argument("--cache", type=Path, default=None, help="keep each task's result here; rerun resumes")
     parser.add_argument("--out", type=Path, default=RESULTS / "nse" / "nse.json")
     args = parser.parse_args()
-    skip = {"parallel", "cache", "out", "theta_lr", "seeds", "confirm_seeds", "nb201_seeds"}
+    skip = {"parallel", "cache", "out", "theta_lr", "seeds", "confirm_seeds", "nb201_seeds", "ablation"}
     args.fingerprint = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str)
     return args
 
@@ -399,14 +401,17 @@ def main() -> None:
         # and the NAS-Bench-201 anchor.
         nse_tasks = [("nse", args, s, args.theta_lr) for s in seeds]
         confirm_tasks = [("nse", args, s, runner_up) for s in seeds[:args.confirm_seeds]] if runner_up is not None else []
-        searches = tasks.run(nse_tasks + confirm_tasks + [("nse", args, seeds[0], args.theta_lr, False)]
+        ablation_tasks = [("nse", args, seeds[0], args.theta_lr, False)] if args.ablation else []
+        searches = tasks.run(nse_tasks + confirm_tasks + ablation_tasks
                              + [("spos", args, s, steps) for s in seeds]
                              + [("nb201", args, m, s) for s in range(1, args.nb201_seeds + 1) for m in ("nse", "spos")])
         nse = searches[:len(seeds)]
         confirm = searches[len(seeds):len(seeds) + len(confirm_tasks)]
-        ablation = searches[len(seeds) + len(confirm_tasks)]
-        spos = searches[len(seeds) + len(confirm_tasks) + 1:2 * len(seeds) + len(confirm_tasks) + 1]
-        nb201 = searches[2 * len(seeds) + len(confirm_tasks) + 1:]
+        done = len(seeds) + len(confirm_tasks)
+        ablation = searches[done] if args.ablation else None
+        done += len(ablation_tasks)
+        spos = searches[done:done + len(seeds)]
+        nb201 = searches[done + len(seeds):]
         _log("searches", f"done after {time.perf_counter() - start:.0f} s")
 
         # Standalone training: the answers (several seeds), each round's ranking sample of seed 1's run
@@ -419,7 +424,7 @@ def main() -> None:
         quality = {name: in_window(args, first[key], args.quality_archs, i)
                    for i, (name, key) in enumerate((("initial", "subsets"), ("simplified", "simplified"),
                                                     ("aggregated", "aggregated")))}
-        ablation_front = list(ablation["rounds"][-1]["front"][:args.pareto_per_round])
+        ablation_front = list(ablation["rounds"][-1]["front"][:args.pareto_per_round]) if ablation else []
         answers = sorted({r["best"] for r in nse + confirm + spos} - {None})
         singles = sorted(({a for group in ranking for a in group} | {a for g in quality.values() for a in g}
                           | set(ablation_front)) - set(answers))
@@ -470,15 +475,16 @@ def main() -> None:
         "rounds": rounds,
         "space_quality": {name: summary(group) for name, group in quality.items()},
         "vs_spos": {"nse": per_seed["nse"], "spos": per_seed["spos"], **_compare(per_seed["nse"], per_seed["spos"])},
-        "ablation": {"seed": seeds[0], "with_lr": rounds[-1]["standalone_front"], "without_lr": summary(ablation_front),
-                     "rounds_with_lr": [r["front_accuracy"] for r in main_run["rounds"]],
-                     "rounds_without_lr": [r["front_accuracy"] for r in ablation["rounds"]]},
+        "ablation": None if ablation is None else {
+            "seed": seeds[0], "with_lr": rounds[-1]["standalone_front"], "without_lr": summary(ablation_front),
+            "rounds_with_lr": [r["front_accuracy"] for r in main_run["rounds"]],
+            "rounds_without_lr": [r["front_accuracy"] for r in ablation["rounds"]]},
         "nasbench201": {"nse": [r["table_accuracy"] for r in nb201 if r["method"] == "nse" and r["best"]],
                         "spos": [r["table_accuracy"] for r in nb201 if r["method"] == "spos" and r["best"]],
                         "no_result": [f"{r['method']} s{r['seed']}" for r in nb201 if not r["best"]],
                         "runs": nb201, "window": nb201_window_reference(args)},
         "searches": {"nse": [_strip(r) for r in nse], "runner_up": [_strip(r) for r in confirm],
-                     "nse_without_lr": _strip(ablation), "spos": spos},
+                     "nse_without_lr": None if ablation is None else _strip(ablation), "spos": spos},
         "wall_seconds": time.perf_counter() - start,
     }
     n = payload["nasbench201"]
@@ -555,9 +561,10 @@ def report_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                  + f" ({min(madds['spos'], default=0):.2f}-{max(madds['spos'], default=0):.2f}M)",
                  f"Welch p = {_fmt(v['welch_p'])}"])
     a = payload["ablation"]
-    rows.append([f"(d) seed {a['seed']} final front: with vs without L&R (mean / best)",
-                 f"{_fmt(a['with_lr']['mean'])} / {_fmt(a['with_lr']['best'])}",
-                 f"{_fmt(a['without_lr']['mean'])} / {_fmt(a['without_lr']['best'])}", ""])
+    if a is not None:
+        rows.append([f"(d) seed {a['seed']} final front: with vs without L&R (mean / best)",
+                     f"{_fmt(a['with_lr']['mean'])} / {_fmt(a['with_lr']['best'])}",
+                     f"{_fmt(a['without_lr']['mean'])} / {_fmt(a['without_lr']['best'])}", ""])
     n, w = payload["nasbench201"], payload["nasbench201"]["window"]
     rows.append(["(e) NAS-Bench-201 (fitness-estimator test only), table accuracy in the window", _mean_std(n["nse"]),
                  f"SPOS {_mean_std(n['spos'])}", f"Welch p = {_fmt(n['welch_p'])}; window {w['window'][0]:.2f}-"
@@ -598,8 +605,10 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax = axes[3]
     v, a = payload["vs_spos"], payload["ablation"]
     groups = {"NSE": [r["standalone"] for r in v["nse"]], "SPOS": [r["standalone"] for r in v["spos"]],
-              "NSE runner-up\ntheta_lr": [r["standalone"] for r in payload["theta_lr_choice"]["runner_up_runs"]],
-              "final front\nw/o L&R": a["without_lr"]["mean_per_arch"], "final front\nw/ L&R": a["with_lr"]["mean_per_arch"]}
+              "NSE runner-up\ntheta_lr": [r["standalone"] for r in payload["theta_lr_choice"]["runner_up_runs"]]}
+    if a is not None:
+        groups.update({"final front\nw/o L&R": a["without_lr"]["mean_per_arch"],
+                       "final front\nw/ L&R": a["with_lr"]["mean_per_arch"]})
     groups = {k: [x for x in g if x is not None] or [np.nan] for k, g in groups.items()}
     for i, values in enumerate(groups.values()):
         ax.bar(i, np.nanmean(values), alpha=0.6)

@@ -381,6 +381,52 @@ def test_without_lock_and_rehearse_nothing_is_locked_or_rehearsed_and_weights_ma
     assert {tuple(op) for op in second.ops} == added
 
 
+@pytest.mark.parametrize("reinit_weights", [True, False])
+def test_round_two_starts_from_fresh_weights_by_default_and_inherits_with_the_switch(reinit_weights):
+    """Issue 14 item 5, on the weights themselves: by default (the official re_init) round 2 starts from
+    weights that round 1's training has no say in; with ``reinit_weights=False`` the aggregated operations
+    and the shared trunk keep round 1's trained weights and only replenished operations start fresh."""
+    space = tiny_space()
+    runner = InProcessSupernet(tiny_spec(space), "cpu")
+    searcher = tiny_nse(metric="accuracy", mode="max", reinit_weights=reinit_weights)
+    seen: dict = {}
+
+    def evaluate(config):
+        payload = config.get("nse")
+        reset = NSEJob.from_dict(payload).reset if payload else None
+        if reset is not None and searcher.round == 1 and not seen:
+            # The round's reset applied on its own (no SGD, no fitness step): the weights round 2 starts from.
+            seen["end"] = {k: v.copy() for k, v in runner.store.arrays.items()}
+            probe = train_job(1, space, lr=0.0, seed=0, nse={"every": 2, "lr": 0.0, "reset": reset.to_dict()})
+            runner(probe)
+            seen["start"] = {k: v.copy() for k, v in runner.store.arrays.items()}
+            fresh = InProcessSupernet(tiny_spec(space, init_seed=7), "cpu")  # never trained, other init
+            fresh(probe)
+            seen["fresh"] = fresh.store.arrays
+        return runner(config)
+
+    run_in_process(searcher, evaluate, max_trials=60)
+    assert len(searcher.rounds) == 2 and seen
+    net = runner.worker.net
+    end, start, fresh = seen["end"], seen["start"], seen["fresh"]
+    weights = [k for k in start if start[k].ndim > 1 and k != FITNESS_PARAM]  # conv and linear weights
+    by_op = {(slot, space.slots[slot].index(op)): net.choice_parameter_names(slot, space.slots[slot].index(op))
+             for slot, ops in enumerate(searcher.rounds[1]["subsets"]) for op in ops}
+    inherited = {pair for pair in by_op if space.slots[pair[0]].ops[pair[1]] in searcher.rounds[0]["aggregated"][pair[0]]}
+    added = set(by_op) - inherited
+    assert inherited and added
+    assert not np.allclose(end[weights[0]], fresh[weights[0]])  # round 1 did train the trunk
+    if reinit_weights:
+        assert all(np.allclose(start[k], fresh[k], atol=1e-6) for k in weights)  # round 1 left no trace
+    else:
+        renewed = [n for pair in added for n in by_op[pair] if n in weights]
+        kept = set(weights) - set(renewed)  # the trunk and every operation replenishment did not add
+        assert {n for pair in inherited for n in by_op[pair]} & kept
+        assert all(np.array_equal(start[k], end[k]) for k in kept)
+        assert renewed and all(not np.allclose(start[k], end[k]) for k in renewed)
+        assert all(np.allclose(start[k], fresh[k], atol=1e-6) for k in renewed)  # seeded: as a fresh net's
+
+
 def test_a_finished_search_continues_on_a_second_pool():
     runner = InProcessSupernet(tiny_spec(), "cpu")
     first = tiny_nse(metric="accuracy", mode="max")
