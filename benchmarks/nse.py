@@ -189,10 +189,11 @@ def nb201_setting(args: argparse.Namespace) -> tuple[Any, float]:
     return space, float(np.median([space.cost(a).madds for a in space.enumerate()]) / 1e6)
 
 
-def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
+def nb201_search(args: argparse.Namespace, method: str, seed: int, theta_lr: float | None = None) -> dict[str, Any]:
     """(e): NSE's single-branch case or SPOS + evolution on NAS-Bench-201 (C=16, N=1, 16x16), both with
     the cost window tau +- ``--nb201-window`` (NSE also with Eq. 5's resource term), the same training steps and
-    evaluations; the returned cell is scored by the table's CIFAR-10 test accuracy."""
+    evaluations; the returned cell is scored by the table's CIFAR-10 test accuracy. NSE runs at every
+    ``theta_lr`` of (f): 0 learns no fitness, so only the non-zero ones test the fitness estimator."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
     from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
     from tune_spacenas.tables import NASBench201Table
@@ -205,7 +206,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
     evaluations = args.nb201_evaluations
     if method == "nse":
         searcher = NSESearcher(space=space, ops_per_layer=args.nb201_k, steps_per_round=args.nb201_steps_per_round,
-                               steps_per_trial=args.steps_per_trial, lr=args.lr, theta_lr=args.theta_lr,
+                               steps_per_trial=args.steps_per_trial, lr=args.lr, theta_lr=theta_lr,
                                alpha=alpha_for(tau), tau=tau, constraint=(low, high),
                                samples=evaluations // args.nb201_rounds, edge_samples=0,
                                max_rounds=args.nb201_rounds, eval_batch=25, metric="accuracy", mode="max", seed=seed)
@@ -221,7 +222,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
     best = searcher.best_architecture()
     truth = None if best is None else NASBench201Table.load().query(best, "cifar10")
     _log(f"nb201-{method} s{seed}", f"{best}: table {truth}% ({time.perf_counter() - start:.0f} s)")
-    return {"method": method, "seed": seed, "best": best, "table_accuracy": truth, "steps": steps,
+    return {"method": method, "seed": seed, "theta_lr": theta_lr, "best": best, "table_accuracy": truth, "steps": steps,
             "madds": None if best is None else space.cost(space.from_string(best)).madds / 1e6,
             "evaluated": len(searcher.history), "seconds": time.perf_counter() - start}
 
@@ -404,7 +405,8 @@ def main() -> None:
         ablation_tasks = [("nse", args, seeds[0], args.theta_lr, False)] if args.ablation else []
         searches = tasks.run(nse_tasks + confirm_tasks + ablation_tasks
                              + [("spos", args, s, steps) for s in seeds]
-                             + [("nb201", args, m, s) for s in range(1, args.nb201_seeds + 1) for m in ("nse", "spos")])
+                             + [("nb201", args, "spos", s) for s in range(1, args.nb201_seeds + 1)]
+                             + [("nb201", args, "nse", s, lr) for lr in THETA_LRS for s in range(1, args.nb201_seeds + 1)])
         nse = searches[:len(seeds)]
         confirm = searches[len(seeds):len(seeds) + len(confirm_tasks)]
         done = len(seeds) + len(confirm_tasks)
@@ -479,7 +481,8 @@ def main() -> None:
             "seed": seeds[0], "with_lr": rounds[-1]["standalone_front"], "without_lr": summary(ablation_front),
             "rounds_with_lr": [r["front_accuracy"] for r in main_run["rounds"]],
             "rounds_without_lr": [r["front_accuracy"] for r in ablation["rounds"]]},
-        "nasbench201": {"nse": [r["table_accuracy"] for r in nb201 if r["method"] == "nse" and r["best"]],
+        "nasbench201": {"nse": {f"{lr:g}": [r["table_accuracy"] for r in nb201 if r["method"] == "nse"
+                                            and r["theta_lr"] == lr and r["best"]] for lr in THETA_LRS},
                         "spos": [r["table_accuracy"] for r in nb201 if r["method"] == "spos" and r["best"]],
                         "no_result": [f"{r['method']} s{r['seed']}" for r in nb201 if not r["best"]],
                         "runs": nb201, "window": nb201_window_reference(args)},
@@ -488,7 +491,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - start,
     }
     n = payload["nasbench201"]
-    n["welch_p"] = welch_p(n["nse"], n["spos"]) if min(len(n["nse"]), len(n["spos"])) > 1 else None
+    n["welch_p"] = {lr: welch_p(v, n["spos"]) if min(len(v), len(n["spos"])) > 1 else None for lr, v in n["nse"].items()}
     write_json(args.out, payload)
     write_markdown(args.out.with_suffix(".md"), "NSE on CIFAR-10 (CPU scale)", *report_rows(payload), notes=notes(payload))
     plot(payload, args.out.parent)
@@ -566,9 +569,11 @@ def report_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                      f"{_fmt(a['with_lr']['mean'])} / {_fmt(a['with_lr']['best'])}",
                      f"{_fmt(a['without_lr']['mean'])} / {_fmt(a['without_lr']['best'])}", ""])
     n, w = payload["nasbench201"], payload["nasbench201"]["window"]
-    rows.append(["(e) NAS-Bench-201 (fitness-estimator test only), table accuracy in the window", _mean_std(n["nse"]),
-                 f"SPOS {_mean_std(n['spos'])}", f"Welch p = {_fmt(n['welch_p'])}; window {w['window'][0]:.2f}-"
-                 f"{w['window'][1]:.2f}M: {w['cells']} cells, mean {w['mean']:.2f}, best {w['best']:.2f}"])
+    for lr, values in n["nse"].items():
+        rows.append([f"(e) NAS-Bench-201 (fitness-estimator test only), table accuracy in the window, NSE theta_lr={lr}",
+                     f"{_mean_std(values)} ({len(values)} runs)", f"SPOS {_mean_std(n['spos'])}",
+                     f"Welch p = {_fmt(n['welch_p'][lr])}; window {w['window'][0]:.2f}-{w['window'][1]:.2f}M: "
+                     f"{w['cells']} cells, mean {w['mean']:.2f}, best {w['best']:.2f}"])
     return header, rows
 
 
@@ -623,13 +628,14 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax.legend(fontsize=8)
     ax = axes[5]
     n = payload["nasbench201"]
-    for i, name in enumerate(("nse", "spos")):
-        ax.bar(i, np.mean(n[name]), alpha=0.6)
-        ax.scatter([i] * len(n[name]), n[name], color="k", s=10)
+    groups = {**{f"NSE\ntheta_lr {lr}": v for lr, v in n["nse"].items()}, "SPOS +\nevolution": n["spos"]}
+    for i, values in enumerate(groups.values()):
+        ax.bar(i, np.mean(values) if values else np.nan, alpha=0.6)
+        ax.scatter([i] * len(values), values, color="k", s=10)
     ax.axhline(n["window"]["mean"], ls=":", color="gray", label="window mean (random)")
     ax.axhline(n["window"]["best"], ls="--", color="gray", label="window best")
-    ax.set_xticks([0, 1], ["NSE (N_l = 1)", "SPOS + evolution"])
-    low = min(n["nse"] + n["spos"] + [n["window"]["mean"]])
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    low = min([x for v in groups.values() for x in v] + [n["window"]["mean"]])
     ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", title="(e) fitness-estimator test, cost window",
            ylim=(low - 2, 95))
     ax.legend(fontsize=8)
