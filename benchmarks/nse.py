@@ -619,7 +619,7 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
         ax.bar(i, np.nanmean(values), alpha=0.6)
         ax.scatter([i] * len(values), values, color="k", s=10)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
-    ax.set(ylabel="standalone test accuracy (%)", title=f"(c) matched MAdds, p={_fmt(v['welch_p'])}; (d) L&R")
+    ax.set(ylabel="standalone test accuracy (%)", title=f"(c) matched MAdds, p={_fmt(v['welch_p'])}" + ("; (d) L&R" if a else ""))
     ax = axes[4]
     for lr, c in payload["theta_lr_choice"]["by_lr"].items():
         ax.plot(range(1, len(c["diagnostics"]) + 1), [d["ops_before"] - d["ops_after"] for d in c["diagnostics"]],
