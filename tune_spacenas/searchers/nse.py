@@ -162,8 +162,8 @@ class NSESearcher(ArchSearcher):
         steps_per_trial: steps one training trial runs.
         lr: peak SGD learning rate, cosine to 0 within each round (appendix B: 0.4 at batch 1024).
         theta_lr, theta_betas: Adam for the fitness indicators (paper: lr 0.1, the default; the official
-            code 5e-3 with betas (0, 0.999); 0 learns no fitness, the thetas stay 0). At CPU budgets (15
-            updates per round) no rate brings a theta near ``drop_threshold``; ``benchmarks/results/nse``.
+            code 5e-3 with betas (0, 0.999); 0 learns no fitness, the thetas stay 0). In the CPU benchmark (15
+            updates per round) no rate brought a theta to ``drop_threshold``: ``benchmarks/results/nse``.
         update_every: theta update once every this many training steps (paper: 2).
         alpha, beta, tau: Eq. (5)'s resource term ``alpha * R(a, tau)^beta`` (paper: 1e-5, 2, 300M MAdds);
             ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default). ``tau=None`` (the
