@@ -40,6 +40,10 @@ def main() -> None:
 
     import torch
 
+    if args.smoke:
+        # On a shared 2-core CPU, two torch threads per process spin against other processes: the NSE section's
+        # smoke took over 10 minutes with the default threads and 33 s with one.
+        torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     wanted = set(filter(None, args.only.split(",")))

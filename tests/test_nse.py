@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_supernet_spec
 from torch import nn
 
-from tune_spacenas.jobs import train_job
+from tune_spacenas.jobs import NSEJob, NSEReset, train_job
 from tune_spacenas.runner import InProcessSupernet, run_in_process
 from tune_spacenas.searchers import NSESearcher
 from tune_spacenas.searchers.nse import aggregate, replenish, resource_table, retrieve_front, simplify
@@ -116,6 +116,29 @@ def test_costs_add_up_per_branch():
     assert table[0][n].madds == 8 * 48 * 256 + 9 * 48 * 256 + 48 * 8 * 256
     base, per_op = resource_table(space)
     assert base == pytest.approx(fixed.madds / 1e6) and per_op[0, n] == pytest.approx(table[0][n].madds / 1e6)
+
+
+def test_costs_count_the_kernel_applied_at_each_layers_resolution():
+    """Eq. (8)'s C(e) is what the supernet computes: torch's FLOP counter on real forwards agrees exactly,
+    and by hand a 7x7 depthwise kernel on a 2x2 input costs a 3x3 one, a dilated 3x3 one a 1x1 one."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tune_spacenas.supernet.multibranch import MultiBranchSupernet
+
+    space = MultiBranchSpace(pool=TINY_POOL, width_mult=0.25, input_size=4, num_classes=10, stages=((16, 2, 1), (24, 2, 2)))
+    assert [size for *_, size in space.layer_plan()] == [4, 4, 4, 2]
+    net = MultiBranchSupernet(space).eval()
+    for arch in space.sample_many(np.random.default_rng(0), 6):
+        with FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, 3, 4, 4), arch)
+        assert counter.get_total_flops() == 2 * space.cost(arch).madds  # the counter counts a MAdd as 2 FLOPs
+    (cin, cout, _, size), table = space.layer_plan()[3], space.cost_table()[1][3]
+    assert (cin, cout, size) == (8, 8, 2)
+    per_1x1 = 8 * 8 * 4  # 1x1 expansion or projection at ratio 1
+    assert table[space.slots[3].index("dw_k7_e1")].madds == 2 * per_1x1 + 9 * 8 * 4
+    assert table[space.slots[3].index("dw_k3_e1_d2")].madds == 2 * per_1x1 + 1 * 8 * 4
+    assert table[space.slots[3].index("conv1xk_k5_e1")].madds == 2 * per_1x1 + 2 * 3 * 8 * 8 * 4
+    assert table[space.slots[3].index("dw_k7_e1")].params == 2 * 8 * 8 + 49 * 8  # the weights exist in full
 
 
 def test_param_space_reads_tunes_per_branch_selectors():
@@ -222,6 +245,31 @@ def test_a_round_reset_reinitialises_replenished_ops_and_zeroes_thetas():
     assert changed and all(not np.allclose(after[k], before[k]) for k in changed)  # replenished: fresh
 
 
+def test_a_full_reset_reinitialises_every_weight_from_its_seed_alone():
+    """The official re_init(): the same reset seed gives the same weights whatever the supernet held before."""
+    space = tiny_space()
+    sub = space.restrict([[0, 1], [0], [0], [0]])
+    trained, fresh = InProcessSupernet(tiny_spec(space), "cpu"), InProcessSupernet(tiny_spec(space, init_seed=5), "cpu")
+    trained(train_job(10, sub, lr=0.1, seed=0, nse={"lr": 0.1}))
+    before = {k: v.copy() for k, v in trained.store.arrays.items()}
+    reset = {"every": 2, "lr": 0.0, "reset": {"seed": 3, "all": True}}
+    for runner in (trained, fresh):
+        runner(train_job(1, sub, lr=0.0, seed=0, nse=reset))
+    after = trained.store.arrays
+    assert np.all(after[FITNESS_PARAM] == 0)
+    assert all(np.allclose(after[k], fresh.store.arrays[k], atol=1e-6) for k in after)  # deltas add up in float32
+    assert all(not np.allclose(after[k], before[k]) for k in after if after[k].ndim > 1)
+
+
+def test_theta_lr_zero_learns_no_fitness():
+    space = tiny_space()
+    runner = InProcessSupernet(tiny_spec(space), "cpu")
+    runner(train_job(6, space.restrict([[0, 1], [0], [0], [0]]), lr=0.05, seed=0, nse={"every": 1, "lr": 0.0}))
+    assert not runner.store.arrays[FITNESS_PARAM].any()
+    with pytest.raises(ValueError, match="theta_lr must be >= 0"):
+        tiny_nse(theta_lr=-1.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # Simplification, Pareto front, aggregation, replenishment
 # --------------------------------------------------------------------------------------------------
@@ -265,10 +313,18 @@ def _drive(searcher, runner, trials):
     return out
 
 
+def _resets(trials) -> list[NSEReset]:
+    """The round resets the training trials carried, in order."""
+    jobs = [NSEJob.from_dict(config["nse"]) for config, _ in trials if "nse" in config]
+    return [job.reset for job in jobs if job.reset is not None]
+
+
 def test_the_loop_evolves_the_subset_round_after_round(tmp_path):
     runner = InProcessSupernet(tiny_spec(), "cpu")
     searcher = tiny_nse(metric="accuracy", mode="max")
-    _drive(searcher, runner, 60)
+    trials = _drive(searcher, runner, 60)
+    # Round 2 starts from re-initialised weights (the official code's default): one reset of everything.
+    assert [r.all for r in _resets(trials)] == [False, True]
     assert searcher.suggest("after") == "FINISHED"
     assert len(searcher.rounds) == 2 == searcher.max_rounds  # (6 - 1) // (3 - 1)
     first, second = searcher.rounds
@@ -281,6 +337,9 @@ def test_the_loop_evolves_the_subset_round_after_round(tmp_path):
     best = searcher.best_architecture()
     assert best in second["front"] and searcher.space.contains(best)
     assert np.abs(np.array(second["thetas"])).max() > 0
+    # Every scored candidate is kept with its supernet accuracy, cost and role (the benchmark's ranking check).
+    assert len(first["evaluated_archs"]) == first["evaluated"] == len(first["evaluated_accuracy"])
+    assert set(first["front"]) <= set(first["evaluated_archs"]) and set(first["evaluated_role"]) <= {"sample", "edge"}
     searcher.export_rounds(tmp_path / "rounds.parquet")
     import pyarrow.parquet as pq
 
@@ -309,11 +368,63 @@ def test_save_restore_mid_round_resumes_identically(tmp_path):
     assert resumed.rounds == searcher.rounds and resumed.best_architecture() == searcher.best_architecture()
 
 
-def test_without_lock_and_rehearse_nothing_is_locked_or_rehearsed():
+def test_without_lock_and_rehearse_nothing_is_locked_or_rehearsed_and_weights_may_be_inherited():
     runner = InProcessSupernet(tiny_spec(), "cpu")
-    searcher = tiny_nse(metric="accuracy", mode="max", lock_and_rehearse=False)
-    _drive(searcher, runner, 60)
+    searcher = tiny_nse(metric="accuracy", mode="max", lock_and_rehearse=False, reinit_weights=False)
+    trials = _drive(searcher, runner, 60)
     assert searcher.rounds[1]["locked"] == [[]] * 4 and searcher.rounds[1]["rehearsed"] == 0
+    # Inheriting weights: round 2 re-initialises only the operations replenishment added.
+    (first, second) = _resets(trials)
+    assert not first.all and not second.all and second.ops
+    added = {(l, searcher.space.slots[l].index(op)) for l, (old, new) in
+             enumerate(zip(searcher.rounds[0]["aggregated"], searcher.rounds[1]["subsets"])) for op in new if op not in old}
+    assert {tuple(op) for op in second.ops} == added
+
+
+@pytest.mark.parametrize("reinit_weights", [True, False])
+def test_round_two_starts_from_fresh_weights_by_default_and_inherits_with_the_switch(reinit_weights):
+    """Issue 14 item 5, on the weights themselves: by default (the official re_init) round 2 starts from
+    weights that round 1's training has no say in; with ``reinit_weights=False`` the aggregated operations
+    and the shared trunk keep round 1's trained weights and only replenished operations start fresh."""
+    space = tiny_space()
+    runner = InProcessSupernet(tiny_spec(space), "cpu")
+    searcher = tiny_nse(metric="accuracy", mode="max", reinit_weights=reinit_weights)
+    seen: dict = {}
+
+    def evaluate(config):
+        payload = config.get("nse")
+        reset = NSEJob.from_dict(payload).reset if payload else None
+        if reset is not None and searcher.round == 1 and not seen:
+            # The round's reset applied on its own (no SGD, no fitness step): the weights round 2 starts from.
+            seen["end"] = {k: v.copy() for k, v in runner.store.arrays.items()}
+            probe = train_job(1, space, lr=0.0, seed=0, nse={"every": 2, "lr": 0.0, "reset": reset.to_dict()})
+            runner(probe)
+            seen["start"] = {k: v.copy() for k, v in runner.store.arrays.items()}
+            fresh = InProcessSupernet(tiny_spec(space, init_seed=7), "cpu")  # never trained, other init
+            fresh(probe)
+            seen["fresh"] = fresh.store.arrays
+        return runner(config)
+
+    run_in_process(searcher, evaluate, max_trials=60)
+    assert len(searcher.rounds) == 2 and seen
+    net = runner.worker.net
+    end, start, fresh = seen["end"], seen["start"], seen["fresh"]
+    weights = [k for k in start if start[k].ndim > 1 and k != FITNESS_PARAM]  # conv and linear weights
+    by_op = {(slot, space.slots[slot].index(op)): net.choice_parameter_names(slot, space.slots[slot].index(op))
+             for slot, ops in enumerate(searcher.rounds[1]["subsets"]) for op in ops}
+    inherited = {pair for pair in by_op if space.slots[pair[0]].ops[pair[1]] in searcher.rounds[0]["aggregated"][pair[0]]}
+    added = set(by_op) - inherited
+    assert inherited and added
+    assert not np.allclose(end[weights[0]], fresh[weights[0]])  # round 1 did train the trunk
+    if reinit_weights:
+        assert all(np.allclose(start[k], fresh[k], atol=1e-6) for k in weights)  # round 1 left no trace
+    else:
+        renewed = [n for pair in added for n in by_op[pair] if n in weights]
+        kept = set(weights) - set(renewed)  # the trunk and every operation replenishment did not add
+        assert {n for pair in inherited for n in by_op[pair]} & kept
+        assert all(np.array_equal(start[k], end[k]) for k in kept)
+        assert renewed and all(not np.allclose(start[k], end[k]) for k in renewed)
+        assert all(np.allclose(start[k], fresh[k], atol=1e-6) for k in renewed)  # seeded: as a fresh net's
 
 
 def test_a_finished_search_continues_on_a_second_pool():

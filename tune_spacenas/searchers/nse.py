@@ -161,8 +161,9 @@ class NSESearcher(ArchSearcher):
         steps_per_round: supernet training steps per round (paper: 100 ImageNet epochs).
         steps_per_trial: steps one training trial runs.
         lr: peak SGD learning rate, cosine to 0 within each round (appendix B: 0.4 at batch 1024).
-        theta_lr, theta_betas: Adam for the fitness indicators (paper: lr 0.1; the official code 5e-3
-            with betas (0, 0.999)).
+        theta_lr, theta_betas: Adam for the fitness indicators (paper: lr 0.1, the default; the official
+            code 5e-3 with betas (0, 0.999); 0 learns no fitness, the thetas stay 0). In the CPU benchmark (15
+            updates per round) no rate brought a theta to ``drop_threshold``: ``benchmarks/results/nse``.
         update_every: theta update once every this many training steps (paper: 2).
         alpha, beta, tau: Eq. (5)'s resource term ``alpha * R(a, tau)^beta`` (paper: 1e-5, 2, 300M MAdds);
             ``tau`` and the constraint are in ``resource_unit`` (MAdds / 1e6 by default). ``tau=None`` (the
@@ -177,8 +178,12 @@ class NSESearcher(ArchSearcher):
         constraint: ``(low, high)`` resource interval of Pareto retrieval (default ``tau`` +- 10%).
         edge_band: edge samples cost in ``(low - edge_band, low]`` (default 10% of ``tau``).
         eval_batch: architectures one evaluation trial scores; ``eval_images``: validation images each.
-        reinit_weights: re-initialise every supernet weight each round, as the official code does (the
-            paper inherits the aggregated operations' weights; replenished operations always start fresh).
+        reinit_weights: re-initialise every supernet weight at the start of each round (the default), as the
+            official code does (``re_init()`` every round). The paper inherits the *search space* (Eq. 9's
+            aggregated operations, 3.3.3) and says nothing of weights. ``False`` keeps the aggregated
+            operations' weights across rounds (replenished operations still start fresh): inherited operations
+            then train several rounds longer than new ones, which biases accuracy and fitness toward them on
+            top of Lock & Rehearse.
         max_rounds: stop after this many rounds (default: the official ``(N - 1) // (K - 1)``).
         pool: the operations replenishment may add (names; default every operation of each slot).
         inherit: per layer, operations of an earlier search's aggregated subset to start from (locked by
@@ -197,7 +202,7 @@ class NSESearcher(ArchSearcher):
                  drop_threshold: float = -2.0, lock_and_rehearse: bool = True, samples: int = 2000,
                  edge_samples: int = 100, constraint: tuple[float, float] | None = None,
                  edge_band: float | None = None, eval_batch: int = 50, eval_images: int | None = None,
-                 reinit_weights: bool = False, max_rounds: int | None = None,
+                 reinit_weights: bool = True, max_rounds: int | None = None,
                  pool: Sequence[str] | None = None, inherit: Sequence[Sequence[str]] | None = None,
                  rehearse: Sequence[str] = (), **kwargs: Any):
         # The constructor's arguments, so ``continue_on`` can start a follow-up search with the same settings.
@@ -207,6 +212,8 @@ class NSESearcher(ArchSearcher):
         super().__init__(space, **kwargs)
         if ops_per_layer < 1:
             raise ValueError(f"ops_per_layer (K) must be at least 1, got {ops_per_layer}")
+        if theta_lr < 0:
+            raise ValueError(f"theta_lr must be >= 0 (0: no fitness learning, the thetas stay 0), got {theta_lr}")
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
         self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
@@ -397,10 +404,11 @@ class NSESearcher(ArchSearcher):
         found: dict[str, list[str]] = {SAMPLE: [], EDGE: []}
         seen = set()
         subspace_size = self.subspace.size
+        draws = max(4 * (self.samples + self.edge_samples), 500)  # a narrow window needs many draws
         for _ in range(50):  # rejection sampling, bounded so a callback stays short
             if all(len(found[r]) >= wanted[r] for r in wanted) or len(seen) >= subspace_size:
                 break
-            archs, cost = self.sample_architectures(theta, 4 * (self.samples + self.edge_samples))
+            archs, cost = self.sample_architectures(theta, draws)
             for arch, c in zip(archs, cost):
                 role = SAMPLE if low <= c <= high else EDGE if low - self.edge_band < c < low else None
                 if arch in seen or role is None or len(found[role]) >= wanted[role]:
@@ -438,7 +446,9 @@ class NSESearcher(ArchSearcher):
         aggregated = aggregate(ops, len(self.subsets)) if front else [list(s) for s in self.subsets]
         self.record.update(front=[f[ARCH_KEY] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
                            front_cost=[f["cost"] for f in self.front], aggregated=self._names(aggregated),
-                           evaluated=len(scored))
+                           evaluated=len(scored), evaluated_archs=[a for a, _ in scored],
+                           evaluated_accuracy=[self.score(c["score"]) for _, c in scored], evaluated_cost=cost,
+                           evaluated_role=[c["role"] for _, c in scored])
         self.rounds.append(self.record)
         refilled = replenish(aggregated, self.pending, self.k)
         if refilled is None or self.round + 1 >= self.max_rounds:
@@ -498,5 +508,6 @@ class NSESearcher(ArchSearcher):
 
     def export_rounds(self, path: str | os.PathLike) -> None:
         """Per-round history to Parquet: subsets, locked, simplified and aggregated operations per layer,
-        thetas, the Pareto front (architectures, accuracy, cost) and sample counts."""
+        thetas, the Pareto front (architectures, accuracy, cost), every evaluated candidate (``evaluated_*``:
+        architecture, supernet accuracy, cost, role: sample, edge or rehearse) and sample counts."""
         write_rows(self.rounds, path, empty_column="round")

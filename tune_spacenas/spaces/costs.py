@@ -24,6 +24,14 @@ def out_size(size: int, stride: int) -> int:
     return (size + stride - 1) // stride
 
 
+def effective_kernel(kernel: int, size: int, dilation: int = 1) -> int:
+    """The side of the kernel a 'same'-padded convolution applies on a ``size``-pixel side: taps farther from
+    the centre than the input reaches (beyond ``(size - 1) // dilation`` pixels) only ever meet padding, so
+    a 7x7 kernel on a 2x2 input is a 3x3 one and a dilation-2 3x3 kernel on it a 1x1 one. The multi-branch
+    supernet skips those taps (``supernet.multibranch.CroppedConv2d``) and its cost model counts the rest."""
+    return 2 * min(kernel // 2, (size - 1) // dilation) + 1
+
+
 def conv(cin: int, cout: int, kernel: int | tuple[int, int], size: int, stride: int = 1, groups: int = 1,
          bias: bool = False) -> Cost:
     """A (grouped) convolution on a ``size`` x ``size`` input; MAdds counted at the output resolution."""

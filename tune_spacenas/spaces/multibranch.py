@@ -71,17 +71,22 @@ def parse_op(op: str) -> dict[str, int | str]:
 def branch_cost(op: str, cin: int, cout: int, size: int, stride: int) -> Cost:
     """MAdds and parameters of one branch (Figure 6): 1x1 expansion, the spatial part, 1x1 projection.
 
+    MAdds count the kernel actually applied at the layer's input size (``costs.effective_kernel``): on a
+    2x2 input ``dw_k7_e3`` is a 3x3 depthwise convolution and ``dw_k3_e3_d2`` a 1x1 one, as the supernet
+    runs them. Parameters count the whole kernel (the weights exist, and are used at larger inputs).
     Candidate operations carry BatchNorm without affine parameters (``supernet.ops``), so only
     convolution weights count as parameters.
     """
     spec = parse_op(op)
     mid, k, out = cin * int(spec["e"]), int(spec["k"]), costs.out_size(size, stride)
+    applied = costs.effective_kernel(k, size, int(spec["d"]))
     total = costs.conv(cin, mid, 1, size, groups=int(spec["gi"]))
     if spec["family"] == "conv1xk":  # (1, k) at stride (1, s), then (k, 1) at stride (s, 1): dense convolutions
-        total += Cost(madds=k * mid * mid * size * out, params=k * mid * mid)
-        total += costs.conv(mid, mid, (k, 1), out)
+        total += Cost(madds=applied * mid * mid * size * out, params=k * mid * mid)
+        total += Cost(madds=applied * mid * mid * out * out, params=k * mid * mid)
     else:
-        total += costs.conv(mid, mid, k, size, stride, groups=mid)
+        spatial = costs.conv(mid, mid, k, size, stride, groups=mid)
+        total += Cost(madds=spatial.madds * applied**2 / k**2, params=spatial.params)
     return total + costs.conv(mid, cout, 1, out, groups=int(spec["go"]))
 
 
@@ -292,6 +297,18 @@ class MultiBranchSpace(SearchSpace):
                      for slot, (cin, cout, stride, size) in zip(self.slots, plan)]
             self._costs = (fixed, table)
         return self._costs
+
+    def cost_range(self, max_evaluations: int = 20_000) -> tuple[float, float]:
+        """(cheapest, dearest) MAdds over this (sub)space, exactly: per layer its cheapest configuration
+        (a normal layer's identity path alone costs nothing) and its ``max_branches`` dearest branches."""
+        fixed, table = self.cost_table()
+        low = high = fixed.madds
+        for i, subset in enumerate(self.subsets):
+            branch = sorted(table[i][n].madds for n in subset)
+            most = len(branch) if self.max_branches is None else self.max_branches
+            low += branch[0] if self.reduction[i] else 0.0
+            high += sum(branch[-most:])
+        return low, high
 
     def cost(self, arch: Sequence[int]) -> Cost:
         arch = self.validate(arch)

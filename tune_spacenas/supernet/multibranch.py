@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from tune_spacenas.spaces.base import SearchSpace
+from tune_spacenas.spaces.costs import effective_kernel
 from tune_spacenas.spaces.mobilenet import scaled
 from tune_spacenas.spaces.multibranch import (
     HEAD_CHANNELS,
@@ -45,11 +46,12 @@ MAX_ENUMERATED_BRANCHES = 16
 # --------------------------------------------------------------------------------------------------
 class CroppedConv2d(nn.Conv2d):
     """A 'same'-padded convolution that skips the kernel taps which only ever meet padding: on an input
-    smaller than the kernel (late layers at CIFAR resolution) the result is identical and much cheaper."""
+    smaller than the kernel (late layers at CIFAR resolution) the result is identical and much cheaper; the
+    cost model counts the same kernel (``spaces.costs.effective_kernel``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation
-        rh, rw = min(kh // 2, (x.shape[2] - 1) // dh), min(kw // 2, (x.shape[3] - 1) // dw)
+        rh, rw = effective_kernel(kh, x.shape[2], dh) // 2, effective_kernel(kw, x.shape[3], dw) // 2
         if (rh, rw) == (kh // 2, kw // 2):
             return super().forward(x)
         weight = self.weight[:, :, kh // 2 - rh:kh // 2 + rh + 1, kw // 2 - rw:kw // 2 + rw + 1]

@@ -2,8 +2,8 @@
 
 Every ``every`` steps one Adam step on the thetas, on a validation batch, by the simulated gradient of
 Eq. (7) with Eq. (5)'s resource term (``FitnessIndicators.fitness_loss``); Adam's moments are local to
-the job, as the SGD momentum is. A round's first job also carries ``reset``: after its first step the
-thetas return to 0 and the replenished operations are re-initialised. The changed thetas and weights
+the job, as the SGD momentum is. A round's first job also carries ``reset``: before its first step the
+thetas return to 0 and the replenished operations (every weight, with ``reset.all``) are re-initialised. The changed thetas and weights
 travel to the store as the job's deltas; reports carry the thetas (``fitness_indicators``).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tune_spacenas.jobs import FITNESS_INDICATORS, NSEJob
+from tune_spacenas.jobs import FITNESS_INDICATORS, TRAIN, NSEJob
 from tune_spacenas.spaces.base import Architecture
 from tune_spacenas.supernet.multibranch import FITNESS_PARAM, FitnessIndicators
 from tune_spacenas.trainables.extensions.base import JobContext, WorkerExtension
@@ -25,6 +25,7 @@ class NSEExtension(WorkerExtension):
     def __init__(self, payload: Any):
         self.job: NSEJob = NSEJob.from_dict(payload)
         self.val = self.adam = self.rng = None
+        self.reset_names: set[str] = set()
 
     def begin(self, ctx: JobContext) -> None:
         if not isinstance(ctx.net, FitnessIndicators):
@@ -34,12 +35,17 @@ class NSEExtension(WorkerExtension):
                 "SupernetSpec(..., skeleton='nasbench201+fitness')"
             )
 
+    def before_step(self, ctx: JobContext, step: int, arch: Architecture) -> None:
+        # Before step 1 only (a trial Tune resumes from a checkpoint has applied its reset already), so the
+        # round's first SGD step, and its momentum, already work on the fresh weights.
+        reset = self.job.reset
+        if reset is not None and step == 1 and ctx.task == TRAIN:
+            self.reset_names = set(ctx.net.reset_for_round(reset.ops, int(reset.seed), bool(reset.all)))
+
     def after_step(self, ctx: JobContext, step: int, arch: Architecture, touched: set[str]) -> set[str]:
         net, job = ctx.net, self.job
-        # Step 1 only: a trial Tune resumes from a checkpoint has applied its reset already.
-        if job.reset is not None and step == 1:
-            touched = touched | set(net.reset_for_round(job.reset.ops, int(job.reset.seed), bool(job.reset.all)))
-        if step % int(job.every):
+        touched, self.reset_names = touched | self.reset_names, set()  # the reset goes out with the next push
+        if step % int(job.every) or not job.lr:  # lr 0: no fitness learning (the thetas stay at 0)
             return touched
         if self.adam is None:  # one Adam and one validation stream per training job
             batches = ctx.data.fixed_batches("val", ctx.spec.batch_size, None, seed=ctx.seed)
