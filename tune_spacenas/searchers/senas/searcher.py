@@ -77,7 +77,8 @@ class SENASSearcher(EvolutionSearcher):
         **kwargs: ``EvolutionSearcher`` arguments: ``evolution=EvolutionSettings(...)`` (the final
             search, SPOS's settings; exhaustive when the final space has at most ``population`` models),
             ``max_madds`` (child models above it are never scored (operator sampling) or searched: "SE-NAS
-            dumps models that don't satisfy FLOPs constraint"), ``eval_batch`` (child models one
+            dumps models that don't satisfy FLOPs constraint"; shrinking never leaves a space without one
+            inside the limit), ``eval_batch`` (child models one
             evaluation trial scores, default 50); and ``ArchSearcher``'s (metric, mode, seed). SE-NAS
             scores operators by accuracy: ``mode`` must be ``"max"``.
 
