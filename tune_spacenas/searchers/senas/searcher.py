@@ -272,7 +272,10 @@ class SENASSearcher(EvolutionSearcher):
 
     def current_progress(self) -> SearchProgress:
         steps = self.training_steps
-        done = sum(steps[:self.stage]) + (self.training.done if self.phase == TRAINING else 0)
+        if self.phase == TRAINING:
+            done = sum(steps[:self.stage]) + self.training.done
+        else:  # scoring follows the stage's training; the search (and the end) follows all of it
+            done = sum(steps[:self.stage + 1]) if self.phase == SCORING else sum(steps)
         if self.phase == SCORING:
             evaluations, best = (len(self.values), len(dict.fromkeys(self.samples))), None
         else:
