@@ -72,7 +72,8 @@ def make_runner(cfg: dict, seed: int):
     torch.manual_seed(seed)
     space = NASBench201Space(channels=cfg["channels"], cells_per_stage=cfg["cells"], input_size=cfg["resolution"])
     spec = SupernetSpec(space, DataSpec.from_dict(cfg["data"]), batch_size=cfg["batch_size"], lr=cfg["lr"],
-                        init_seed=seed, eval_images=cfg["eval_images"])
+                        init_seed=seed, eval_images=cfg["eval_images"],
+                        recalibration_batches=cfg["recalibration_batches"])
     return InProcessSupernet(spec, cfg["device"])
 
 
@@ -290,7 +291,8 @@ def summarise(cfg: dict, seeds: list[int], first: dict, senas: dict, spos: dict,
                    "training_steps_each": cfg["stages"] * cfg["stage_steps"] + cfg["final_steps"],
                    "batch_size": cfg["batch_size"]},
         "setting": {k: cfg[k] for k in ("resolution", "channels", "cells", "lr", "archs", "final_archs", "snapshots",
-                                        "samples_per_op", "drop", "threshold", "eval_images", "evaluation_stability",
+                                        "samples_per_op", "drop", "threshold", "eval_images", "recalibration_batches",
+                                        "evaluation_stability",
                                         "selection_confidence", "expanding", "merge_only_shrunk", "normalizations")},
         "variants": variants,
         "ground_truth_operator_ranking": ground_truth_ranking(),
@@ -419,16 +421,50 @@ def _p(value: float | None) -> str:
 # ----------------------------------------------------------------------------------------------
 # The run: the pieces of every seed as tasks (one process by default: the machine is shared)
 # ----------------------------------------------------------------------------------------------
+def _kept(path: str, fn, *args):
+    """``fn(*args)``, its result also pickled to ``path`` (a rerun over the same work folder reuses it)."""
+    from tune_spacenas.storage import write_atomic
+
+    result = fn(*args)
+    write_atomic(path, lambda f: pickle.dump(result, f))
+    return result
+
+
+def check_workdir(cfg: dict, workdir: str) -> None:
+    """A kept work folder serves only the configuration that filled it."""
+    path = Path(workdir) / "config.json"
+    if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(cfg)):
+        raise ValueError(f"{workdir} holds results of another configuration ({path}): pass a fresh --workdir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg))
+
+
 def run_all(cfg: dict, seeds: list[int], parallel: int, workdir: str) -> dict:
+    """Every seed's pieces; seed after seed (the next seed's stage 1 queues behind this seed's continuations),
+    so a run stopped early has its first seeds complete, and each piece's result is kept in ``workdir``."""
     sched = Scheduler(parallel, cfg["threads"])
     norms = cfg["normalizations"]
 
+    def submit(name: str, fn, *args, then=None) -> None:
+        kept = os.path.join(workdir, name.replace("/", "_") + ".pkl")
+        if os.path.exists(kept):
+            with open(kept, "rb") as f:
+                sched.results[name] = pickle.load(f)
+            print(f"[kept] {name}", flush=True)
+            if then is not None:
+                then(sched.results[name])
+            return
+        sched.submit(name, _kept, kept, fn, *args, then=then)
+
     def after_stage_one(seed: int):
         def then(result: dict) -> None:
-            sched.submit(f"spos/{seed}", spos_rest, cfg, seed, workdir, result, then=after_continuation(seed))
+            submit(f"spos/{seed}", spos_rest, cfg, seed, workdir, result, then=after_continuation(seed))
             for norm in norms:
-                sched.submit(f"senas/{seed}/{norm}", senas_rest, cfg, seed, workdir, result, norm,
-                             then=after_continuation(seed))
+                submit(f"senas/{seed}/{norm}", senas_rest, cfg, seed, workdir, result, norm,
+                       then=after_continuation(seed))
+            later = seeds[seeds.index(seed) + 1:]
+            if later:
+                submit(f"one/{later[0]}", stage_one, cfg, later[0], workdir, then=after_stage_one(later[0]))
         return then
 
     def after_continuation(seed: int):
@@ -438,11 +474,10 @@ def run_all(cfg: dict, seeds: list[int], parallel: int, workdir: str) -> dict:
             for norm in norms:
                 name = f"senas/{seed}/{norm}"
                 if name in sched.results and f"same/{seed}/{norm}" not in sched.running | sched.results:
-                    sched.submit(f"same/{seed}/{norm}", spos_on_cells, cfg, seed, workdir, sched.results[name]["S"])
+                    submit(f"same/{seed}/{norm}", spos_on_cells, cfg, seed, workdir, sched.results[name]["S"])
         return then
 
-    for seed in seeds:
-        sched.submit(f"one/{seed}", stage_one, cfg, seed, workdir, then=after_stage_one(seed))
+    submit(f"one/{seeds[0]}", stage_one, cfg, seeds[0], workdir, then=after_stage_one(seeds[0]))
     results = sched.run()
     first = {s: results[f"one/{s}"] for s in seeds}
     spos = {s: results[f"spos/{s}"] for s in seeds}
@@ -465,6 +500,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
             "snapshots": args.snapshots, "samples_per_op": args.samples_per_op, "drop": args.drop,
             "threshold": args.threshold, "archs": args.archs, "final_archs": args.final_archs,
             "sample_seed": args.sample_seed, "eval_images": args.eval_images, "eval_batch": 50,
+            "recalibration_batches": args.recalibration_batches,
             "threads": args.threads, "device": args.device, "evaluation_stability": not args.no_evaluation_stability,
             "selection_confidence": not args.si_only, "expanding": not args.no_expanding,
             "merge_only_shrunk": not args.merge_unshrunk, "normalizations": args.normalization}
@@ -492,6 +528,7 @@ def main() -> None:
     parser.add_argument("--final-archs", type=int, default=100, help="cells of the final-space sample S (at most)")
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=1000)
+    parser.add_argument("--recalibration-batches", type=int, default=4, help="BatchNorm recalibration per cell")
     parser.add_argument("--train-size", type=int, default=None, help="training images (default: all 45,000)")
     parser.add_argument("--no-evaluation-stability", action="store_true", help="ablation: last weights, not Eq. (4)")
     parser.add_argument("--si-only", action="store_true", help="ablation (Table 6): Eq. (7) without Eq. (6)")
@@ -500,6 +537,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="processes side by side, one thread each")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", default=None, help="keep checkpoints and each piece's result here; a rerun "
+                        "with the same settings reuses them (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=OUT / "senas_rank.json")
     parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG and Markdown of a results file")
     args = parser.parse_args()
@@ -512,8 +551,12 @@ def main() -> None:
 
     cfg = config_from_args(args)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="senas_rank_") as workdir:
-        payload = run_all(cfg, args.seeds, args.parallel, workdir)
+    if args.workdir:
+        check_workdir(cfg, args.workdir)
+        payload = run_all(cfg, args.seeds, args.parallel, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="senas_rank_") as workdir:
+            payload = run_all(cfg, args.seeds, args.parallel, workdir)
     payload["wall_seconds"] = time.perf_counter() - start
     write_json(args.out, payload)
     markdown(payload, args.out.with_suffix(".md"))

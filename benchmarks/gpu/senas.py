@@ -36,7 +36,8 @@ def config(smoke: bool) -> dict:
             "cells": 1 if smoke else 5, "batch_size": batch, "lr": 0.1, "stages": 2,
             "steps_per_epoch": train_images // batch, "snapshots": 5, "samples_per_op": 2 if smoke else 10,
             "drop": 7, "threshold": 50, "archs": 10 if smoke else 100, "final_archs": 5 if smoke else 50,
-            "sample_seed": 0, "eval_images": 200 if smoke else 500, "eval_batch": 100, "threads": 4,
+            "sample_seed": 0, "eval_images": 200 if smoke else 500, "recalibration_batches": 4, "eval_batch": 100,
+            "threads": 4,
             "device": device(), "normalizations": [NORMALIZATION], "evaluation_stability": True,
             "selection_confidence": True, "expanding": True, "merge_only_shrunk": True}
 
