@@ -404,9 +404,26 @@ def markdown(payload: dict, path: Path) -> None:
     notes = "\n".join([
         f"Seeds {payload['seeds']}; {budget['training_steps_each']} training steps each ({budget['stages']} stages x "
         f"{budget['epochs_per_stage']} epochs + {budget['final_epochs']} epochs of the final space), batch "
-        f"{budget['batch_size']}; SPOS shares SE-NAS's stage 1 (paired). CI: 95% t-interval over seeds.", "", *sections])
+        f"{budget['batch_size']}; SPOS shares SE-NAS's stage 1 (paired). CI: 95% t-interval over seeds.", "",
+        *normalization_ablation(payload), *sections])
     write_markdown(path, "SE-NAS vs SPOS rank correlation (NAS-Bench-201, CIFAR-10)", header, rows, notes=notes,
                    command=payload.get("command"))
+
+
+def normalization_ablation(payload: dict) -> list[str]:
+    """Eq. (7)'s normalize(): min-max against x / mean, paired by seed (both shrink from the same stage-1
+    scores): tau on F (the same cells), the gain over SPOS on each variant's own S, final-space size."""
+    variants = payload["variants"]
+    if not {"mean", "min-max"} <= set(variants):
+        return []
+    a, b = variants["min-max"]["per_seed"], variants["mean"]["per_seed"]
+    lines = ["Normalisation ablation (min-max minus x/mean, paired by seed):"]
+    for label, value in (("tau on F", lambda r: r["senas_F"]), ("gain over SPOS on own S", lambda r: r["senas_S"] - r["spos_S"]),
+                         ("tau on own S", lambda r: r["senas_S"]), ("final-space cells", lambda r: r["final_space_size"])):
+        g = _gain([value(r) for r in a], [value(r) for r in b], label)
+        lines.append(f"- {label}: min-max {np.mean([value(r) for r in a]):.3f}, mean {np.mean([value(r) for r in b]):.3f}, "
+                     f"difference {_with_ci(g['mean'], g['ci95'], signed=True)}, paired p {_p(g['paired_p'])}")
+    return [*lines, ""]
 
 
 def _with_ci(value: float, ci: list[float] | None, signed: bool = False) -> str:
