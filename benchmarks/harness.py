@@ -6,7 +6,7 @@
 * processes: ``process_pool`` (spawned single-threaded workers) and ``Scheduler`` (named tasks on it,
   started as their inputs arrive);
 * output: ``write_json`` / ``write_markdown`` (with the command line and environment), ``new_figure`` /
-  ``save_figure`` (PNG beside the numbers), ``mean_std``, ``welch_p``.
+  ``save_figure`` (PNG beside the numbers), ``mean_std``, ``welch_p``, ``paired_p``, ``ci95``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,22 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     from scipy.stats import ttest_ind
 
     return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test p-value (a[i] and b[i] share a seed, an initialisation, ...)."""
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)
+
+
+def ci95(values: Sequence[float]) -> list[float]:
+    """95% t-interval of the mean of ``values`` (at least two)."""
+    from scipy.stats import t
+
+    mean, std = mean_std(values)
+    half = float(t.ppf(0.975, len(values) - 1)) * std / np.sqrt(len(values))
+    return [mean - half, mean + half]
 
 
 # ----------------------------------------------------------------------------------------------

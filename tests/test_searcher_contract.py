@@ -73,7 +73,7 @@ CASES = [
                                            **kw),
          supernet=nb201_spec, learned=lambda s: list(s.evolution.scores.values()), refuses={"repeater": BATCHES}),
     Case("senas", lambda **kw: SENASSearcher(stage_steps=10, steps_per_trial=10, snapshots=2, samples_per_op=1,
-                                             eval_batch=30, evolution=replace(TINY_EVOLUTION, generations=1), **kw),
+                                             eval_batch=3, evolution=replace(TINY_EVOLUTION, generations=1), **kw),
          supernet=nb201_spec, learned=lambda s: [*s.values.values(), *s.evolution.scores.values()],
          refuses={"repeater": BATCHES, "mode=min": "SE-NAS averages an accuracy to maximise (Eqs. 5-7)"}),
     Case("autospace", lambda **kw: AutoSpaceSearcher(generations=3, iterations_per_generation=5, cells_per_layer=2,

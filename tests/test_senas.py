@@ -15,6 +15,7 @@ from tune_spacenas.searchers.evolution import EvolutionSettings
 from tune_spacenas.searchers.senas import (
     mean_normalize,
     merge_layer_spaces,
+    min_max_normalize,
     operator_sample,
     operator_scores,
     selection_confidence,
@@ -70,6 +71,24 @@ def test_unsampled_operator_has_no_score_and_flat_layers_score_infinite():
     scores = operator_scores(si)
     assert math.isnan(scores[(0, 2)]) and scores[(1, 0)] == math.inf  # b: one candidate with evidence, SC = 0
     assert mean_normalize({(0, 0): 2.0, (0, 1): 6.0}) == {(0, 0): 0.5, (0, 1): 1.5}
+
+
+def test_min_max_normalization_weighs_importance_and_mean_normalization_ranks_as_si_over_sc():
+    si = {(0, 0): 90.0, (0, 1): 60.0, (1, 0): 59.0, (1, 1): 61.0, (2, 0): 40.0, (2, 1): 50.0}
+    sc = selection_confidence(si)  # slot 0: 225, slot 1: 1, slot 2: 25
+    assert min_max_normalize({(0, 0): 2.0, (0, 1): 6.0, (1, 0): 4.0}) == {(0, 0): 0.0, (0, 1): 1.0, (1, 0): 0.5}
+    lo, hi, sc_lo, sc_hi = 40.0, 90.0, 1.0, 225.0
+    hand = {o: ((si[o] - lo) / (hi - lo)) / ((sc[o] - sc_lo) / (sc_hi - sc_lo)) if sc[o] > sc_lo else math.inf
+            for o in si}
+    assert operator_scores(si, normalization="min-max") == pytest.approx(hand)
+    # x / mean rescales every score by one constant: the order is SI / SC's, and the variance decides: the
+    # confident layer 0 loses its 60 first, though layer 2's 40 is the weakest operator. Min-max drops the 40.
+    by_mean = operator_scores(si)
+    assert sorted(si, key=by_mean.get) == sorted(si, key=lambda o: si[o] / sc[o])
+    assert min(si, key=by_mean.get) == (0, 1)
+    assert min(si, key=operator_scores(si, normalization="min-max").get) == (2, 0)
+    with pytest.raises(ValueError, match="min-max"):
+        operator_scores(si, normalization="z-score")
 
 
 def test_operator_sample_covers_every_operator_and_enumerates_small_spaces():
@@ -142,6 +161,29 @@ def test_merging_groups_exactly_adjacent_slots_within_the_threshold():
             start = end
     nb = NASBench201Space().restrict([[3, 4], [3], [2, 3], [1, 3], [3], [0, 3]])
     assert merge_layer_spaces(nb, threshold=50) == [[0, 1, 2, 3, 4, 5]]  # 16 <= 50: no sharing left in cells
+
+
+def test_only_layers_that_shrank_merge_until_the_whole_space_fits_the_threshold():
+    full = [5] * 6
+    # After a first NAS-Bench-201 stage: slots 1 and 3 shrank but are not adjacent: nothing merges, while
+    # T over every layer would merge unshrunk layers (5 x 1 x 5 x 2 = 50 <= 50).
+    assert merge_layer_spaces([5, 1, 5, 2, 5, 5], 50, original=full) == []
+    assert merge_layer_spaces([5, 1, 5, 2, 5, 5], 50) == [[0, 1, 2, 3], [4, 5]]
+    # Runs of shrunk layers merge greedily; a group never spans an unshrunk layer (slot 3).
+    assert merge_layer_spaces([5, 2, 3, 5, 4, 3], 50, original=full) == [[1, 2], [4, 5]]
+    assert merge_layer_spaces([5, 2, 3, 1, 2, 3], threshold=6, original=full) == [[1, 2, 3], [4, 5]]  # Fig. 3
+    # 3.4's end point: once the whole space holds <= T models, no layer shares weights.
+    assert merge_layer_spaces([5, 1, 1, 1, 1, 5], 50, original=full) == [list(range(6))]
+    with pytest.raises(ValueError, match="unshrunk"):
+        merge_layer_spaces([5, 1], 50, original=[4, 5])
+
+
+def test_shrinking_keeps_a_feasible_space():
+    space = toy_space()
+    scores = {(0, 0): 1.0, (0, 1): 2.0, (0, 2): 3.0, (1, 0): 4.0, (1, 1): 5.0}
+    # "feasible" here: op 0 must stay available at slot 0; it scores lowest, so the next two go instead.
+    shrunk, dropped = shrink_operators(space, scores, k=2, feasible=lambda s: 0 in s.slots[0].allowed)
+    assert dropped == [(0, 1), (0, 2)] and shrunk.choices == [(0,), (0, 1)]
 
 
 # --- expanded weights in the store and the worker ---------------------------------------------
@@ -254,7 +296,7 @@ def record_jobs(searcher, runner, max_trials=1000):
     return jobs
 
 
-def test_the_whole_loop_two_stages_of_ten_drops(tiny_spec, runner):
+def test_the_whole_loop_two_stages_of_ten_drops_then_the_final_space_trains(tiny_spec, runner):
     searcher = make_searcher(tiny_spec)
     jobs = record_jobs(searcher, runner)
     assert searcher.suggest("end") == "FINISHED"
@@ -262,22 +304,35 @@ def test_the_whole_loop_two_stages_of_ten_drops(tiny_spec, runner):
     assert sum(len(s.allowed) for s in searcher.shrunk_space.slots) == 10
     assert searcher.shrunk_space.contains(searcher.best_architecture())
     train = [j for j in jobs if j["task"] == "train"]
-    assert sum(j["steps"] for j in train) == 60
-    # Eq. (4): only each stage's last trial takes snapshots, spread over it; all later scoring averages them.
-    assert [i for i, j in enumerate(train) if _payload(j).snapshots] == [2, 5]
+    assert sum(j["steps"] for j in train) == 90  # two stages and the final space, 30 steps each
+    # Eq. (4): only each training phase's last trial takes snapshots; all later scoring averages the last ones.
+    assert [i for i, j in enumerate(train) if _payload(j).snapshots] == [2, 5, 8]
     after_training = jobs[jobs.index(train[-1]) + 1:]
     assert after_training and all(j["task"] == "evaluate" for j in after_training)
     last = _payload(train[-1]).snapshots
     assert all(list(_payload(j).average) == [f"{last.name}/{k}" for k in range(3)] for j in after_training)
-    # Expanding: stage 2 trains the groups merged after stage 1; the first stage trained shared weights only.
+    # Expanding: each phase trains the groups merged after the stage before it; stage 1 trains shared weights
+    # only. The final space (10 operators, <= 16 models <= T) is one merged group: no weight sharing left.
     assert not _payload(train[0]).expanded and _payload(train[3]).expanded == searcher.stage_log[0]["merged_spaces"]
+    assert _payload(train[6]).expanded == searcher.stage_log[1]["merged_spaces"] == [list(range(6))]
     assert any("#" in k for k in runner.store.arrays)
-    # Stage-1 snapshots are dropped once stage 2 has its own: the job taking them frees stage 0's.
+    # A phase's snapshots are dropped once the next has its own: the job taking them frees the previous ones.
     assert list(_payload(train[5]).drop_snapshots) == [f"{_payload(train[2]).snapshots.name}/{k}" for k in range(3)]
-    assert all("stage1" in name for name in runner.store.info()["snapshots"])
-    # Shrinking keeps training inside the shrunk space.
+    assert all("stage2" in name for name in runner.store.info()["snapshots"])
+    # Shrinking keeps training inside the shrunk space; the final phase trains the final space.
     shrunk_once = NASBench201Space(**tiny_spec.space.spec_kwargs()).restrict(searcher.stage_log[0]["allowed"])
     assert train[3]["subspace"] == [list(c) for c in shrunk_once.choices]
+    assert train[6]["subspace"] == [list(c) for c in searcher.shrunk_space.choices]
+    # One cosine over all 90 steps, the schedule SPOS of the same length follows.
+    assert [j["lr"] for j in train] == pytest.approx([0.025 * (1 + math.cos(math.pi * t / 90)) for t in range(0, 90, 10)])
+
+
+def test_without_final_training_the_search_follows_the_last_shrink(tiny_spec, runner):
+    searcher = make_searcher(tiny_spec, final_steps=0)
+    jobs = record_jobs(searcher, runner)
+    train = [j for j in jobs if j["task"] == "train"]
+    assert sum(j["steps"] for j in train) == 60 and searcher.stage_log[-1]["stage"] == 1
+    assert searcher.shrunk_space.contains(searcher.best_architecture())
 
 
 def test_ablation_switches(tiny_spec, runner):
@@ -290,6 +345,20 @@ def test_ablation_switches(tiny_spec, runner):
     si = log["selection_importance"]
     mean = np.mean(list(si.values()))
     assert log["scores"] == pytest.approx({o: v / mean for o, v in si.items()})
+
+    searcher = make_searcher(tiny_spec, normalization="min-max", merge_only_shrunk=False, stages=1, final_steps=0)
+    record_jobs(searcher, runner)
+    log = searcher.stage_log[0]
+    si = {_op(searcher.space, label): v for label, v in log["selection_importance"].items()}
+    scores = operator_scores(si, normalization="min-max")
+    assert log["scores"] == pytest.approx({label: scores[_op(searcher.space, label)] for label in log["scores"]})
+    assert log["merged_spaces"] == merge_layer_spaces([len(a) for a in log["allowed"]], 50)  # T over every layer
+
+
+def _op(space, label):
+    slot, op = label.split(":")
+    index = next(i for i, s in enumerate(space.slots) if s.name == slot)
+    return index, space.slots[index].ops.index(op)
 
 
 def test_madds_constraint_discards_children_from_scoring_and_search(tiny_spec, runner):
@@ -334,6 +403,10 @@ def test_save_and_restore_mid_loop_resumes_identically(tiny_spec, tmp_path):
 def test_bad_arguments_are_clear_errors(tiny_spec):
     with pytest.raises(ValueError, match="one positive step count per stage"):
         SENASSearcher(stages=2, stage_steps=[10])
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        SENASSearcher(normalization="z")
+    with pytest.raises(ValueError, match="final_steps"):
+        SENASSearcher(final_steps=-1)
     searcher = make_searcher(tiny_spec, mode="min", metric="loss")
     with pytest.raises(ValueError, match="mode='max'"):
         searcher.suggest("t0")
@@ -357,7 +430,8 @@ def test_under_tune_with_concurrency_limiter(tiny_spec, ray_session, tune_run_kw
         assert [len(r["dropped"]) for r in searcher.stage_log] == [10, 10]
         assert searcher.shrunk_space.contains(searcher.best_architecture())
         info = store.info()
-        assert info["snapshots"] and all("stage1" in n for n in info["snapshots"])  # stage 1's were dropped
+        # only the final space's training (phase index == stages) keeps snapshots: the stages' were dropped
+        assert info["snapshots"] and all(f"stage{searcher.stages}/" in n for n in info["snapshots"])
         assert info["keys"] > len(tiny_spec.initial_weights())  # private copies live in the store
     finally:
         store.kill()

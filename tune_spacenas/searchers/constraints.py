@@ -37,6 +37,14 @@ class CostConstraint:
                 "to at most the maximum, or drop it"
             )
 
+    def admits_some(self, space: SearchSpace) -> bool:
+        """Whether ``space`` (e.g. a shrunk subspace) still reaches into the MAdds window, by its cost range
+        (True where the range cannot be had cheaply: nothing to go on)."""
+        span = space.cost_range()
+        if span is None:
+            return True
+        return (self.max_madds is None or span[0] <= self.max_madds) and (self.min_madds is None or span[1] >= self.min_madds)
+
     def __call__(self, arch: Architecture) -> bool:
         cost = self.space.cost(arch)
         return (

@@ -79,28 +79,56 @@ def selection_confidence(si: Mapping[Operator, float]) -> dict[Operator, float]:
 
 
 def mean_normalize(values: Mapping[Operator, float]) -> dict[Operator, float]:
-    """The paper's ``normalize()``, mean normalization: each value divided by the mean over operators.
+    """The paper's ``normalize()`` read as division by the mean over operators (``normalization="mean"``).
 
-    (The centred form ``(x - mean) / (max - min)`` would make Eq. (7) a ratio of signed numbers whose
-    sign flips rank a strong operator of a steady layer below a weak one; dividing by the mean keeps
-    both factors positive, so Eq. (7) ranks as ``SI / SC`` does.)"""
+    Dividing SI and SC each by a positive constant rescales every S_o alike, so with this reading Eq. (7)
+    ranks operators exactly as ``SI / SC`` does: SC, a variance (squared accuracy), spans orders of
+    magnitude across layers while SI stays near its mean, so whole layers lose their weak operators first.
+    (The centred form ``(x - mean) / (max - min)`` is not offered: it makes Eq. (7) a ratio of signed
+    numbers whose sign flips rank a strong operator of a steady layer below a weak one.)"""
     finite = [v for v in values.values() if np.isfinite(v)]
     mean = float(np.mean(finite)) if finite else math.nan
     return {o: v / mean if mean else math.nan for o, v in values.items()}
 
 
-def operator_scores(si: Mapping[Operator, float], selection_confidence_term: bool = True) -> dict[Operator, float]:
+def min_max_normalize(values: Mapping[Operator, float]) -> dict[Operator, float]:
+    """``normalize()`` as min-max scaling, ``(x - min) / (max - min)`` over operators
+    (``normalization="min-max"``): both factors of Eq. (7) span [0, 1], so importance counts as much as
+    confidence. The weakest operator scores 0 unless its layer is the least confident one (SC 0, S +inf:
+    no confident choice there); values all alike normalise to 0."""
+    finite = [v for v in values.values() if np.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (math.nan, math.nan)
+    span = high - low
+    return {o: (v - low) / span if span > 0 else 0.0 * v for o, v in values.items()}
+
+
+NORMALIZATIONS: dict[str, Callable[[Mapping[Operator, float]], dict[Operator, float]]] = {
+    "mean": mean_normalize, "min-max": min_max_normalize}
+
+
+def normalizer(name: str) -> Callable[[Mapping[Operator, float]], dict[Operator, float]]:
+    """Eq. (7)'s ``normalize()`` by name (``NORMALIZATIONS``); an unknown name is a ValueError."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)} (Eq. 7's normalize()), got {name!r}")
+    return NORMALIZATIONS[name]
+
+
+def operator_scores(si: Mapping[Operator, float], selection_confidence_term: bool = True,
+                    normalization: str = "mean") -> dict[Operator, float]:
     """Eq. (7): ``S_o = normalize(SI_o) / normalize(SC_o)``; low importance in a confident (high
-    variance) layer scores lowest and is dropped first. ``selection_confidence_term=False`` is Table 6's
+    variance) layer scores lowest and is dropped first. ``normalization`` is the paper's "mean
+    normalization", read as ``"mean"`` (x / mean: S ranks as SI / SC) or ``"min-max"``
+    ((x - min) / (max - min)); see ``NORMALIZATIONS``. ``selection_confidence_term=False`` is Table 6's
     "Shrinking (SI)" ablation, ``S_o = normalize(SI_o)``. A slot whose candidates all score alike (or
     that has one left) has SC = 0 and scores +inf: there is no confident choice to make in it."""
-    importance = mean_normalize(si)
+    normalize = normalizer(normalization)
+    importance = normalize(si)
     if not selection_confidence_term:
         return importance
     confidence = selection_confidence(si)
     if not any(np.isfinite(v) and v > 0 for v in confidence.values()):
         return importance  # no layer separates its candidates: Eq. (7) degenerates, importance decides
-    confidence = mean_normalize(confidence)
+    confidence = normalize(confidence)
     return {o: _ratio(importance[o], confidence[o]) for o in si}
 
 

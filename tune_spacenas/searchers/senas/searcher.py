@@ -2,9 +2,10 @@
 
 Algorithm 1 on the shared supernet, one stage at a time: SPOS training trials in the current (shrunk)
 space, the last of them taking Eq. (4)'s snapshots; evaluation trials scoring sampled child models
-(Eqs. 5-7); shrinking (drop the ``k`` lowest-scoring operators); merging adjacent layer-wise spaces and
-expanding their weights (3.4). After the last stage, evolution (exhaustive when small) searches the
-final space on the decoupled supernet.
+(Eqs. 5-7); shrinking (drop the ``k`` lowest-scoring operators); merging adjacent layer-wise spaces that
+shrank and expanding their weights (3.4). After the last stage the final, expanded space trains once more
+(its new private copies would otherwise be ranked untrained), then evolution (exhaustive when small)
+searches it on the decoupled supernet.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
 from tune_spacenas.searchers.senas.scores import (
     as_table,
     labels,
+    normalizer,
     operator_sample,
     operator_scores,
     selection_confidence,
@@ -45,9 +47,14 @@ class SENASSearcher(EvolutionSearcher):
             (2 on NAS-Bench-201 in section 4.2).
         stage_steps: supernet training steps of each stage: one number, or one per stage (paper: 20
             epochs per stage on NAS-Bench-201; 100 epochs, then 5 per stage, on MobileNet-like).
+        final_steps: training steps of the final (shrunk, expanded) space after the last shrink-and-expand,
+            before the search ranks it (default: as many as the last stage; 0: none, the search then ranks
+            with weights trained on the previous, larger space and private copies fresh from the shared
+            ones). Algorithm 1 ends on a shrink-and-expand; 4.2 ranks the space "based on the decoupled
+            supernet", which needs the decoupled weights trained. Its last trial takes Eq. (4)'s snapshots.
         steps_per_trial: steps one training trial runs.
-        lr: peak learning rate; cosine to 0 over all stages' steps (the schedule a SPOS run of the same
-            length follows), or restarted every stage with ``restart_lr=True``.
+        lr: peak learning rate; cosine to 0 over all stages' steps and the final ones (the schedule a SPOS
+            run of the same length follows), or restarted every stage with ``restart_lr=True``.
         snapshots: K of Eq. (4), snapshots averaged to score child models.
         snapshot_window: steps over which the K snapshots spread: "the last epoch" of the stage (clipped
             to the stage's last trial; default: that whole trial).
@@ -56,14 +63,22 @@ class SENASSearcher(EvolutionSearcher):
             MobileNet-like); a space no bigger than the sample is enumerated (Eq. 5 exact).
         selection_confidence: divide by Eq. (6)'s layer variance in Eq. (7); ``False`` is Table 6's
             SI-only ablation.
+        normalization: Eq. (7)'s ``normalize()``, "mean normalization": ``"mean"`` divides by the mean
+            (then S ranks as SI / SC, and SC, a variance, decides layer by layer); ``"min-max"`` scales to
+            [0, 1] ((x - min) / (max - min)), weighing importance and confidence alike.
         drop_per_stage: k, operators removed per shrinking step (10 on NAS-Bench-201 and MobileNet-like).
         drop_per_slot: remove one operator per slot per step instead (SE-NAS on FairNAS).
         expanding: section 3.4 on; ``False`` keeps all weights shared (Table 6 without "Expanding").
         merge_threshold: T, the largest merged child space (50 in 3.4; 6 in Fig. 3's toy).
+        merge_only_shrunk: merge only adjacent layers that shrank (3.4: "merge some layer-wise search
+            spaces of small size", expanded "along with the shrinking process"), and every layer once the
+            whole space holds <= T models; ``False`` applies T to every layer (two unshrunk 5-op
+            NAS-Bench-201 layers, 25 <= 50, then merge after the first stage).
         **kwargs: ``EvolutionSearcher`` arguments: ``evolution=EvolutionSettings(...)`` (the final
             search, SPOS's settings; exhaustive when the final space has at most ``population`` models),
             ``max_madds`` (child models above it are never scored (operator sampling) or searched: "SE-NAS
-            dumps models that don't satisfy FLOPs constraint"), ``eval_batch`` (child models one
+            dumps models that don't satisfy FLOPs constraint"; shrinking never leaves a space without one
+            inside the limit), ``eval_batch`` (child models one
             evaluation trial scores, default 50); and ``ArchSearcher``'s (metric, mode, seed). SE-NAS
             scores operators by accuracy: ``mode`` must be ``"max"``.
 
@@ -75,10 +90,11 @@ class SENASSearcher(EvolutionSearcher):
     PHASES = (TRAINING, SCORING, SEARCH, DONE)
 
     def __init__(self, space: SearchSpace | None = None, *, stages: int = 2, stage_steps: int | Sequence[int] = 2000,
-                 steps_per_trial: int = 200, lr: float = 0.05, restart_lr: bool = False, snapshots: int = 5,
-                 snapshot_window: int | None = None, evaluation_stability: bool = True, samples_per_op: int = 100,
-                 selection_confidence: bool = True, drop_per_stage: int = 10, drop_per_slot: bool = False,
-                 expanding: bool = True, merge_threshold: int = 50, **kwargs: Any):
+                 final_steps: int | None = None, steps_per_trial: int = 200, lr: float = 0.05,
+                 restart_lr: bool = False, snapshots: int = 5, snapshot_window: int | None = None,
+                 evaluation_stability: bool = True, samples_per_op: int = 100, selection_confidence: bool = True,
+                 normalization: str = "mean", drop_per_stage: int = 10, drop_per_slot: bool = False,
+                 expanding: bool = True, merge_threshold: int = 50, merge_only_shrunk: bool = True, **kwargs: Any):
         kwargs.setdefault("eval_batch", 50)
         super().__init__(space, **kwargs)
         steps = [int(stage_steps)] * stages if np.isscalar(stage_steps) else [int(s) for s in stage_steps]
@@ -87,7 +103,13 @@ class SENASSearcher(EvolutionSearcher):
                              f"stage_steps={stage_steps}")
         if snapshots < 1 or samples_per_op < 1:
             raise ValueError("snapshots and samples_per_op must be positive")
+        final_steps = steps[-1] if final_steps is None else int(final_steps)
+        if final_steps < 0:
+            raise ValueError(f"final_steps must be >= 0 (0: no training after the last stage), got {final_steps}")
+        normalizer(normalization)  # an unknown normalization fails here, not mid-run
         self.stages, self.stage_steps, self.steps_per_trial = stages, steps, steps_per_trial
+        self.final_steps = final_steps
+        self.normalization, self.merge_only_shrunk = normalization, merge_only_shrunk
         self.lr, self.restart_lr = lr, restart_lr
         self.snapshots, self.snapshot_window, self.evaluation_stability = snapshots, snapshot_window, evaluation_stability
         self.samples_per_op, self.selection_confidence = samples_per_op, selection_confidence
@@ -144,17 +166,27 @@ class SENASSearcher(EvolutionSearcher):
         self.values.update(scores)
 
     # --- line 2: SPOS training of the (shrunk) supernet ----------------------------------------
+    @property
+    def training_steps(self) -> list[int]:
+        """Steps of every training phase: one per stage, then the final space's (if any)."""
+        return self.stage_steps + ([self.final_steps] if self.final_steps else [])
+
     def _begin_stage(self) -> None:
-        done, total = sum(self.stage_steps[:self.stage]), sum(self.stage_steps)
+        """Training of stage ``self.stage``; ``self.stage == self.stages`` is the final space's training."""
+        steps = self.training_steps
+        done, total = sum(steps[:self.stage]), sum(steps)
         self.training = TrainingPhase(
-            self.stage_steps[self.stage], self.steps_per_trial, self.lr,
+            steps[self.stage], self.steps_per_trial, self.lr,
             schedule_offset=0 if self.restart_lr else done, schedule_steps=None if self.restart_lr else total)
         self.phase = TRAINING
 
     def _next_training_job(self) -> dict[str, Any] | str | None:
         phase = self.training
         if phase.finished:
-            self._begin_scoring()
+            if self.stage < self.stages:
+                self._begin_scoring()
+            else:
+                self._begin_search()
             return self.propose()
         if phase.all_issued:
             return None
@@ -199,10 +231,12 @@ class SENASSearcher(EvolutionSearcher):
     def _shrink_and_expand(self) -> None:
         space = self.shrunk_space
         si = selection_importance(((a, self.values[a]) for a in self.samples if a in self.values), space)
-        scores = operator_scores(si, self.selection_confidence)
-        self.shrunk_space, dropped = shrink_operators(space, scores, self.drop_per_stage, self.drop_per_slot)
+        scores = operator_scores(si, self.selection_confidence, self.normalization)
+        feasible = None if self.constraint is None else self.constraint.admits_some
+        self.shrunk_space, dropped = shrink_operators(space, scores, self.drop_per_stage, self.drop_per_slot, feasible)
         if self.expanding:
-            merged = merge_layer_spaces(self.shrunk_space, self.merge_threshold)
+            merged = merge_layer_spaces(self.shrunk_space, self.merge_threshold,
+                                        self.space if self.merge_only_shrunk else None)
             if merged != self.merged_spaces:
                 self.earlier_merges = ([self.merged_spaces] if self.merged_spaces else []) + self.earlier_merges
                 self.merged_spaces = merged
@@ -212,11 +246,14 @@ class SENASSearcher(EvolutionSearcher):
             "dropped": labels(space, dropped), "allowed": [list(s.allowed) for s in self.shrunk_space.slots],
             "size": self.shrunk_space.size, "merged_spaces": [list(g) for g in self.merged_spaces]})
         self.stage += 1
-        if self.stage < self.stages:
+        if self.stage < self.stages or self.final_steps:
             self._begin_stage()
         else:
-            self.prepare_search(self.shrunk_space)
-            self.phase = SEARCH
+            self._begin_search()
+
+    def _begin_search(self) -> None:
+        self.prepare_search(self.shrunk_space)
+        self.phase = SEARCH
 
     # ------------------------------------------------------------------------------------------
     # How the supernet scores a child model now
@@ -234,14 +271,18 @@ class SENASSearcher(EvolutionSearcher):
         return evaluate_batch_job(self.space, archs, **_payload(replace(self.expansion(), average=self.snapshot_names)))
 
     def current_progress(self) -> SearchProgress:
-        done = sum(self.stage_steps[:self.stage]) + (self.training.done if self.phase == TRAINING else 0)
+        steps = self.training_steps
+        if self.phase == TRAINING:
+            done = sum(steps[:self.stage]) + self.training.done
+        else:  # scoring follows the stage's training; the search (and the end) follows all of it
+            done = sum(steps[:self.stage + 1]) if self.phase == SCORING else sum(steps)
         if self.phase == SCORING:
             evaluations, best = (len(self.values), len(dict.fromkeys(self.samples))), None
         else:
             evaluations, best = self.search_progress()
         size = "" if self.shrunk_space is None else f", space of {self.shrunk_space.size}"
-        return self.make_progress((done, sum(self.stage_steps)), evaluations, best,
-                                  note=f"stage {min(self.stage + 1, self.stages)}/{self.stages}{size}")
+        stage = f"stage {self.stage + 1}/{self.stages}" if self.stage < self.stages else "final space"
+        return self.make_progress((done, sum(steps)), evaluations, best, note=f"{stage}{size}")
 
     def rank_correlation(self, evaluate: Callable[[Mapping[str, Any]], Mapping[str, Any]],
                          ground_truth: Callable[[Architecture], float], archs: Sequence[Architecture] | None = None,
