@@ -54,16 +54,18 @@ from tune_spacenas.jobs import (
     writer_of,
 )
 from tune_spacenas.spaces.base import Architecture, SearchSpace
+from tune_spacenas.store.table import PushReceipt
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables.extensions import JobContext, WorkerExtension, extensions_for
-from tune_spacenas.trainables.extensions.base import ExtensionStore, as_tensor
+from tune_spacenas.trainables.extensions.base import ExtensionStore, as_numpy, as_tensor, keep_pushed
 
 Reporter = Callable[[dict[str, Any], int | None], None]
 
 
 class StoreLike(ExtensionStore, Protocol):
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool: ...
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
+             incarnation: str | None = None) -> PushReceipt: ...
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]: ...
     def record_result(self, writer: str, result: Mapping[str, Any]) -> None: ...
 
@@ -94,9 +96,13 @@ class SupernetWorker:
     # ------------------------------------------------------------------------------------------
     # Weights in and out
     # ------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def sync(self, keys: Iterable[str] | None = None) -> int:
         """Load every tensor whose version changed in the store; returns how many were copied."""
+        return len(self.pull_changed(keys))
+
+    @torch.no_grad()
+    def pull_changed(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Load every tensor (of ``keys``, default all the network's) whose version moved; returns their names."""
         # Only the network's own tensors: the store also holds SE-NAS's private copies (``<param>#<tag>``).
         keys = list(self.params) if keys is None else keys
         self.incarnation, fresh = self.store.pull(self.versions, keys, self.incarnation)
@@ -104,7 +110,7 @@ class SupernetWorker:
             self.params[key].copy_(as_tensor(array), non_blocking=True)
             self.versions[key] = version
             self.pulled_bytes += array.nbytes
-        return len(fresh)
+        return list(fresh)
 
     def release(self, names: Iterable[str]) -> None:
         """These parameters hold tensors that are not the store's now: the next ``sync`` reloads them."""
@@ -112,9 +118,9 @@ class SupernetWorker:
             self.versions.pop(name, None)
 
     @torch.no_grad()
-    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """``params - base`` for ``keys``, as numpy (what a push carries)."""
-        return {k: (self.params[k] - base[k]).cpu().numpy() for k in keys}
+    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """``params - base`` for ``keys``, on the device (a push carries them as numpy: ``as_numpy``)."""
+        return {k: self.params[k] - base[k] for k in keys}
 
     def context(self, task: str, seed: int, steps: int, subspace: SearchSpace,
                 optimizer: torch.optim.Optimizer | None = None) -> JobContext:
@@ -273,9 +279,14 @@ class _TrainingJob:
         self.window_loss = self.window_correct = self.window_images = 0.0
         self.window_start = time.perf_counter()
 
-    def rebase(self) -> None:
-        """The weights now are what the next deltas are measured from."""
-        self.base = {k: p.detach().clone() for k, p in self.worker.params.items()}
+    def rebase(self, keys: Iterable[str] | None = None) -> None:
+        """The weights now are what the next deltas are measured from (of ``keys``; default: all)."""
+        params = self.worker.params
+        for key in params if keys is None else keys:
+            if key in self.base:
+                self.base[key].copy_(params[key])
+            else:
+                self.base[key] = params[key].detach().clone()
 
     def step(self, step: int) -> None:
         """One SGD step on one path (sampled, or the job's fixed ``arch``)."""
@@ -304,22 +315,28 @@ class _TrainingJob:
         self.window_images += len(y)
 
     def sync(self, step: int) -> None:
-        """Push the deltas since the last sync as (trial, step), pull what others pushed."""
+        """Push the deltas since the last sync as (job, step); keep what the store kept (bitwise its tensors,
+        no pull back), pull what others changed."""
         worker = self.worker
         clock, pulled = time.perf_counter(), worker.pulled_bytes
-        deltas = worker.deltas(self.base, self.touched)
+        shared = worker.deltas(self.base, self.touched)
+        if not _all_finite(shared.values()):  # the step blew the weights up
+            raise _Diverged(step, self.last_loss)
+        deltas = {k: as_numpy(d) for k, d in shared.items()}
         for extension in self.extensions:
             deltas |= extension.at_sync(self.ctx)
-        if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
+        if not all(np.isfinite(d).all() for k, d in deltas.items() if k not in shared):
             raise _Diverged(step, self.last_loss)
-        worker.store.push(deltas, self.writer, step)
+        receipt = worker.store.push(deltas, self.writer, step, known=worker.versions, incarnation=worker.incarnation)
+        keep_pushed(receipt.kept, shared, self.base, worker.params, worker.versions)
         self.pushed = step
         self.push_ms.append(1e3 * (time.perf_counter() - clock))
         clock = time.perf_counter()
-        worker.sync()
+        fresh = worker.pull_changed()
         self.pull_ms.append(1e3 * (time.perf_counter() - clock))
         self.moved_bytes += sum(a.nbytes for a in deltas.values()) + worker.pulled_bytes - pulled
-        self.rebase()
+        self.rebase(fresh)
+        self.ctx.last_push = receipt
         for extension in self.extensions:
             extension.synced(self.ctx, step)
         self.touched, self.synced = set(), step
@@ -343,6 +360,12 @@ class _TrainingJob:
         """The step a report made now may checkpoint (the last sync since the previous report), once."""
         synced, self.synced = self.synced, None
         return synced
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Every element finite (one device synchronisation for all tensors)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 class _Diverged(Exception):
