@@ -31,6 +31,8 @@ from tune_spacenas.trainables import supernet_trainable
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+# The fault tests run against a store of one actor and a sharded one (two shards, one per node where placed).
+SHARDS = pytest.mark.parametrize("shards", [1, 2], ids=["one-actor", "two-shards"])
 
 
 @dataclass
@@ -75,12 +77,14 @@ def _train_config(store: SupernetStore, steps: int = 40, every: int = 2) -> dict
 
 
 def _assert_every_push_once(store: SupernetStore, trials, expected: int) -> dict:
-    """The ledger: each training job's pushes were applied exactly ``expected`` times, to its last step."""
+    """The ledger: each training job's pushes were applied exactly ``expected`` times, to its last step (on
+    every shard of a sharded store)."""
     info = store.info()
-    for trial in trials:
-        writer = writer_of(trial.config, trial.trial_id)  # a searcher's job id, else the trial's
-        assert info["push_counts"][writer] == expected, (writer, info["push_counts"])
-        assert info["last_step"][writer] == trial.config["steps"]
+    for ledger in info.get("shard_info", [info]):
+        for trial in trials:
+            writer = writer_of(trial.config, trial.trial_id)  # a searcher's job id, else the trial's
+            assert ledger["push_counts"][writer] == expected, (writer, ledger["push_counts"])
+            assert ledger["last_step"][writer] == trial.config["steps"]
     return info
 
 
@@ -132,8 +136,10 @@ class _KillWorkerOnce(tune.Callback):
             os.kill(result["worker_pid"], signal.SIGKILL)
 
 
-def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path):
-    store = _store(tiny_spec)
+@SHARDS
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path,
+                                                                                       shards):
+    store = _store(tiny_spec, shards=shards)
     killer = _KillWorkerOnce(after_step=10)
     analysis = _run(_train_config(store), tmp_path, num_samples=2, max_failures=2, callbacks=[killer])
     assert all(t.status == "TERMINATED" for t in analysis.trials)
@@ -153,11 +159,12 @@ class _CrashStoreOnce(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if not self.crashed and result["steps_done"] >= 10:
             self.crashed = True
-            ray.kill(self.store._actor, no_restart=False)  # a crash: Ray restarts it
+            ray.kill(self.store._actors[-1], no_restart=False)  # a crash (of the last shard): Ray restarts it
 
 
-def test_a_crashed_store_restarts_from_its_checkpoint_and_trials_carry_on(nodes, tiny_spec, tmp_path):
-    store = _store(tiny_spec, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
+@SHARDS
+def test_a_crashed_store_restarts_from_its_checkpoint_and_trials_carry_on(nodes, tiny_spec, tmp_path, shards):
+    store = _store(tiny_spec, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1, shards=shards)
     crash = _CrashStoreOnce(store)
     analysis = _run(_train_config(store), tmp_path, num_samples=2, callbacks=[crash])
     assert crash.crashed and all(t.status == "TERMINATED" and t.num_failures == 0 for t in analysis.trials)
@@ -175,19 +182,22 @@ def _load_example():
     return module
 
 
-def _search_driver(nodes, tmp_path, *extra: str) -> subprocess.Popen:
+def _search_driver(nodes, tmp_path, shards: int) -> subprocess.Popen:
     # Tune's default checkpoint period (every 10 s or more): the searcher state a resume starts from is
     # older than the jobs the killed driver issued last, which the resumed searcher issues again.
     env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "PYTHONUNBUFFERED": "1"}
     env.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
     command = [sys.executable, str(ROOT / "examples" / "cluster_search.py"), "--storage", str(tmp_path / "results"),
                "--name", "driver-kill", "--train-steps", "40", "--generations", "2", "--summary",
-               str(tmp_path / "summary.json"), *extra]
+               str(tmp_path / "summary.json"), "--shards", str(shards)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
 def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exactly_once(nodes, tiny_spec, tmp_path):
-    driver = _search_driver(nodes, tmp_path)
+    # Run with a sharded store (two shards, the harder case: each shard comes back from its own file); the
+    # one-actor store's restarts and re-creation from a checkpoint are the other tests' one-actor cases.
+    shards = 2
+    driver = _search_driver(nodes, tmp_path, shards)
     completed, first = [], []
     for line in driver.stdout:  # kill it (SIGKILL) once three trials have finished, mid-search
         first.append(line)
@@ -198,7 +208,7 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
                 break
     driver.wait(timeout=60)
     assert len(completed) == 3, "the driver ended before it could be killed:\n" + "".join(first)[-3000:]
-    resumed = _search_driver(nodes, tmp_path)
+    resumed = _search_driver(nodes, tmp_path, shards)
     output, _ = resumed.communicate(timeout=300)
     log = f"first driver:\n{''.join(first)[-2000:]}\nresumed driver:\n{output[-6000:]}"
     assert resumed.returncode == 0 and "RESUME" in output, log
@@ -223,10 +233,16 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
     assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in removed]
 
 
-def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path):
-    # The store sits on the second node with a soft affinity: it must come back on the head from its checkpoint.
-    store = _store(tiny_spec, node_id=nodes.second, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
-    assert store.info()["node_id"] == nodes.second
+@SHARDS
+def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path, shards):
+    # The store (a sharded one: its shard 0) sits on the second node with a soft affinity: it must come back on
+    # the head from its checkpoint; a second shard on the head stays where it is.
+    if not any(n.node_id == nodes.second for n in nodes.cluster.worker_nodes):  # an earlier case removed it
+        nodes.second = nodes.cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}).node_id
+        nodes.cluster.wait_for_nodes()
+    store = _store(tiny_spec, node_id=[nodes.second, nodes.head], checkpoint_path=str(tmp_path / "store.npz"),
+                   checkpoint_every=1, shards=shards)
+    assert [s["node_id"] for s in store.info().get("shard_info", [store.info()])] == [nodes.second, nodes.head][:shards]
     second = next(n for n in nodes.cluster.worker_nodes if n.node_id == nodes.second)
 
     class RemoveSecondNode(tune.Callback):
