@@ -56,6 +56,13 @@ def nodes():
             start_local_ray()
 
 
+def _ensure_second_node(nodes: TwoNodes) -> None:
+    """Add the second node back if an earlier test removed it."""
+    if not any(n.node_id == nodes.second for n in nodes.cluster.worker_nodes):
+        nodes.second = nodes.cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}).node_id
+        nodes.cluster.wait_for_nodes()
+
+
 def _alternating_nodes(trainable):
     def placed(config):  # a wrapper: with_resources marks the function it is given, for every later run
         return trainable(config)
@@ -237,9 +244,7 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
 def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path, shards):
     # The store (a sharded one: its shard 0) sits on the second node with a soft affinity: it must come back on
     # the head from its checkpoint; a second shard on the head stays where it is.
-    if not any(n.node_id == nodes.second for n in nodes.cluster.worker_nodes):  # an earlier case removed it
-        nodes.second = nodes.cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}).node_id
-        nodes.cluster.wait_for_nodes()
+    _ensure_second_node(nodes)
     store = _store(tiny_spec, node_id=[nodes.second, nodes.head], checkpoint_path=str(tmp_path / "store.npz"),
                    checkpoint_every=1, shards=shards)
     assert [s["node_id"] for s in store.info().get("shard_info", [store.info()])] == [nodes.second, nodes.head][:shards]
@@ -261,3 +266,42 @@ def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishe
     assert {t.last_result["node_id"] for t in analysis.trials} == {nodes.head}
     info = _assert_every_push_once(store, analysis.trials, expected=20)
     assert info["node_id"] == nodes.head and info["restarted"]
+
+
+def test_other_nodes_move_tensors_through_the_stores_socket_and_fall_back_to_ray(nodes):
+    """A client on another node than the shards reads and pushes through their sockets (store.transport);
+    an upload a shard lost, or a socket it cannot reach, goes through Ray instead, with the same result."""
+    import numpy as np
+
+    from tune_spacenas.store.actor import WeightStore
+
+    _ensure_second_node(nodes)
+    size = 2**19  # 2 MiB per tensor: a push part above the socket's 1 MiB threshold
+    store = WeightStore.create(f"socket-{uuid.uuid4().hex[:6]}", arrays={k: np.zeros(size, np.float32) for k in "uw"},
+                               shards=2, node_id=nodes.head)
+
+    @ray.remote(num_cpus=0, resources={"node1": 0.01})
+    def from_the_other_node(name: str) -> dict:
+        from tune_spacenas.store import actor
+
+        client = actor.WeightStore.connect(name)
+        incarnation, fresh = client.pull()
+        versions = {k: v for k, (v, _) in fresh.items()}
+        kept = client.push({k: np.ones(size, np.float32) for k in "uw"}, "far", 1, versions, incarnation).kept
+        direct = dict(client.transfers)
+        actor._LINK.upload = lambda *args: "an-upload-the-shard-lost"  # as after a shard restart: sent again via Ray
+        assert client.push({k: np.ones(size, np.float32) for k in "uw"}, "far", 2)
+        client._direct = {i: (("127.0.0.1", 1), "x") for i in range(2)}  # a socket nobody listens on
+        values = {k: float(a[1][0]) for k, a in client.pull()[1].items()}
+        return {"kept": dict(kept), "direct": direct, "after": dict(client.transfers), "values": values}
+
+    try:
+        out = ray.get(from_the_other_node.remote(store.name))
+        assert out["kept"] == {"u": 1, "w": 1} and out["values"] == {"u": 2.0, "w": 2.0}
+        assert out["direct"] == {"direct_read_bytes": 2 * 4 * size, "direct_upload_bytes": 2 * 4 * size,
+                                 "ray_objects": 0}
+        assert out["after"]["ray_objects"] == 2 and out["after"]["direct_upload_bytes"] == 2 * 4 * size
+        assert store.pull()[1]["u"][1][0] == 2.0 and store.transfers["direct_read_bytes"] == 0  # same node: Ray's
+        assert store.info()["push_counts"] == {"far": 2}
+    finally:
+        store.kill()

@@ -47,6 +47,7 @@ from tune_spacenas.store.table import (
     check_same_contents,
     read_checkpoint_meta,
 )
+from tune_spacenas.store.transport import DIRECT_MIN_BYTES, TensorLink, TensorServer
 
 NAMESPACE = "tune_spacenas"
 log = logging.getLogger("tune_spacenas.store")
@@ -68,7 +69,8 @@ class _ObjectGroups:
     twice the bytes of the tensors handed out.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, server: TensorServer | None = None) -> None:
+        self.server = server  # also serves the objects to other nodes' clients (``store.transport``)
         self.refs: dict[str, tuple[int, ray.ObjectRef]] = {}  # tensor -> (version, ref of its object)
         self.live: dict[ray.ObjectRef, dict[str, int]] = {}  # object -> {current tensor: bytes}
         self.size: dict[ray.ObjectRef, int] = {}
@@ -83,6 +85,8 @@ class _ObjectGroups:
                     fresh[key] = table.arrays[key]
                     self._release(key)
             ref = ray.put(fresh)
+            if self.server is not None:
+                self.server.publish(ref)
             self.live[ref] = {k: a.nbytes for k, a in fresh.items()}
             self.size[ref] = sum(self.live[ref].values())
             self.refs.update({k: (table.versions[k], ref) for k in fresh})
@@ -94,6 +98,8 @@ class _ObjectGroups:
             self.live[ref].pop(key)
             if not self.live[ref]:  # the last ref to the object goes: Ray frees it
                 del self.live[ref], self.size[ref]
+                if self.server is not None:
+                    self.server.retire(ref)
 
     def stats(self) -> dict[str, int]:
         return {"objects": len(self.live), "object_bytes": sum(self.size.values()),
@@ -106,7 +112,7 @@ class _StoreActor:
 
     def __init__(self, meta: Mapping[str, Any], checkpoint_path: str | None, checkpoint_every: int, name: str = "",
                  rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
-                 shard: int = 0, shards: int = 1):
+                 shard: int = 0, shards: int = 1, direct_reads: bool = True):
         context = ray.get_runtime_context()
         arrays: Mapping[str, np.ndarray] = {}  # a fresh store's tensors come by ``assign`` (or its checkpoint)
         if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
@@ -115,7 +121,8 @@ class _StoreActor:
                 placed = partition({k: np.asarray(a).nbytes for k, a in arrays.items()}, shards)
                 arrays = {k: a for k, a in arrays.items() if placed[k] == shard}
         self.table = WeightTable(arrays, meta, checkpoint_path, checkpoint_every)
-        self._objects = _ObjectGroups()
+        self._server = TensorServer() if direct_reads else None
+        self._objects = _ObjectGroups(self._server)
         self.shard, self.shards = shard, shards
         self.place = {NODE_ID: context.get_node_id(), "pid": os.getpid(),
                       "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
@@ -131,8 +138,10 @@ class _StoreActor:
                 "shards": self.shards, "service": service}
 
     def layout(self) -> dict[str, Any]:
-        """This shard's place in the store and the shapes of the tensors it holds (the client's routing)."""
-        return {"shard": self.shard, "shards": self.shards,
+        """This shard's place in the store, the shapes of the tensors it holds (the client's routing) and
+        where clients on other nodes reach its socket (``store.transport``; None: through Ray only)."""
+        direct = None if self._server is None else [*self._server.address, self._server.token]
+        return {"shard": self.shard, "shards": self.shards, NODE_ID: self.place[NODE_ID], "direct": direct,
                 "shapes": {k: a.shape for k, a in self.table.arrays.items()}}
 
     def pull(self, known: Mapping[str, int] | None, keys: list[str] | None, incarnation: str | None):
@@ -141,8 +150,15 @@ class _StoreActor:
             return incarnation, self._objects.refs_for(self.table, arrays)
 
     def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
-             incarnation: str | None = None) -> PushReceipt:
+             incarnation: str | None = None, upload: str | None = None) -> PushReceipt | None:
+        """``WeightTable.push``; with ``upload``, the deltas a client on another node sent to this shard's
+        socket first (None: no such upload here, this process restarted since: the client sends them again)."""
         with self._serving("push"):
+            if upload is not None:
+                uploaded = self._server.take(upload) if self._server is not None else None
+                if uploaded is None:
+                    return None
+                deltas = {**deltas, **uploaded}
             return self.table.push(deltas, writer, step, known, incarnation)
 
     @contextmanager
@@ -239,6 +255,9 @@ class WeightStore:
         self._actors = list(actors) if isinstance(actors, (list, tuple)) else [actors]
         self._map: ShardMap | None = None  # which shard holds what: learnt from the shards when first needed
         self._incarnations: list[str | None] = [None] * len(self._actors)
+        self._direct: dict[int, tuple[Sequence, str] | None] = {}  # shard -> its socket, if on another node
+        # how this client's transfers went: bytes read from and uploaded to shards' sockets, objects read via Ray
+        self.transfers = {"direct_read_bytes": 0, "direct_upload_bytes": 0, "ray_objects": 0}
 
     @property
     def shards(self) -> int:
@@ -255,7 +274,7 @@ class WeightStore:
                rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
                checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
                detached: bool = False, exist_ok: bool = False, node_id: str | Sequence[str] | None = None,
-               shards: int = 1, **actor_options: Any) -> WeightStore:
+               shards: int = 1, direct_reads: bool = True, **actor_options: Any) -> WeightStore:
         """Start the store ``name`` holding ``arrays`` (or what calling it returns: computed only when no
         checkpoint is there to resume from), described by ``meta`` (plain data).
 
@@ -281,6 +300,9 @@ class WeightStore:
                 ``SPREAD``, best effort).
             shards: split the tensors over this many actors (by tensor, about equal bytes each): pushes and
                 pulls go to them in parallel, so many trials do not queue on one actor.
+            direct_reads: clients on other nodes move tensors through a socket beside each shard
+                (``store.transport``: about a raw TCP transfer, where Ray's object transfer takes 3-5x
+                that), falling back to Ray's transfer when it fails; False: Ray's transfer only.
             actor_options: more ``.options()`` (resources, scheduling_strategy, runtime_env).
         """
         _require_ray()
@@ -329,7 +351,7 @@ class WeightStore:
                        "max_task_retries": -1, "num_cpus": 0, **({"lifetime": "detached"} if detached else {}),
                        **_placement(node_id, i, shards, actor_options), **actor_options}
             actors.append(ray.remote(_StoreActor).options(**options).remote(
-                meta, paths[i], checkpoint_every, name, rebuild, i, shards))
+                meta, paths[i], checkpoint_every, name, rebuild, i, shards, direct_reads))
         _CREATED[(namespace, name)] = actors
         store = cls(name, actors, namespace)
         store.info()  # fail here, not in a trial, if an actor cannot start
@@ -406,18 +428,52 @@ class WeightStore:
     def _on_all(self, method: str, *args: Any) -> dict[int, Any]:
         return self._on_shards(method, dict.fromkeys(range(self.shards), args))
 
-    def _fetch(self, method: str, replies: Callable[[], dict[int, Any]], refs_of: Callable[[Any], Iterable[Any]]):
-        """``replies()`` then one ``ray.get`` of every object their refs name, repeated (calls and all) while
-        a shard that handed out refs has restarted since (its objects died with it: ``OwnerDiedError``)."""
+    def _fetch(self, method: str, replies: Callable[[], dict[int, Any]], read: Callable[[dict[int, Any]], Any]):
+        """``replies()`` then ``read(replies)`` (the objects their refs name), repeated (calls and all) while a
+        shard that handed out refs has restarted since (its objects died with it: ``OwnerDiedError``)."""
         deadline = None
         while True:
             out = replies()
-            refs = list(dict.fromkeys(ref for reply in out.values() for ref in refs_of(reply)))
             try:
-                return out, dict(zip(refs, ray.get(refs))) if refs else {}
+                return out, read(out)
             except _RETRYABLE as err:
                 deadline = deadline or time.monotonic() + self.reconnect_timeout_s
                 self._reconnect(None, method, err, deadline)
+
+    def _read(self, replies: Mapping[int, tuple[str, Mapping[str, tuple[int, Any]]]]) -> dict[str, np.ndarray]:
+        """The tensors pull replies name: from a shard on another node through its socket (``store.transport``:
+        only the named tensors), the rest, and whatever the socket no longer holds, by one ``ray.get``
+        (zero-copy from this node's object store)."""
+        arrays: dict[str, np.ndarray] = {}
+        through_ray: dict[Any, list[str]] = {}
+        for shard, (incarnation, refs) in replies.items():
+            if incarnation != self._incarnations[shard]:
+                self._direct.pop(shard, None)  # a restarted shard has a new socket, maybe on another node
+            wanted: dict[Any, list[str]] = {}
+            for key, (_, ref) in refs.items():
+                wanted.setdefault(ref, []).append(key)
+            route = self._direct_route(shard) if wanted else None
+            got = _LINK.read(route[0], route[1], list(wanted.items())) if route else {}
+            for ref, keys in wanted.items():
+                if ref in got:
+                    arrays.update(got[ref])
+                    self.transfers["direct_read_bytes"] += sum(a.nbytes for a in got[ref].values())
+                else:
+                    through_ray[ref] = keys
+        if through_ray:
+            self.transfers["ray_objects"] += len(through_ray)
+            for keys, tensors in zip(through_ray.values(), ray.get(list(through_ray))):
+                arrays.update({k: tensors[k] for k in keys})
+        return arrays
+
+    def _direct_route(self, shard: int) -> tuple[Sequence, str] | None:
+        """(address, token) of the shard's socket if it runs on another node than this process, else None."""
+        if shard not in self._direct:
+            layout = self._on_shards("layout", {shard: ()})[shard]
+            here = ray.get_runtime_context().get_node_id()
+            direct = layout["direct"]
+            self._direct[shard] = (direct[:2], direct[2]) if direct and layout[NODE_ID] != here else None
+        return self._direct[shard]
 
     def _reconnect(self, shard: int | None, method: str, err: Exception, deadline: float) -> None:
         """Wait a moment and find shard ``shard`` (None: every shard) again by name."""
@@ -497,8 +553,8 @@ class WeightStore:
                 i: ({k: known[k] for k in ks if k in known} if ks is not None else dict(known), ks, parts[i])
                 for i, ks in routed.items()})
 
-        replies, objects = self._fetch("pull", calls, lambda reply: (ref for _, ref in reply[1].values()))
-        out = {k: (v, objects[ref][k]) for _, refs in replies.values() for k, (v, ref) in refs.items()}
+        replies, arrays = self._fetch("pull", calls, self._read)
+        out = {k: (v, arrays[k]) for _, refs in replies.values() for k, (v, _) in refs.items()}
         return self._joined({i: reply[0] for i, reply in replies.items()}), out
 
     def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
@@ -512,11 +568,26 @@ class WeightStore:
         if self.shards > 1:
             self._check_push(changed)
         routed = self._split(changed)
-        receipts = self._on_shards("push", {i: (
-            {k: changed[k] for k in routed.get(i, ())}, writer, step,
-            {k: known[k] for k in routed.get(i, ()) if k in known}, parts[i]) for i in range(self.shards)})
+        calls = {}
+        for i in range(self.shards):
+            part = {k: changed[k] for k in routed.get(i, ())}
+            calls[i] = (part, writer, step, {k: known[k] for k in part if k in known}, parts[i], None)
+        sent = {i: self._uploaded(i, call) for i, call in calls.items()}
+        receipts = self._on_shards("push", sent)
+        lost = {i: calls[i] for i, receipt in receipts.items() if receipt is None}  # uploads a restart lost
+        self.transfers["direct_upload_bytes"] += sum(sum(np.asarray(d).nbytes for d in calls[i][0].values())
+                                                     for i, call in sent.items() if call[5] and i not in lost)
+        receipts |= self._on_shards("push", lost) if lost else {}
         return PushReceipt(any(r.applied for r in receipts.values()),
                            {k: v for r in receipts.values() for k, v in r.kept.items()})
+
+    def _uploaded(self, shard: int, call: tuple) -> tuple:
+        """A push call whose deltas went to the shard's socket first (a shard on another node, a large push),
+        naming the upload instead of carrying them; the call unchanged otherwise."""
+        nbytes = sum(np.asarray(d).nbytes for d in call[0].values())
+        route = self._direct_route(shard) if nbytes >= DIRECT_MIN_BYTES else None
+        upload = _LINK.upload(route[0], route[1], call[0]) if route else None
+        return call if upload is None else ({}, *call[1:5], upload)
 
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
         """(the last step of ``writer`` every shard holds; its recorded result once it finished): see ``WeightTable``."""
@@ -572,8 +643,9 @@ class WeightStore:
 
     def average(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         names = list(names)
-        replies, objects = self._fetch("average", lambda: self._on_all("average", names), lambda ref: (ref,))
-        return {k: v for i in sorted(replies) for k, v in objects[replies[i]].items()}
+        _, averages = self._fetch("average", lambda: self._on_all("average", names),
+                                  lambda out: ray.get([out[i] for i in sorted(out)]))
+        return {k: v for average in averages for k, v in average.items()}
 
     def drop_snapshots(self, names: Iterable[str]) -> None:
         self._on_all("drop_snapshots", list(names))
@@ -586,6 +658,9 @@ class WeightStore:
         path = storage.join(path)
         self._on_shards("checkpoint", {i: (shard_checkpoint_path(path, i, self.shards),) for i in range(self.shards)})
         return path
+
+
+_LINK = TensorLink()  # this process's connections to shards' sockets, shared by its clients
 
 
 def _nonzero(delta: np.ndarray) -> bool:

@@ -58,7 +58,7 @@ from tune_spacenas.store.table import PushReceipt
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables.extensions import JobContext, WorkerExtension, extensions_for
-from tune_spacenas.trainables.extensions.base import ExtensionStore, as_numpy, as_tensor, keep_pushed
+from tune_spacenas.trainables.extensions.base import ExtensionStore, as_tensor, keep_pushed
 
 Reporter = Callable[[dict[str, Any], int | None], None]
 
@@ -92,6 +92,7 @@ class SupernetWorker:
         self.versions: dict[str, int] = {}
         self.incarnation: str | None = None
         self.pulled_bytes = 0  # bytes ``sync`` brought in so far (the throughput benchmark's accounting)
+        self._delta_buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # (device, host) per tensor
 
     # ------------------------------------------------------------------------------------------
     # Weights in and out
@@ -118,9 +119,32 @@ class SupernetWorker:
             self.versions.pop(name, None)
 
     @torch.no_grad()
-    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[str, torch.Tensor]:
-        """``params - base`` for ``keys``, on the device (a push carries them as numpy: ``as_numpy``)."""
-        return {k: self.params[k] - base[k] for k in keys}
+    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> tuple[dict[str, torch.Tensor],
+                                                                                     dict[str, np.ndarray]]:
+        """``params - base`` for ``keys``: on the device (what ``keep_pushed`` adds to the base) and as numpy
+        (what a push carries; on the CPU the same memory). Both live in buffers reused from sync to sync, so a
+        sync allocates nothing (fresh large buffers cost page faults); on a GPU the host side is pinned.
+        The numpy arrays are valid until the next call: a push copies them (Ray's object store, or the
+        in-process table's addition) before it returns."""
+        on_device, on_host = {}, {}
+        for key in keys:
+            device_buffer, host_buffer = self._delta_buffer(key)
+            torch.sub(self.params[key], base[key], out=device_buffer)
+            if host_buffer is not device_buffer:
+                host_buffer.copy_(device_buffer, non_blocking=True)
+            on_device[key], on_host[key] = device_buffer, host_buffer.numpy()
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the host copies are complete
+        return on_device, on_host
+
+    def _delta_buffer(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self._delta_buffers:
+            param = self.params[key]
+            device_buffer = torch.empty_like(param, requires_grad=False)
+            host_buffer = device_buffer if param.device.type == "cpu" else torch.empty(
+                param.shape, dtype=param.dtype, pin_memory=torch.cuda.is_available())
+            self._delta_buffers[key] = (device_buffer, host_buffer)
+        return self._delta_buffers[key]
 
     def context(self, task: str, seed: int, steps: int, subspace: SearchSpace,
                 optimizer: torch.optim.Optimizer | None = None) -> JobContext:
@@ -319,10 +343,9 @@ class _TrainingJob:
         no pull back), pull what others changed."""
         worker = self.worker
         clock, pulled = time.perf_counter(), worker.pulled_bytes
-        shared = worker.deltas(self.base, self.touched)
+        shared, deltas = worker.deltas(self.base, self.touched)
         if not _all_finite(shared.values()):  # the step blew the weights up
             raise _Diverged(step, self.last_loss)
-        deltas = {k: as_numpy(d) for k, d in shared.items()}
         for extension in self.extensions:
             deltas |= extension.at_sync(self.ctx)
         if not all(np.isfinite(d).all() for k, d in deltas.items() if k not in shared):
@@ -330,12 +353,13 @@ class _TrainingJob:
         receipt = worker.store.push(deltas, self.writer, step, known=worker.versions, incarnation=worker.incarnation)
         keep_pushed(receipt.kept, shared, self.base, worker.params, worker.versions)
         self.pushed = step
+        self.moved_bytes += sum(a.nbytes for a in deltas.values())
         self.push_ms.append(1e3 * (time.perf_counter() - clock))
         clock = time.perf_counter()
         fresh = worker.pull_changed()
-        self.pull_ms.append(1e3 * (time.perf_counter() - clock))
-        self.moved_bytes += sum(a.nbytes for a in deltas.values()) + worker.pulled_bytes - pulled
         self.rebase(fresh)
+        self.pull_ms.append(1e3 * (time.perf_counter() - clock))
+        self.moved_bytes += worker.pulled_bytes - pulled
         self.ctx.last_push = receipt
         for extension in self.extensions:
             extension.synced(self.ctx, step)
