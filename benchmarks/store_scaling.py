@@ -1,6 +1,6 @@
 """How the weight store's cost grows with the number of trials, for 1..N shards, on one node and on two.
 
-    python -m benchmarks.store_scaling --clients 1,2,4,8,16 --shards 1,2,4 --out benchmarks/results/store_scaling/store_scaling.json
+    python -m benchmarks.store_scaling --clients 1,2,4,8,16 --shards 1,2,4 --out benchmarks/results/store/store_scaling.json
 
 Simulated trials, no training: each client is a process (a Ray actor) that syncs like a GPU trial on the
 MobileNet-like supernet (``MobileNetSpace``, 25.7M parameters, 392 tensors): every ``1/--rate`` seconds
@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks.harness import RESULTS, new_figure, save_figure, write_json, write_markdown
 
-OUT = RESULTS / "store_scaling" / "store_scaling.json"
+OUT = RESULTS / "store" / "store_scaling.json"
 
 
 class SimulatedTrial:
