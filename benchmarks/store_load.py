@@ -9,7 +9,8 @@ protocol: at step ``s`` it pulls the tensors of a path (``--path`` of them, draw
 pushes a delta of ones to each plus one to a counter, and checkpoints ``s`` after the push (every
 ``--checkpoint-every`` steps). Every ``--kill-every`` seconds one trial's process is killed; Ray restarts
 it and it resumes from its checkpoint, so it pushes again the steps after that checkpoint: the store must
-ignore those. ``--store-crashes`` also crashes the store (then checkpointing every push) that many times.
+ignore those. ``--store-crashes`` also crashes the store (then checkpointing every push) that many times
+(a sharded store, ``--shards N``: one shard at a time, in turn; shards alternate between the nodes).
 
 The sum check at the end: every trial reached step F_t, so the counter must be sum(F_t) and each tensor
 must equal the number of (trial, step <= F_t) paths that contain it, element for element. ``lost_updates``
@@ -100,7 +101,8 @@ def soak(args: argparse.Namespace) -> dict:
     arrays = {f"t{i}": np.zeros(size, np.float32) for i in range(args.tensors)} | {COUNTER: np.zeros(1, np.float32)}
     with simulated_cluster(nodes=2, cpus_per_node=2, object_store_mb=args.object_store_mb) as (_, node_ids):
         checkpoint = {"checkpoint_path": os.path.join(folder, "store.npz"), "checkpoint_every": 1} if args.store_crashes else {}
-        store = WeightStore.create("store-load", arrays=arrays, node_id=node_ids[0], **checkpoint)
+        placement = node_ids[0] if args.shards == 1 else [node_ids[i % 2] for i in range(args.shards)]
+        store = WeightStore.create("store-load", arrays=arrays, node_id=placement, shards=args.shards, **checkpoint)
         remote = ray.remote(Trial)
         names = [f"t{i}" for i in range(args.trials)]
         trials = {n: remote.options(num_cpus=0, max_restarts=-1, max_task_retries=-1, resources={f"node{i % 2}": 0.01}).remote(
@@ -130,7 +132,7 @@ def soak(args: argparse.Namespace) -> dict:
                 for moment in sorted(crash_at):
                     if time.monotonic() - start >= moment:
                         crash_at.discard(moment)
-                        ray.kill(store._actor, no_restart=False)
+                        ray.kill(store._actors[len(store_crashes) % store.shards], no_restart=False)
                         store_crashes.append(round(time.monotonic() - start, 1))
 
         threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=chaos, daemon=True)]
@@ -170,7 +172,7 @@ def soak(args: argparse.Namespace) -> dict:
         "pull_ms": _percentiles(latencies["pull_ms"]), "push_ms": _percentiles(latencies["push_ms"]),
         "store_rss_mb": {"first": rss[0] / 2**20, "last": rss[-1] / 2**20, "max_after_warmup": max(warm) / 2**20,
                          "min_after_warmup": min(warm) / 2**20} if rss else None,
-        "setup": {"tensors": args.tensors, "tensor_kb": args.tensor_kb, "path": args.path,
+        "setup": {"shards": args.shards, "tensors": args.tensors, "tensor_kb": args.tensor_kb, "path": args.path,
                   "checkpoint_every": args.checkpoint_every, "kill_every_s": args.kill_every,
                   "object_store_mb_per_node": args.object_store_mb},
         "kill_log": kills, "store_crash_log": store_crashes, "memory_samples": samples,
@@ -207,6 +209,7 @@ def main() -> None:
     parser.add_argument("--path", type=int, default=8, help="tensors a step trains (pulls and pushes)")
     parser.add_argument("--checkpoint-every", type=int, default=5, help="a trial checkpoints its step this often")
     parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between trial kills")
+    parser.add_argument("--shards", type=int, default=1, help="store shards (alternating between the nodes)")
     parser.add_argument("--store-crashes", type=int, default=0, help="also crash the store this many times")
     parser.add_argument("--chunk", type=float, default=5.0, help="seconds a trial runs between reports")
     parser.add_argument("--object-store-mb", type=int, default=200)

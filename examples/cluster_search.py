@@ -66,7 +66,7 @@ def trainable(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
-    store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1,
+    store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1, shards=args.shards,
                                  checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
@@ -111,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spread", type=int, default=0, help="place trials on nodes node0..node{N-1} in turn")
+    parser.add_argument("--shards", type=int, default=1, help="split the weight store over this many actors")
     parser.add_argument("--summary", default=None, help="also write the JSON summary here")
     parser.add_argument("--keep-store", action="store_true", help="leave the store running at the end")
     return parser.parse_args(argv)

@@ -31,6 +31,8 @@ from tune_spacenas.trainables import supernet_trainable
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+# The fault tests run against a store of one actor and a sharded one (two shards, one per node where placed).
+SHARDS = pytest.mark.parametrize("shards", [1, 2], ids=["one-actor", "two-shards"])
 
 
 @dataclass
@@ -54,6 +56,13 @@ def nodes():
             start_local_ray()
 
 
+def _ensure_second_node(nodes: TwoNodes) -> None:
+    """Add the second node back if an earlier test removed it."""
+    if not any(n.node_id == nodes.second for n in nodes.cluster.worker_nodes):
+        nodes.second = nodes.cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}).node_id
+        nodes.cluster.wait_for_nodes()
+
+
 def _alternating_nodes(trainable):
     def placed(config):  # a wrapper: with_resources marks the function it is given, for every later run
         return trainable(config)
@@ -75,12 +84,14 @@ def _train_config(store: SupernetStore, steps: int = 40, every: int = 2) -> dict
 
 
 def _assert_every_push_once(store: SupernetStore, trials, expected: int) -> dict:
-    """The ledger: each training job's pushes were applied exactly ``expected`` times, to its last step."""
+    """The ledger: each training job's pushes were applied exactly ``expected`` times, to its last step (on
+    every shard of a sharded store)."""
     info = store.info()
-    for trial in trials:
-        writer = writer_of(trial.config, trial.trial_id)  # a searcher's job id, else the trial's
-        assert info["push_counts"][writer] == expected, (writer, info["push_counts"])
-        assert info["last_step"][writer] == trial.config["steps"]
+    for ledger in info.get("shard_info", [info]):
+        for trial in trials:
+            writer = writer_of(trial.config, trial.trial_id)  # a searcher's job id, else the trial's
+            assert ledger["push_counts"][writer] == expected, (writer, ledger["push_counts"])
+            assert ledger["last_step"][writer] == trial.config["steps"]
     return info
 
 
@@ -132,8 +143,10 @@ class _KillWorkerOnce(tune.Callback):
             os.kill(result["worker_pid"], signal.SIGKILL)
 
 
-def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path):
-    store = _store(tiny_spec)
+@SHARDS
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path,
+                                                                                       shards):
+    store = _store(tiny_spec, shards=shards)
     killer = _KillWorkerOnce(after_step=10)
     analysis = _run(_train_config(store), tmp_path, num_samples=2, max_failures=2, callbacks=[killer])
     assert all(t.status == "TERMINATED" for t in analysis.trials)
@@ -153,11 +166,12 @@ class _CrashStoreOnce(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if not self.crashed and result["steps_done"] >= 10:
             self.crashed = True
-            ray.kill(self.store._actor, no_restart=False)  # a crash: Ray restarts it
+            ray.kill(self.store._actors[-1], no_restart=False)  # a crash (of the last shard): Ray restarts it
 
 
-def test_a_crashed_store_restarts_from_its_checkpoint_and_trials_carry_on(nodes, tiny_spec, tmp_path):
-    store = _store(tiny_spec, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
+@SHARDS
+def test_a_crashed_store_restarts_from_its_checkpoint_and_trials_carry_on(nodes, tiny_spec, tmp_path, shards):
+    store = _store(tiny_spec, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1, shards=shards)
     crash = _CrashStoreOnce(store)
     analysis = _run(_train_config(store), tmp_path, num_samples=2, callbacks=[crash])
     assert crash.crashed and all(t.status == "TERMINATED" and t.num_failures == 0 for t in analysis.trials)
@@ -175,19 +189,22 @@ def _load_example():
     return module
 
 
-def _search_driver(nodes, tmp_path, *extra: str) -> subprocess.Popen:
+def _search_driver(nodes, tmp_path, shards: int) -> subprocess.Popen:
     # Tune's default checkpoint period (every 10 s or more): the searcher state a resume starts from is
     # older than the jobs the killed driver issued last, which the resumed searcher issues again.
     env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "PYTHONUNBUFFERED": "1"}
     env.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
     command = [sys.executable, str(ROOT / "examples" / "cluster_search.py"), "--storage", str(tmp_path / "results"),
                "--name", "driver-kill", "--train-steps", "40", "--generations", "2", "--summary",
-               str(tmp_path / "summary.json"), *extra]
+               str(tmp_path / "summary.json"), "--shards", str(shards)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
 def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exactly_once(nodes, tiny_spec, tmp_path):
-    driver = _search_driver(nodes, tmp_path)
+    # Run with a sharded store (two shards, the harder case: each shard comes back from its own file); the
+    # one-actor store's restarts and re-creation from a checkpoint are the other tests' one-actor cases.
+    shards = 2
+    driver = _search_driver(nodes, tmp_path, shards)
     completed, first = [], []
     for line in driver.stdout:  # kill it (SIGKILL) once three trials have finished, mid-search
         first.append(line)
@@ -198,7 +215,7 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
                 break
     driver.wait(timeout=60)
     assert len(completed) == 3, "the driver ended before it could be killed:\n" + "".join(first)[-3000:]
-    resumed = _search_driver(nodes, tmp_path)
+    resumed = _search_driver(nodes, tmp_path, shards)
     output, _ = resumed.communicate(timeout=300)
     log = f"first driver:\n{''.join(first)[-2000:]}\nresumed driver:\n{output[-6000:]}"
     assert resumed.returncode == 0 and "RESUME" in output, log
@@ -223,10 +240,14 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
     assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in removed]
 
 
-def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path):
-    # The store sits on the second node with a soft affinity: it must come back on the head from its checkpoint.
-    store = _store(tiny_spec, node_id=nodes.second, checkpoint_path=str(tmp_path / "store.npz"), checkpoint_every=1)
-    assert store.info()["node_id"] == nodes.second
+@SHARDS
+def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishes(nodes, tiny_spec, tmp_path, shards):
+    # The store (a sharded one: its shard 0) sits on the second node with a soft affinity: it must come back on
+    # the head from its checkpoint; a second shard on the head stays where it is.
+    _ensure_second_node(nodes)
+    store = _store(tiny_spec, node_id=[nodes.second, nodes.head], checkpoint_path=str(tmp_path / "store.npz"),
+                   checkpoint_every=1, shards=shards)
+    assert [s["node_id"] for s in store.info().get("shard_info", [store.info()])] == [nodes.second, nodes.head][:shards]
     second = next(n for n in nodes.cluster.worker_nodes if n.node_id == nodes.second)
 
     class RemoveSecondNode(tune.Callback):
@@ -245,3 +266,42 @@ def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishe
     assert {t.last_result["node_id"] for t in analysis.trials} == {nodes.head}
     info = _assert_every_push_once(store, analysis.trials, expected=20)
     assert info["node_id"] == nodes.head and info["restarted"]
+
+
+def test_other_nodes_move_tensors_through_the_stores_socket_and_fall_back_to_ray(nodes):
+    """A client on another node than the shards reads and pushes through their sockets (store.transport);
+    an upload a shard lost, or a socket it cannot reach, goes through Ray instead, with the same result."""
+    import numpy as np
+
+    from tune_spacenas.store.actor import WeightStore
+
+    _ensure_second_node(nodes)
+    size = 2**19  # 2 MiB per tensor: a push part above the socket's 1 MiB threshold
+    store = WeightStore.create(f"socket-{uuid.uuid4().hex[:6]}", arrays={k: np.zeros(size, np.float32) for k in "uw"},
+                               shards=2, node_id=nodes.head)
+
+    @ray.remote(num_cpus=0, resources={"node1": 0.01})
+    def from_the_other_node(name: str) -> dict:
+        from tune_spacenas.store import actor
+
+        client = actor.WeightStore.connect(name)
+        incarnation, fresh = client.pull()
+        versions = {k: v for k, (v, _) in fresh.items()}
+        kept = client.push({k: np.ones(size, np.float32) for k in "uw"}, "far", 1, versions, incarnation).kept
+        direct = dict(client.transfers)
+        actor._LINK.upload = lambda *args: "an-upload-the-shard-lost"  # as after a shard restart: sent again via Ray
+        assert client.push({k: np.ones(size, np.float32) for k in "uw"}, "far", 2)
+        client._direct = {i: (("127.0.0.1", 1), "x") for i in range(2)}  # a socket nobody listens on
+        values = {k: float(a[1][0]) for k, a in client.pull()[1].items()}
+        return {"kept": dict(kept), "direct": direct, "after": dict(client.transfers), "values": values}
+
+    try:
+        out = ray.get(from_the_other_node.remote(store.name))
+        assert out["kept"] == {"u": 1, "w": 1} and out["values"] == {"u": 2.0, "w": 2.0}
+        assert out["direct"] == {"direct_read_bytes": 2 * 4 * size, "direct_upload_bytes": 2 * 4 * size,
+                                 "ray_objects": 0}
+        assert out["after"]["ray_objects"] == 2 and out["after"]["direct_upload_bytes"] == 2 * 4 * size
+        assert store.pull()[1]["u"][1][0] == 2.0 and store.transfers["direct_read_bytes"] == 0  # same node: Ray's
+        assert store.info()["push_counts"] == {"far": 2}
+    finally:
+        store.kill()

@@ -1,6 +1,6 @@
-"""The weight store's client under faults on one node: restarts from checkpoints (what is lost follows the
-checkpoint policy), refs that died with the store, a store replaced under its name, pushes of changed
-tensors only, checkpoints on a pyarrow.fs URI."""
+"""The weight store's client under faults on one node, for a store of one actor and a sharded one alike:
+restarts from checkpoints (what is lost follows the checkpoint policy), refs that died with the store, a
+store replaced under its name, pushes of changed tensors only, checkpoints on a pyarrow.fs URI."""
 
 from __future__ import annotations
 
@@ -15,80 +15,110 @@ from tune_spacenas import storage
 from tune_spacenas.store.actor import WeightStore
 
 ONES = np.ones(65536, np.float32)  # 256 KiB: above the size Ray inlines, so in the object store
+SHARDS = pytest.mark.parametrize("shards", [1, 2], ids=["one-actor", "two-shards"])
 
 
-def _store(tmp_path, **kwargs) -> WeightStore:
-    arrays = {"w": np.zeros(65536, np.float32), "still": np.zeros(8, np.float32)}
-    return WeightStore.create(f"faults-{uuid.uuid4().hex[:8]}", arrays=arrays, **kwargs)
+def _arrays() -> dict[str, np.ndarray]:
+    # Two shards get {"u", "still"} and {"w"}: a push to "u" and "w" reaches both.
+    return {"u": np.zeros(65536, np.float32), "w": np.zeros(65536, np.float32), "still": np.zeros(8, np.float32)}
 
 
-def _crash(store: WeightStore) -> None:
-    """Kill the actor's process the way a crash would; returns once Ray has restarted it (max_restarts=-1)."""
-    pid = store.info()["pid"]
-    ray.kill(store._actor, no_restart=False)
-    while store.info()["pid"] == pid:  # ray.kill is asynchronous
+def _store(tmp_path, shards: int = 1, **kwargs) -> WeightStore:
+    return WeightStore.create(f"faults-{uuid.uuid4().hex[:8]}", arrays=_arrays(), shards=shards, **kwargs)
+
+
+def _shard_info(store: WeightStore, shard: int) -> dict:
+    info = store.info()
+    return info["shard_info"][shard] if store.shards > 1 else info
+
+
+def _crash(store: WeightStore, shard: int = -1) -> None:
+    """Kill one shard's process (default: the last) the way a crash would; returns once Ray has restarted it
+    (max_restarts=-1)."""
+    shard %= store.shards
+    pid = _shard_info(store, shard)["pid"]
+    ray.kill(store._actors[shard], no_restart=False)
+    while _shard_info(store, shard)["pid"] == pid:  # ray.kill is asynchronous
         time.sleep(0.05)
 
 
-def _total(store: WeightStore) -> float:
-    return float(store.pull(keys=["w"])[1]["w"][1][0])
+def _totals(store: WeightStore) -> tuple[float, float]:
+    arrays = store.pull(keys=["u", "w"])[1]
+    return float(arrays["u"][1][0]), float(arrays["w"][1][0])
 
 
+BOTH = {"u": ONES, "w": ONES}
+
+
+@SHARDS
 @pytest.mark.parametrize("every, lost", [(1, 0), (3, 2)])
-def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_one(ray_session, tmp_path, every, lost):
-    store = _store(tmp_path, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=every)
+def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_one(ray_session, tmp_path, shards,
+                                                                                  every, lost):
+    store = _store(tmp_path, shards, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=every)
     try:
-        acknowledged = sum(store.push({"w": ONES}, "trial", step) for step in range(1, 6))
-        _crash(store)
-        assert _total(store) == acknowledged - lost  # the sum check: each push added exactly one
-        info = store.info()
-        assert info["restarted"] and info["stats"]["restored_from"] == str(tmp_path / "w.npz")
-        assert info["push_counts"]["trial"] == acknowledged - lost
-        # The dedup marks came back with the weights: a replay of a step the checkpoint holds is ignored.
-        assert not store.push({"w": ONES}, "trial", 5 - lost)
-        assert store.push({"w": ONES}, "trial", 6) and _total(store) == acknowledged - lost + 1
+        acknowledged = sum(bool(store.push(BOTH, "trial", step)) for step in range(1, 6))
+        _crash(store)  # a sharded store: one shard crashes, the other keeps everything
+        survived = acknowledged - lost
+        u, w = (acknowledged if shards > 1 else survived), survived
+        assert _totals(store) == (u, w)  # the sum check: each push added exactly one
+        crashed = _shard_info(store, -1)
+        assert crashed["restarted"] and crashed["stats"]["restored_from"].endswith(".npz")
+        assert store.info()["push_counts"]["trial"] == survived  # the ledger: what every shard holds
+        # The dedup marks came back with the weights: a replay of a step the checkpoint holds is ignored ...
+        assert store.progress("trial")[0] == 5 - lost
+        assert not store.push(BOTH, "trial", 5 - lost)
+        if lost:  # ... and a step the crash lost is applied again where it was lost, and only there
+            assert store.push(BOTH, "trial", 5 - lost + 1)
+            u, w = u + (shards == 1), w + 1
+            assert _totals(store) == (u, w)
+        assert store.push(BOTH, "trial", 6) and _totals(store) == (u + 1, w + 1)
     finally:
         store.kill()
 
 
-def test_after_a_restart_clients_fetch_every_tensor_again(ray_session, tmp_path):
-    store = _store(tmp_path, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=1)
+@SHARDS
+def test_after_a_restart_clients_fetch_every_tensor_again(ray_session, tmp_path, shards):
+    store = _store(tmp_path, shards, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=1)
     try:
-        store.push({"w": ONES}, "t", 1)
+        store.push(BOTH, "t", 1)
         incarnation, before = store.pull()
         _crash(store)  # the refs it handed out die with it (OwnerDiedError where a trial still holds them)
         fresh_incarnation, arrays = store.pull({k: v for k, (v, _) in before.items()}, None, incarnation)
-        assert fresh_incarnation != incarnation and set(arrays) == {"w", "still"}  # a new incarnation: all of it
+        crashed_keys = {"w"} if shards > 1 else {"u", "w", "still"}  # only the restarted shard's tensors
+        assert fresh_incarnation != incarnation and set(arrays) == crashed_keys
         assert arrays["w"][1][0] == 1.0
     finally:
         store.kill()
 
 
-def test_a_store_recreated_under_its_name_is_found_again_by_old_clients(ray_session, tmp_path):
+@SHARDS
+def test_a_store_recreated_under_its_name_is_found_again_by_old_clients(ray_session, tmp_path, shards):
     path = storage.store_checkpoint_path("file://" + str(tmp_path), "exp")  # a pyarrow.fs URI, as Tune's storage
-    store = _store(tmp_path, checkpoint_path=path, checkpoint_every=1)
+    store = _store(tmp_path, shards, checkpoint_path=path, checkpoint_every=1)
     old_client = WeightStore.connect(store.name)
-    store.push({"w": ONES}, "t", 1)
+    store.push(BOTH, "t", 1)
     store.kill()  # for good: no restart
-    replacement = WeightStore.create(store.name, arrays={"w": np.zeros(65536, np.float32)}, checkpoint_path=path)
+    replacement = WeightStore.create(store.name, arrays=_arrays(), checkpoint_path=path, shards=shards)
     try:
-        assert replacement.info()["stats"]["restored_from"] == path
-        assert _total(old_client) == 1.0  # the old client reconnected by name and sees the checkpoint
-        assert not old_client.push({"w": ONES}, "t", 1)
+        assert replacement.info()["stats"]["restored_from"].endswith(".npz")
+        assert _totals(old_client) == (1.0, 1.0)  # the old client reconnected by name and sees the checkpoint
+        assert not old_client.push(BOTH, "t", 1)
     finally:
         replacement.kill()
 
 
-def test_a_store_gone_for_good_says_how_to_bring_it_back(ray_session, tmp_path, monkeypatch):
-    store = _store(tmp_path)
+@SHARDS
+def test_a_store_gone_for_good_says_how_to_bring_it_back(ray_session, tmp_path, monkeypatch, shards):
+    store = _store(tmp_path, shards)
     store.kill()
     monkeypatch.setattr(WeightStore, "reconnect_timeout_s", 1.0)
     with pytest.raises(RuntimeError, match=r"did not come back.*WeightStore.create\("):
         store.info()
 
 
-def test_pushes_carry_only_changed_tensors(ray_session, tmp_path):
-    store = _store(tmp_path)
+@SHARDS
+def test_pushes_carry_only_changed_tensors(ray_session, tmp_path, shards):
+    store = _store(tmp_path, shards)
     try:
         incarnation, before = store.pull()
         assert store.push({"w": ONES, "still": np.zeros(8, np.float32)}, "t", 1)

@@ -1,6 +1,7 @@
 """Supernet training throughput on the GPU: the trainable's worker (pulling from and pushing deltas to an
 in-process weight table every 20 steps) vs a plain torch loop on the same MobileNet-like supernet
-(width 1.0, paths of ~4-5M parameters, 32x32 CIFAR-10, batch 256). The Tune-driven CPU comparison, with
+(width 1.0, paths of ~4-5M parameters, 32x32 CIFAR-10, batch 256), and the sync's share of the
+worker's step time (push + pull per sync over ``SYNC_EVERY`` steps' wall time). The Tune-driven CPU comparison, with
 Ray's object store in between, is ``benchmarks.supernet_throughput``."""
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ def run(budget_s: float, smoke: bool) -> dict:
     probe = runner(train_job(SYNC_EVERY, seed=1, sync_every=SYNC_EVERY))
     steps = max(SYNC_EVERY, int(0.35 * budget_s * probe["images_per_s"] / spec.batch_size) // SYNC_EVERY * SYNC_EVERY)
     result = runner(train_job(steps, seed=2, sync_every=SYNC_EVERY, report_every=steps))
+    step_ms = 1e3 * spec.batch_size / result["images_per_s"]  # one step, its share of syncs included
+    sync_ms = result["store_push_ms"] + result["store_pull_ms"]
     return {"device": where, "supernet": f"MobileNet-like width {space.width_mult}, {space.input_size}x{space.input_size}",
             "batch_size": spec.batch_size, "plain_images_per_s": plain["images_per_s"],
             "worker_images_per_s": result["images_per_s"], "ratio": result["images_per_s"] / plain["images_per_s"],
             "sync_every": SYNC_EVERY, "store_push_ms": result["store_push_ms"], "store_pull_ms": result["store_pull_ms"],
-            "steps": steps}
+            "steps": steps, "step_ms": step_ms, "sync_ms": sync_ms,
+            "sync_share_of_step_time": sync_ms / (SYNC_EVERY * step_ms)}

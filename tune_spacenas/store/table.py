@@ -14,6 +14,14 @@ training job's id (``jobs.JOB_ID_KEY``; a hand-made job's trial id): a step at o
 applied for that writer is a replay (Tune retried the trial from a checkpoint, or a resumed searcher
 issued the job again) and is ignored, so no delta is ever added twice. A finished job's result is kept
 (``record_result``), so a job issued again after all its steps were applied is answered without training.
+
+Moving what changed, once. A push may name the versions its deltas were measured from (``known``, with
+the ``incarnation`` they belong to); its receipt (``PushReceipt.kept``) lists the tensors no other writer
+changed since: the store now holds ``base + delta`` for them, which the writer computes itself
+(``keep_exact``) instead of pulling them back. Exactness: float32 ``base + (p - base)`` is not always
+bitwise ``p``, so a writer never keeps ``p``: it keeps ``base + delta``, computed by the same IEEE-754
+float32 addition the store does (numpy here; torch on CPU or CUDA, without flush-to-zero), which is
+bitwise the store's tensor. Writer and store agree exactly, so versions never drift from values.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +47,24 @@ KEPT_RESULTS = 1024
 
 def variant_key(param: str, variant: str) -> str:
     return f"{param}{VARIANT_SEP}{variant}"
+
+
+@dataclass(frozen=True)
+class PushReceipt:
+    """What a push did. True when its step was new (applied), False for a replay (nothing applied).
+
+    Attributes:
+        applied: the step was new to the store (a sharded store: to at least one shard).
+        kept: tensor -> its version now, for every pushed tensor no other writer changed since the
+            version the push named in ``known``: the store holds exactly ``base + delta`` there, so the
+            writer keeps that (``keep_exact``) instead of pulling it back. Empty without ``known``.
+    """
+
+    applied: bool
+    kept: Mapping[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.applied
 
 
 class WeightTable:
@@ -102,27 +129,30 @@ class WeightTable:
             self.stats["resumed_jobs"] += 1
         return self.last_step.get(writer, 0), self.results.get(writer)
 
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool:
-        """Add ``deltas``; False (nothing applied) if (writer, step) was applied before."""
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
+             incarnation: str | None = None) -> PushReceipt:
+        """Add ``deltas``; nothing is applied if (writer, step) was applied before (the receipt is False).
+
+        ``known``/``incarnation``: the versions (of this incarnation) the deltas were measured from; the
+        receipt's ``kept`` names the pushed tensors still at those versions before this push.
+        """
         self.stats["pushes"] += 1
         if step <= self.last_step.get(writer, -1):
             self.stats["duplicates"] += 1
-            return False
-        unknown = [k for k in deltas if k not in self.arrays]
-        if unknown:
-            raise KeyError(f"push names tensors the store does not hold: {unknown[:5]}")
-        # Every delta is checked before any is added: a refused push changes nothing, so its retry is safe.
+            return PushReceipt(False)
+        check_deltas(deltas, {k: self.arrays[k].shape for k in deltas if k in self.arrays})
+        known = known if known and incarnation == self.incarnation else {}
+        kept = {}
         for key, delta in deltas.items():
-            if np.shape(delta) != self.arrays[key].shape:
-                raise ValueError(f"delta for {key!r} has shape {np.shape(delta)}, the tensor {self.arrays[key].shape}")
-        for key, delta in deltas.items():
+            if known.get(key) == self.versions[key]:
+                kept[key] = self.versions[key] + 1
             self.arrays[key] += delta
             self.versions[key] += 1
         self.last_step[writer] = step
         self.push_counts[writer] = self.push_counts.get(writer, 0) + 1
         self.stats["applied"] += 1
         self._after_change()
-        return True
+        return PushReceipt(True, kept)
 
     def record_result(self, writer: str, result: Mapping[str, Any]) -> None:
         """Keep a finished job's result (plain data) for a re-issue of the job; the oldest go beyond
@@ -220,6 +250,17 @@ class WeightTable:
         self.stats["applied"] = int(state.get("applied", 0))
         self.stats["restored_from"] = path
         self.stats["checkpoint_time"] = state["time"]
+
+
+def check_deltas(deltas: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """KeyError/ValueError unless every delta names a held tensor (``shapes``: the held ones) and has its
+    shape. Every delta is checked before any is added: a refused push changes nothing, so its retry is safe."""
+    unknown = [k for k in deltas if k not in shapes]
+    if unknown:
+        raise KeyError(f"push names tensors the store does not hold: {unknown[:5]}")
+    for key, delta in deltas.items():
+        if np.shape(delta) != tuple(shapes[key]):
+            raise ValueError(f"delta for {key!r} has shape {np.shape(delta)}, the tensor {tuple(shapes[key])}")
 
 
 def _plain(value: Any) -> Any:

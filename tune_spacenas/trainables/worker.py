@@ -54,16 +54,18 @@ from tune_spacenas.jobs import (
     writer_of,
 )
 from tune_spacenas.spaces.base import Architecture, SearchSpace
+from tune_spacenas.store.table import PushReceipt
 from tune_spacenas.supernet.bn import recalibrate_batchnorm
 from tune_spacenas.supernet.spec import SupernetSpec
 from tune_spacenas.trainables.extensions import JobContext, WorkerExtension, extensions_for
-from tune_spacenas.trainables.extensions.base import ExtensionStore, as_tensor
+from tune_spacenas.trainables.extensions.base import ExtensionStore, as_tensor, keep_pushed
 
 Reporter = Callable[[dict[str, Any], int | None], None]
 
 
 class StoreLike(ExtensionStore, Protocol):
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int) -> bool: ...
+    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
+             incarnation: str | None = None) -> PushReceipt: ...
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]: ...
     def record_result(self, writer: str, result: Mapping[str, Any]) -> None: ...
 
@@ -90,13 +92,18 @@ class SupernetWorker:
         self.versions: dict[str, int] = {}
         self.incarnation: str | None = None
         self.pulled_bytes = 0  # bytes ``sync`` brought in so far (the throughput benchmark's accounting)
+        self._delta_buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # (device, host) per tensor
 
     # ------------------------------------------------------------------------------------------
     # Weights in and out
     # ------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def sync(self, keys: Iterable[str] | None = None) -> int:
         """Load every tensor whose version changed in the store; returns how many were copied."""
+        return len(self.pull_changed(keys))
+
+    @torch.no_grad()
+    def pull_changed(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Load every tensor (of ``keys``, default all the network's) whose version moved; returns their names."""
         # Only the network's own tensors: the store also holds SE-NAS's private copies (``<param>#<tag>``).
         keys = list(self.params) if keys is None else keys
         self.incarnation, fresh = self.store.pull(self.versions, keys, self.incarnation)
@@ -104,7 +111,7 @@ class SupernetWorker:
             self.params[key].copy_(as_tensor(array), non_blocking=True)
             self.versions[key] = version
             self.pulled_bytes += array.nbytes
-        return len(fresh)
+        return list(fresh)
 
     def release(self, names: Iterable[str]) -> None:
         """These parameters hold tensors that are not the store's now: the next ``sync`` reloads them."""
@@ -112,9 +119,32 @@ class SupernetWorker:
             self.versions.pop(name, None)
 
     @torch.no_grad()
-    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """``params - base`` for ``keys``, as numpy (what a push carries)."""
-        return {k: (self.params[k] - base[k]).cpu().numpy() for k in keys}
+    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> tuple[dict[str, torch.Tensor],
+                                                                                     dict[str, np.ndarray]]:
+        """``params - base`` for ``keys``: on the device (what ``keep_pushed`` adds to the base) and as numpy
+        (what a push carries; on the CPU the same memory). Both live in buffers reused from sync to sync, so a
+        sync allocates nothing (fresh large buffers cost page faults); on a GPU the host side is pinned.
+        The numpy arrays are valid until the next call: a push copies them (Ray's object store, or the
+        in-process table's addition) before it returns."""
+        on_device, on_host = {}, {}
+        for key in keys:
+            device_buffer, host_buffer = self._delta_buffer(key)
+            torch.sub(self.params[key], base[key], out=device_buffer)
+            if host_buffer is not device_buffer:
+                host_buffer.copy_(device_buffer, non_blocking=True)
+            on_device[key], on_host[key] = device_buffer, host_buffer.numpy()
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the host copies are complete
+        return on_device, on_host
+
+    def _delta_buffer(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self._delta_buffers:
+            param = self.params[key]
+            device_buffer = torch.empty_like(param, requires_grad=False)
+            host_buffer = device_buffer if param.device.type == "cpu" else torch.empty(
+                param.shape, dtype=param.dtype, pin_memory=torch.cuda.is_available())
+            self._delta_buffers[key] = (device_buffer, host_buffer)
+        return self._delta_buffers[key]
 
     def context(self, task: str, seed: int, steps: int, subspace: SearchSpace,
                 optimizer: torch.optim.Optimizer | None = None) -> JobContext:
@@ -273,9 +303,14 @@ class _TrainingJob:
         self.window_loss = self.window_correct = self.window_images = 0.0
         self.window_start = time.perf_counter()
 
-    def rebase(self) -> None:
-        """The weights now are what the next deltas are measured from."""
-        self.base = {k: p.detach().clone() for k, p in self.worker.params.items()}
+    def rebase(self, keys: Iterable[str] | None = None) -> None:
+        """The weights now are what the next deltas are measured from (of ``keys``; default: all)."""
+        params = self.worker.params
+        for key in params if keys is None else keys:
+            if key in self.base:
+                self.base[key].copy_(params[key])
+            else:
+                self.base[key] = params[key].detach().clone()
 
     def step(self, step: int) -> None:
         """One SGD step on one path (sampled, or the job's fixed ``arch``)."""
@@ -304,22 +339,28 @@ class _TrainingJob:
         self.window_images += len(y)
 
     def sync(self, step: int) -> None:
-        """Push the deltas since the last sync as (trial, step), pull what others pushed."""
+        """Push the deltas since the last sync as (job, step); keep what the store kept (bitwise its tensors,
+        no pull back), pull what others changed."""
         worker = self.worker
         clock, pulled = time.perf_counter(), worker.pulled_bytes
-        deltas = worker.deltas(self.base, self.touched)
+        shared, deltas = worker.deltas(self.base, self.touched)
+        if not _all_finite(shared.values()):  # the step blew the weights up
+            raise _Diverged(step, self.last_loss)
         for extension in self.extensions:
             deltas |= extension.at_sync(self.ctx)
-        if not all(np.isfinite(d).all() for d in deltas.values()):  # the step blew the weights up
+        if not all(np.isfinite(d).all() for k, d in deltas.items() if k not in shared):
             raise _Diverged(step, self.last_loss)
-        worker.store.push(deltas, self.writer, step)
+        receipt = worker.store.push(deltas, self.writer, step, known=worker.versions, incarnation=worker.incarnation)
+        keep_pushed(receipt.kept, shared, self.base, worker.params, worker.versions)
         self.pushed = step
+        self.moved_bytes += sum(a.nbytes for a in deltas.values())
         self.push_ms.append(1e3 * (time.perf_counter() - clock))
         clock = time.perf_counter()
-        worker.sync()
+        fresh = worker.pull_changed()
+        self.rebase(fresh)
         self.pull_ms.append(1e3 * (time.perf_counter() - clock))
-        self.moved_bytes += sum(a.nbytes for a in deltas.values()) + worker.pulled_bytes - pulled
-        self.rebase()
+        self.moved_bytes += worker.pulled_bytes - pulled
+        self.ctx.last_push = receipt
         for extension in self.extensions:
             extension.synced(self.ctx, step)
         self.touched, self.synced = set(), step
@@ -343,6 +384,12 @@ class _TrainingJob:
         """The step a report made now may checkpoint (the last sync since the previous report), once."""
         synced, self.synced = self.synced, None
         return synced
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Every element finite (one device synchronisation for all tensors)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 class _Diverged(Exception):

@@ -35,6 +35,7 @@ import torch
 if TYPE_CHECKING:
     from tune_spacenas.data import DeviceData
     from tune_spacenas.spaces.base import Architecture, SearchSpace
+    from tune_spacenas.store.table import PushReceipt
     from tune_spacenas.supernet.base import Supernet
     from tune_spacenas.supernet.spec import SupernetSpec
 
@@ -45,6 +46,28 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.asarray(array))
+
+
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as numpy: a view on the CPU, a copy to the host from a GPU."""
+    return tensor.detach().cpu().numpy()
+
+
+@torch.no_grad()
+def keep_pushed(kept: Mapping[str, int], deltas: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor],
+                current: Mapping[str, torch.Tensor], versions: dict[str, int]) -> list[str]:
+    """After a push of ``deltas`` (``current - base``): each tensor the store kept (``PushReceipt.kept``)
+    becomes ``base + delta``, by the store's own float32 addition, so bitwise the store's tensor, at the
+    store's version (``current`` moves by at most a rounding step, as if it had been pulled back); every
+    other pushed tensor forgets its version, so the next pull fetches the store's. Returns the kept names."""
+    for key, delta in deltas.items():
+        if key in kept:
+            base[key].add_(delta)
+            current[key].copy_(base[key])
+            versions[key] = kept[key]
+        else:
+            versions.pop(key, None)
+    return [key for key in deltas if key in kept]
 
 
 class ExtensionStore(Protocol):
@@ -73,6 +96,8 @@ class JobContext:
         optimizer: the job's SGD (training only).
         release: ``release(names)``: these parameters hold tensors that are not the store's now (private
             copies, averaged snapshots); the worker's next sync puts the shared ones back.
+        last_push: the receipt of the job's latest push (set before ``synced``): which pushed tensors the
+            store kept as ``base + delta`` (``keep_pushed``).
     """
 
     task: str
@@ -87,6 +112,7 @@ class JobContext:
     subspace: SearchSpace
     release: Callable[[Iterable[str]], None]
     optimizer: torch.optim.Optimizer | None = None
+    last_push: PushReceipt | None = None
 
 
 class WorkerExtension:

@@ -20,7 +20,7 @@ import torch
 from tune_spacenas.jobs import EVALUATE, TRAIN, SENASJob, SnapshotRequest
 from tune_spacenas.spaces.base import Architecture
 from tune_spacenas.store.table import variant_key
-from tune_spacenas.trainables.extensions.base import JobContext, WorkerExtension, as_tensor
+from tune_spacenas.trainables.extensions.base import JobContext, WorkerExtension, as_numpy, as_tensor, keep_pushed
 
 
 class SENASExtension(WorkerExtension):
@@ -54,7 +54,7 @@ class SENASExtension(WorkerExtension):
         return self.private.deltas()
 
     def synced(self, ctx: JobContext, step: int) -> None:
-        self.private.rebase()
+        self.private.rebase(ctx.last_push.kept if ctx.last_push is not None else {})
         if step in self.snapshot_at:
             ctx.store.snapshot(f"{self.job.snapshots.name}/{self.snapshot_at.index(step)}")
 
@@ -96,6 +96,9 @@ class PrivateWeights:
         self.base: dict[str, torch.Tensor] = {}
         self.momentum: dict[str, torch.Tensor | None] = {}
         self.occupant: dict[str, str] = {}  # module parameter -> the private copy it holds now
+        self.versions: dict[str, int] = {}  # the store's version of each copy ``local`` holds (training)
+        self.incarnation: str | None = None
+        self.pushed: dict[str, torch.Tensor] = {}  # the deltas of the latest push, on the device
 
     @property
     def keys(self) -> set[str]:
@@ -138,7 +141,10 @@ class PrivateWeights:
                 keys = {v: v for v in sources}
             else:
                 keys = store.resolve(sources)
-            _, fresh = store.pull(None, sorted(set(keys.values())), None)
+            incarnation, fresh = store.pull(None, sorted(set(keys.values())), None)
+            if incarnation != self.incarnation:  # versions of another incarnation say nothing: fetch them anew
+                self.incarnation, self.versions = incarnation, {}
+            self.versions |= {v: fresh[v][0] for v, k in keys.items() if v == k}
             arrays = {v: fresh[k][1] for v, k in keys.items()}
         for key, array in arrays.items():
             self.local[key] = torch.as_tensor(np.array(array), device=self.ctx.device)
@@ -165,15 +171,21 @@ class PrivateWeights:
             self.local[key].copy_(self.ctx.params[param])
 
     def deltas(self) -> dict[str, np.ndarray]:
-        return {k: (v - self.base[k]).cpu().numpy() for k, v in self.local.items() if not torch.equal(v, self.base[k])}
+        self.pushed = {k: v - self.base[k] for k, v in self.local.items() if not torch.equal(v, self.base[k])}
+        return {k: as_numpy(d) for k, d in self.pushed.items()}
 
-    def rebase(self) -> None:
-        # Private copies are trained by this trial only between syncs; refetch so concurrent trials' pushes count.
+    @torch.no_grad()
+    def rebase(self, kept: Mapping[str, int]) -> None:
+        """After the job's push: keep the copies the store kept (``keep_pushed``: bitwise the store's), fetch
+        those another trial changed since, so concurrent trials' pushes count."""
+        keep_pushed(kept, self.pushed, self.base, self.local, self.versions)
+        self.pushed = {}
         if self.local:
-            _, fresh = self.ctx.store.pull(None, list(self.local), None)
-            for key, (_, array) in fresh.items():
+            self.incarnation, fresh = self.ctx.store.pull(self.versions, list(self.local), self.incarnation)
+            for key, (version, array) in fresh.items():
                 self.local[key].copy_(as_tensor(array))
-                self.base[key] = self.local[key].clone()
+                self.base[key].copy_(self.local[key])
+                self.versions[key] = version
 
     def release(self) -> None:
         """The modules hold private copies now: make the worker's next sync put the shared tensors back."""
