@@ -39,8 +39,11 @@ def synthetic_reward(config: dict[str, Any]) -> dict[str, Any]:
 SETTINGS = {
     "nasbench201 defaults (K=1 M=1)": (NASBench201Space, dict(max_queries=1000), evaluate_on_table),
     "nasbench201 K=4 M=4": (NASBench201Space, dict(num_subspaces=4, local_distance=4), evaluate_on_table),
-    "mobilenet K=10 M=3": (MobileNetSpace, dict(num_subspaces=10, local_distance=3, learning_rate=3e-4,
-                                                entropy_weight=1e-3), synthetic_reward),
+    "mobilenet K=10 M=3": (
+        MobileNetSpace,
+        dict(num_subspaces=10, local_distance=3, learning_rate=3e-4, entropy_weight=1e-3),
+        synthetic_reward,
+    ),
 }
 
 
@@ -63,9 +66,13 @@ def measure(space_cls: type, kwargs: dict[str, Any], evaluate, decisions: int, w
     for clock, series in (("cpu", cpu), ("wall", wall)):
         sample, update = (np.array(series[k][warmup:]) / 1e6 for k in ("sample", "update"))
         total = sample + update
-        out[clock] = {"sample_ms": float(np.median(sample)), "update_ms": float(np.median(update)),
-                      "decision_ms_median": float(np.median(total)), "decision_ms_mean": float(total.mean()),
-                      "decision_ms_p95": float(np.percentile(total, 95))}
+        out[clock] = {
+            "sample_ms": float(np.median(sample)),
+            "update_ms": float(np.median(update)),
+            "decision_ms_median": float(np.median(total)),
+            "decision_ms_mean": float(total.mean()),
+            "decision_ms_p95": float(np.percentile(total, 95)),
+        }
     out["parameters"] = sum(p.numel() for p in searcher.controller.parameters())
     return out
 
@@ -76,21 +83,46 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "ase" / "speed.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = {name: measure(cls, kwargs, evaluate, args.decisions) for name, (cls, kwargs, evaluate) in SETTINGS.items()}
+    results = {
+        name: measure(cls, kwargs, evaluate, args.decisions) for name, (cls, kwargs, evaluate) in SETTINGS.items()
+    }
     for name, r in results.items():
-        print(f"{name}: CPU {r['cpu']['decision_ms_median']:.2f} ms/decision (sample {r['cpu']['sample_ms']:.2f} + "
-              f"update {r['cpu']['update_ms']:.2f}), wall {r['wall']['decision_ms_median']:.2f} ms", flush=True)
+        print(
+            f"{name}: CPU {r['cpu']['decision_ms_median']:.2f} ms/decision (sample {r['cpu']['sample_ms']:.2f} + "
+            f"update {r['cpu']['update_ms']:.2f}), wall {r['wall']['decision_ms_median']:.2f} ms",
+            flush=True,
+        )
     write_json(args.out, {"decisions": args.decisions, "goal_ms": GOAL_MS, "settings": results})
-    rows = [[name, r["parameters"], f"{r['cpu']['sample_ms']:.2f}", f"{r['cpu']['update_ms']:.2f}",
-             f"{r['cpu']['decision_ms_median']:.2f}", f"{r['cpu']['decision_ms_p95']:.2f}",
-             f"{r['wall']['decision_ms_median']:.2f}", r["cpu"]["decision_ms_median"] < GOAL_MS]
-            for name, r in results.items()]
-    write_markdown(args.out.with_suffix(".md"), f"ASE-NAS controller cost per decision, one CPU thread ({args.decisions} decisions)",
-                   ["setting", "parameters", "sample (CPU ms, median)", "update (CPU ms, median)",
-                    "decision (CPU ms, median)", "decision (CPU ms, p95)", "decision (wall ms, median)",
-                    f"< {GOAL_MS:g} ms"], rows,
-                   notes="CPU = this thread's CPU time (time.thread_time); wall time also counts waiting for a core "
-                         "on the shared machine.")
+    rows = [
+        [
+            name,
+            r["parameters"],
+            f"{r['cpu']['sample_ms']:.2f}",
+            f"{r['cpu']['update_ms']:.2f}",
+            f"{r['cpu']['decision_ms_median']:.2f}",
+            f"{r['cpu']['decision_ms_p95']:.2f}",
+            f"{r['wall']['decision_ms_median']:.2f}",
+            r["cpu"]["decision_ms_median"] < GOAL_MS,
+        ]
+        for name, r in results.items()
+    ]
+    write_markdown(
+        args.out.with_suffix(".md"),
+        f"ASE-NAS controller cost per decision, one CPU thread ({args.decisions} decisions)",
+        [
+            "setting",
+            "parameters",
+            "sample (CPU ms, median)",
+            "update (CPU ms, median)",
+            "decision (CPU ms, median)",
+            "decision (CPU ms, p95)",
+            "decision (wall ms, median)",
+            f"< {GOAL_MS:g} ms",
+        ],
+        rows,
+        notes="CPU = this thread's CPU time (time.thread_time); wall time also counts waiting for a core "
+        "on the shared machine.",
+    )
     print(f"wrote {args.out}")
 
 

@@ -25,8 +25,16 @@ DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 OPTIMUM = {"cifar10": 94.37, "cifar100": 73.51, "ImageNet16-120": 47.31}
 SHORT = {"cifar10": "C10", "cifar100": "C100", "ImageNet16-120": "IN16"}
 BUDGETS = (50, 100, 300)
-PAIRS = (("ase", "tpe"), ("ase", "regevo"), ("ase", "random"), ("ase_prior", "tpe_warm"),
-         ("ase_prior", "regevo_warm"), ("ase_prior", "ase"), ("tpe_warm", "tpe"), ("ase", "ase_paper"))
+PAIRS = (
+    ("ase", "tpe"),
+    ("ase", "regevo"),
+    ("ase", "random"),
+    ("ase_prior", "tpe_warm"),
+    ("ase_prior", "regevo_warm"),
+    ("ase_prior", "ase"),
+    ("tpe_warm", "tpe"),
+    ("ase", "ase_paper"),
+)
 
 
 def load(path: Path) -> dict[str, list[float]]:
@@ -54,10 +62,18 @@ def goals(main: dict[str, Any]) -> list[list[str]]:
     if all(vs_warm):
         above = all(c["difference"] > 0 for c in vs_warm)
         significant = sum(c["difference"] > 0 and c["welch_p"] < 0.05 for c in vs_warm)
-        verdict = _verdict(significant == 3) if significant == 3 or not above else (
-            f"**above in the mean only**: significant on {significant} of 3, a tie within noise elsewhere")
-        rows.append(["ASE with the prior above tpe_warm on all three", _diffs(vs_warm) + f"; {significant} of 3 with "
-                     "p < 0.05", verdict])
+        verdict = (
+            _verdict(significant == 3)
+            if significant == 3 or not above
+            else (f"**above in the mean only**: significant on {significant} of 3, a tie within noise elsewhere")
+        )
+        rows.append(
+            [
+                "ASE with the prior above tpe_warm on all three",
+                _diffs(vs_warm) + f"; {significant} of 3 with p < 0.05",
+                verdict,
+            ]
+        )
     return rows
 
 
@@ -81,18 +97,25 @@ def seed0_choice() -> None:
             for method, values in load(folder / f"{dataset}_q{budget}.json").items():
                 finals.setdefault(method, []).append(values[0])
                 regrets.setdefault(method, []).append(OPTIMUM[dataset] - values[0])
-    rows = [[m, *(f"{v:.2f}" for v in finals[m]), f"{np.mean(regrets[m]):.3f}"]
-            for m in sorted(finals, key=lambda m: np.mean(regrets[m]))]
-    write_markdown(RESULTS / "ase" / "seed0.md", "How the defaults were chosen: seed 0 only, one run per setting",
-                   ["setting", *(f"{SHORT[d]} @{b}" for d in DATASETS for b in BUDGETS), "mean regret"], rows,
-                   notes="Test accuracy of the architecture each setting returned (seed 0), per dataset and budget "
-                         "(C10 / C100 / IN16 at 50, 100, 300 queries), and its regret to the table's optimum "
-                         "averaged over the nine; lower is better. One run per cell: a coarse signal, used only to "
-                         "check the budget rule and to pick between settings, never to report.")
+    rows = [
+        [m, *(f"{v:.2f}" for v in finals[m]), f"{np.mean(regrets[m]):.3f}"]
+        for m in sorted(finals, key=lambda m: np.mean(regrets[m]))
+    ]
+    write_markdown(
+        RESULTS / "ase" / "seed0.md",
+        "How the defaults were chosen: seed 0 only, one run per setting",
+        ["setting", *(f"{SHORT[d]} @{b}" for d in DATASETS for b in BUDGETS), "mean regret"],
+        rows,
+        notes="Test accuracy of the architecture each setting returned (seed 0), per dataset and budget "
+        "(C10 / C100 / IN16 at 50, 100, 300 queries), and its regret to the table's optimum "
+        "averaged over the nine; lower is better. One run per cell: a coarse signal, used only to "
+        "check the budget rule and to pick between settings, never to report.",
+    )
 
 
-def plot_grid(methods: tuple[str, ...] = ("tpe", "tpe_warm", "regevo", "regevo_warm", "ase", "ase_prior",
-                                          "ase_paper")) -> None:
+def plot_grid(
+    methods: tuple[str, ...] = ("tpe", "tpe_warm", "regevo", "regevo_warm", "ase", "ase_prior", "ase_paper"),
+) -> None:
     """``results/ase/curves.png``: best-so-far curves (mean over runs, band: standard error) for every
     dataset x budget, zoomed on the last 80% of the budget where the methods separate."""
     import matplotlib
@@ -117,8 +140,10 @@ def plot_grid(methods: tuple[str, ...] = ("tpe", "tpe_warm", "regevo", "regevo_w
             ax.set_ylabel("best test accuracy (%)")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("NAS-Bench-201: best so far, mean of 100 runs (seeds 1-100), band = standard error; "
-                 "black line: the table's optimum")
+    fig.suptitle(
+        "NAS-Bench-201: best so far, mean of 100 runs (seeds 1-100), band = standard error; "
+        "black line: the table's optimum"
+    )
     fig.tight_layout()
     fig.savefig(RESULTS / "ase" / "curves.png", dpi=110)
     plt.close(fig)
@@ -137,28 +162,50 @@ def main() -> None:
             for ours, other in PAIRS:
                 if ours in table and other in table:
                     c = found[f"{ours} vs {other}"] = compare(table[ours], table[other])
-                    rows.append([dataset, budget, ours, other, f"{np.mean(table[ours]):.2f}",
-                                 f"{np.mean(table[other]):.2f}", f"{c['difference']:+.3f}", f"{c['welch_p']:.2g}"])
+                    rows.append(
+                        [
+                            dataset,
+                            budget,
+                            ours,
+                            other,
+                            f"{np.mean(table[ours]):.2f}",
+                            f"{np.mean(table[other]):.2f}",
+                            f"{c['difference']:+.3f}",
+                            f"{c['welch_p']:.2g}",
+                        ]
+                    )
         path = RESULTS / "ase" / "ablations" / f"{dataset}_q100.json"
         if path.is_file():
             ablations = load(path)
-            out["ablations"][dataset] = {m: {"mean": float(np.mean(v)), **compare(v, ablations["ase"])}
-                                         for m, v in ablations.items() if m != "ase"}
-            ablation_rows += [[dataset, m, f"{r['mean']:.2f}", f"{r['difference']:+.3f}", f"{r['welch_p']:.2g}"]
-                              for m, r in out["ablations"][dataset].items()]
+            out["ablations"][dataset] = {
+                m: {"mean": float(np.mean(v)), **compare(v, ablations["ase"])}
+                for m, v in ablations.items()
+                if m != "ase"
+            }
+            ablation_rows += [
+                [dataset, m, f"{r['mean']:.2f}", f"{r['difference']:+.3f}", f"{r['welch_p']:.2g}"]
+                for m, r in out["ablations"][dataset].items()
+            ]
     out["goals"] = goals(out["main"])
     target = RESULTS / "ase" / "summary.json"
     write_json(target, out)
     md = target.with_suffix(".md")
-    write_markdown(md, "ASE-NAS on NAS-Bench-201: differences with Welch's t-test (100 runs, seeds 1-100)",
-                   ["dataset", "queries", "ours", "other", "ours mean", "other mean", "difference", "Welch p"], rows,
-                   notes="Goals at 100 queries (issue 16):\n\n| goal | differences C10 / C100 / IN16 | verdict |\n"
-                         "|---|---|---|\n" + "\n".join("| " + " | ".join(r) + " |" for r in out["goals"]))
+    write_markdown(
+        md,
+        "ASE-NAS on NAS-Bench-201: differences with Welch's t-test (100 runs, seeds 1-100)",
+        ["dataset", "queries", "ours", "other", "ours mean", "other mean", "difference", "Welch p"],
+        rows,
+        notes="Goals at 100 queries (issue 16):\n\n| goal | differences C10 / C100 / IN16 | verdict |\n"
+        "|---|---|---|\n" + "\n".join("| " + " | ".join(r) + " |" for r in out["goals"]),
+    )
     if ablation_rows:
         ablation_md = RESULTS / "ase" / "summary_ablations.md"
-        write_markdown(ablation_md, "ASE-NAS ablations against ase (library defaults), 100 queries, seeds 1-100",
-                       ["dataset", "variant", "mean test accuracy", "difference to ase", "Welch p vs ase"],
-                       ablation_rows)
+        write_markdown(
+            ablation_md,
+            "ASE-NAS ablations against ase (library defaults), 100 queries, seeds 1-100",
+            ["dataset", "variant", "mean test accuracy", "difference to ase", "Welch p vs ase"],
+            ablation_rows,
+        )
         print(ablation_md.read_text())
     print(md.read_text())
 

@@ -52,22 +52,37 @@ from benchmarks.harness import (
 OUT_DIR = RESULTS / "autospace"
 SPACES = ("autospace", "manual", "full")
 SEARCHERS = ("proxyless", "spos", "random")
-SEARCHER_NAMES = {"proxyless": "ProxylessNAS (gradient, binary gates)", "spos": "SPOS + evolution",
-                  "random": "random search"}
+SEARCHER_NAMES = {
+    "proxyless": "ProxylessNAS (gradient, binary gates)",
+    "spos": "SPOS + evolution",
+    "random": "random search",
+}
 # Table 6's initial fitness scores (x 1e-3) for Net1, Net2, Net3.
-TABLE6_INIT = ((-0.296, 2.670, -0.141), (0.023, -0.577, 0.705), (0.426, -0.752, -1.180), (-1.950, -0.061, -0.334),
-               (0.304, 1.220, 0.774))
+TABLE6_INIT = (
+    (-0.296, 2.670, -0.141),
+    (0.023, -0.577, 0.705),
+    (0.426, -0.752, -1.180),
+    (-1.950, -0.061, -0.334),
+    (0.304, 1.220, 0.774),
+)
 # Net1 < Net2 < Net3: one cell (r1, conv3x3 edges, residual where the layer allows) chained 1, 2 or 3 deep.
-TABLE6_CELLS = ("r1|add|zero|zero|zero|conv3x3|zero|zero", "r1|add|conv3x3|zero|zero|zero|conv3x3|zero",
-                "r1|add|conv3x3|zero|conv3x3|zero|zero|conv3x3")
+TABLE6_CELLS = (
+    "r1|add|zero|zero|zero|conv3x3|zero|zero",
+    "r1|add|conv3x3|zero|zero|zero|conv3x3|zero",
+    "r1|add|conv3x3|zero|conv3x3|zero|zero|conv3x3",
+)
 
 
 # ----------------------------------------------------------------------------------------------
 # Pieces (the GPU section calls them too)
 # ----------------------------------------------------------------------------------------------
 def plan(args: argparse.Namespace) -> dict[str, Any]:
-    return {"widths": tuple(args.widths), "strides": tuple(args.strides), "stem_channels": args.stem,
-            "input_size": args.resolution}
+    return {
+        "widths": tuple(args.widths),
+        "strides": tuple(args.strides),
+        "stem_channels": args.stem,
+        "input_size": args.resolution,
+    }
 
 
 def cell_limits(args: argparse.Namespace) -> list[float] | None:
@@ -87,8 +102,15 @@ def cost_window(args: argparse.Namespace) -> tuple[float, float]:
 
 
 def spec_for(args: argparse.Namespace, space, seed: int, train_size: int | None = None):
-    return cifar10_spec(space, args.resolution, init_seed=seed, train_size=train_size or args.train_size,
-                        batch_size=args.batch_size, lr=args.lr, eval_images=args.eval_images)
+    return cifar10_spec(
+        space,
+        args.resolution,
+        init_seed=seed,
+        train_size=train_size or args.train_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_images=args.eval_images,
+    )
 
 
 def _start(args: argparse.Namespace, what: str) -> float:
@@ -116,27 +138,48 @@ def evolve(args: argparse.Namespace, use_reference: bool, seed: int = 0, runner:
     start = _start(args, f"seed {seed}: evolution (reference DAG {'on' if use_reference else 'off'})")
     space = OpenCellSpace(**plan(args))
     searcher = AutoSpaceSearcher(
-        space=space, metric="loss", mode="min", seed=seed, cells_per_layer=args.cells, population_size=args.population,
-        tournament_size=args.tournament, generations=args.generations, iterations_per_generation=args.iterations,
-        epsilon=args.epsilon, use_reference=use_reference, alpha_lr=args.alpha_lr, lr=args.lr,
-        madds_penalty=args.evolution_madds_penalty, max_cell_madds=cell_limits(args))
+        space=space,
+        metric="loss",
+        mode="min",
+        seed=seed,
+        cells_per_layer=args.cells,
+        population_size=args.population,
+        tournament_size=args.tournament,
+        generations=args.generations,
+        iterations_per_generation=args.iterations,
+        epsilon=args.epsilon,
+        use_reference=use_reference,
+        alpha_lr=args.alpha_lr,
+        lr=args.lr,
+        madds_penalty=args.evolution_madds_penalty,
+        max_cell_madds=cell_limits(args),
+    )
     losses: list[float] = []
 
     def progress(config: dict, result: dict) -> None:
         losses.append(result["loss"])
         if len(losses) % max(1, args.generations // 4) == 0:
-            print(f"  [evolution] generation {len(losses)}/{args.generations} loss {result['loss']:.3f} "
-                  f"({result['images_per_s']:.0f} img/s)", flush=True)
+            print(
+                f"  [evolution] generation {len(losses)}/{args.generations} loss {result['loss']:.3f} "
+                f"({result['images_per_s']:.0f} img/s)",
+                flush=True,
+            )
 
     run_in_process(searcher, runner or _runner(args, spec_for(args, space, seed)), on_result=progress)
     generated = searcher.generated_space()
     cells = generated.layer_cells
-    return {"use_reference": use_reference, "seconds": time.perf_counter() - start, "loss": losses,
-            "steps": args.generations * args.iterations, "generated_cells": cells,
-            "evaluations": generated.evaluations, "generated_space": generated.to_spec(),
-            "cost_range": generated.cost_range(),
-            "distance_to_reference": float(np.mean([hamming_distance(c, REFERENCE_IRB) for layer in cells for c in layer])),
-            "population": searcher.population_table()}
+    return {
+        "use_reference": use_reference,
+        "seconds": time.perf_counter() - start,
+        "loss": losses,
+        "steps": args.generations * args.iterations,
+        "generated_cells": cells,
+        "evaluations": generated.evaluations,
+        "generated_space": generated.to_spec(),
+        "cost_range": generated.cost_range(),
+        "distance_to_reference": float(np.mean([hamming_distance(c, REFERENCE_IRB) for layer in cells for c in layer])),
+        "population": searcher.population_table(),
+    }
 
 
 def _found(space, arch: str | None, **extra: Any) -> dict[str, Any]:
@@ -144,8 +187,9 @@ def _found(space, arch: str | None, **extra: Any) -> dict[str, Any]:
     return {"arch": arch, "madds": madds, **extra}
 
 
-def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], seed: int = 0,
-           runner: Any = None) -> dict[str, Any]:
+def search(
+    args: argparse.Namespace, label: str, space_spec: dict[str, Any], seed: int = 0, runner: Any = None
+) -> dict[str, Any]:
     """One space, three searchers, one cost window: the supernet trains on uniform single paths, SPOS's
     evolution and random search (as many candidates) rank candidates inside the window by the supernet's
     validation loss, then ProxylessNAS continues training on the same weights with its architecture steps
@@ -161,46 +205,96 @@ def search(args: argparse.Namespace, label: str, space_spec: dict[str, Any], see
     low, high = cost_window(args)
     images = {IMAGES_KEY: args.eval_images}
     population = args.search_population
-    evolution = EvolutionSettings(population=population, generations=args.search_generations,
-                                  parents=max(2, population // 4), mutations=population // 2,
-                                  crossovers=population - population // 2)
-    spos = SPOSSearcher(space=space, metric="loss", mode="min", seed=seed, train_steps=args.supernet_steps,
-                        steps_per_trial=max(1, args.supernet_steps // 5), lr=args.lr, evolution=evolution,
-                        eval_batch=25, min_madds=low, max_madds=high)
+    evolution = EvolutionSettings(
+        population=population,
+        generations=args.search_generations,
+        parents=max(2, population // 4),
+        mutations=population // 2,
+        crossovers=population - population // 2,
+    )
+    spos = SPOSSearcher(
+        space=space,
+        metric="loss",
+        mode="min",
+        seed=seed,
+        train_steps=args.supernet_steps,
+        steps_per_trial=max(1, args.supernet_steps // 5),
+        lr=args.lr,
+        evolution=evolution,
+        eval_batch=25,
+        min_madds=low,
+        max_madds=high,
+    )
     run_in_process(spos, runner, param_space=images)
     trained = time.perf_counter()
     found = spos.progress()
-    out = {"label": label, "space_size": space.size, "cost_range": space.cost_range(),
-           "spos": _found(space, found.best_arch, supernet_loss=found.best, evaluated=found.evaluations_done)}
+    out = {
+        "label": label,
+        "space_size": space.size,
+        "cost_range": space.cost_range(),
+        "spos": _found(space, found.best_arch, supernet_loss=found.best, evaluated=found.evaluations_done),
+    }
     print(f"  [{label}] SPOS + evolution: {found.best_arch}", flush=True)
 
     # Its own draws: with SPOS's seed it would draw SPOS's first population and, where the evolution's few
     # generations improve nothing, return SPOS's answer.
-    random = RandomSearcher(space=space, metric="loss", mode="min", seed=10_000 + seed, min_madds=low, max_madds=high,
-                            max_queries=max(1, found.evaluations_done))
+    random = RandomSearcher(
+        space=space,
+        metric="loss",
+        mode="min",
+        seed=10_000 + seed,
+        min_madds=low,
+        max_madds=high,
+        max_queries=max(1, found.evaluations_done),
+    )
     run_in_process(random, runner, param_space=images, space=space)
     best = random.best_record()
-    out["random"] = _found(space, best and best["arch"], supernet_loss=best and best["loss"],
-                           evaluated=random.queries)
+    out["random"] = _found(space, best and best["arch"], supernet_loss=best and best["loss"], evaluated=random.queries)
     print(f"  [{label}] random: {out['random']['arch']}", flush=True)
     evaluated = time.perf_counter()
 
-    proxyless = ProxylessSearcher(space=space, metric="loss", mode="min", seed=seed, warmup_steps=0,
-                                  search_steps=args.proxyless_steps,
-                                  steps_per_trial=max(1, args.proxyless_steps // 5), lr=args.proxyless_lr,
-                                  arch_lr=args.arch_lr, update_every=args.update_every,
-                                  madds_penalty=args.madds_penalty, min_madds=low, max_madds=high)
+    proxyless = ProxylessSearcher(
+        space=space,
+        metric="loss",
+        mode="min",
+        seed=seed,
+        warmup_steps=0,
+        search_steps=args.proxyless_steps,
+        steps_per_trial=max(1, args.proxyless_steps // 5),
+        lr=args.proxyless_lr,
+        arch_lr=args.arch_lr,
+        update_every=args.update_every,
+        madds_penalty=args.madds_penalty,
+        min_madds=low,
+        max_madds=high,
+    )
     run_in_process(proxyless, runner)
     confidence = float(np.mean([max(p.values()) for p in proxyless.probabilities()]))
-    out["proxyless"] = _found(space, proxyless.best_architecture(), mean_largest_p=confidence,
-                              alpha=proxyless.alpha, loss_curve=[c["loss"] for c in proxyless.curve])
+    out["proxyless"] = _found(
+        space,
+        proxyless.best_architecture(),
+        mean_largest_p=confidence,
+        alpha=proxyless.alpha,
+        loss_curve=[c["loss"] for c in proxyless.curve],
+    )
     print(f"  [{label}] ProxylessNAS: {out['proxyless']['arch']} (mean largest p {confidence:.3f})", flush=True)
-    return out | {"seconds": {"supernet_and_evolution": trained - start, "random": evaluated - trained,
-                              "proxyless": time.perf_counter() - evaluated}}
+    return out | {
+        "seconds": {
+            "supernet_and_evolution": trained - start,
+            "random": evaluated - trained,
+            "proxyless": time.perf_counter() - evaluated,
+        }
+    }
 
 
-def trained_alone(args: argparse.Namespace, space_spec: dict[str, Any], arch: str, seed: int, steps: int,
-                  train_size: int | None = None) -> dict[str, Any]:
+def trained_alone(
+    args: argparse.Namespace,
+    space_spec: dict[str, Any],
+    arch: str,
+    seed: int,
+    steps: int,
+    train_size: int | None = None,
+) -> dict[str, Any]:
     """Train ``arch`` from scratch (its own weights only, cosine lr) and score it on the test set."""
     from tune_spacenas.spaces import space_from_spec
 
@@ -215,21 +309,35 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     start = time.perf_counter()
     evolution = evolve(args, True, seed)
-    specs = {"autospace": evolution["generated_space"], "manual": IRBSpace(**plan(args)).to_spec(),
-             "full": OpenCellSpace(**plan(args)).to_spec()}
+    specs = {
+        "autospace": evolution["generated_space"],
+        "manual": IRBSpace(**plan(args)).to_spec(),
+        "full": OpenCellSpace(**plan(args)).to_spec(),
+    }
     searches = {label: search(args, label, specs[label], seed) for label in SPACES}
     results: dict[str, dict[str, Any]] = {name: {} for name in SEARCHERS}
     for name in SEARCHERS:
         for label in SPACES:
             found = searches[label][name]
             alone = trained_alone(args, specs[label], found["arch"], seed, args.standalone_steps)
-            results[name][label] = {**found, "accuracy": alone["accuracy"], "params": alone["params"],
-                                    "standalone_seconds": alone["seconds"]}
-            print(f"  [seed {seed}] {name} / {label}: {alone['accuracy']:.2f} % at {alone['madds'] / 1e6:.2f}M MAdds",
-                  flush=True)
+            results[name][label] = {
+                **found,
+                "accuracy": alone["accuracy"],
+                "params": alone["params"],
+                "standalone_seconds": alone["seconds"],
+            }
+            print(
+                f"  [seed {seed}] {name} / {label}: {alone['accuracy']:.2f} % at {alone['madds'] / 1e6:.2f}M MAdds",
+                flush=True,
+            )
     evolution.pop("population")
-    return {"seed": seed, "evolution": evolution, "searches": searches, "results": results,
-            "seconds": time.perf_counter() - start}
+    return {
+        "seed": seed,
+        "evolution": evolution,
+        "searches": searches,
+        "results": results,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,8 +362,12 @@ def table6_fitness(args: argparse.Namespace, run: int) -> dict[str, Any]:
         spec.init_seed = 100 * run + k  # three independent networks
         nets.append(spec.build().to(args.device or default_device()))
     archs = [space.from_cells([cell] * space.num_layers) for cell in TABLE6_CELLS]
-    layer = FitnessWeightedLayer([functools.partial(net, arch=a) for net, a in zip(nets, archs)],
-                                 [1e-3 * a for a in TABLE6_INIT[run]], gate_paths=2, alpha_lr=args.alpha_lr)
+    layer = FitnessWeightedLayer(
+        [functools.partial(net, arch=a) for net, a in zip(nets, archs)],
+        [1e-3 * a for a in TABLE6_INIT[run]],
+        gate_paths=2,
+        alpha_lr=args.alpha_lr,
+    )
     data = DeviceData(load_data(spec.data), nets[0].classifier.weight.device)
     weights = [p for net in nets for p in net.parameters()]
     optimizer = torch.optim.SGD(weights, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -277,8 +389,12 @@ def table6_fitness(args: argparse.Namespace, run: int) -> dict[str, Any]:
             schedule.step()
             layer.update()
         alphas.append(layer.alpha.tolist())
-    return {"run": run, "initial": [1e-3 * a for a in TABLE6_INIT[run]], "alpha_per_epoch": alphas,
-            "active_steps": layer.steps.tolist()}
+    return {
+        "run": run,
+        "initial": [1e-3 * a for a in TABLE6_INIT[run]],
+        "alpha_per_epoch": alphas,
+        "active_steps": layer.steps.tolist(),
+    }
 
 
 def first_correct_epoch(alphas: list[list[float]], truth: list[float]) -> int | None:
@@ -298,15 +414,24 @@ def ablations(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     evolutions = {key: evolve(args, key == "reference", seed) for key in ("reference", "no_reference")}
     full = OpenCellSpace(**plan(args)).to_spec()
     steps = args.table6_epochs * args.table6_train_size // args.batch_size
-    truth = [[trained_alone(args, full, ",".join([cell] * len(args.widths)), s, steps, args.table6_train_size)["accuracy"]
-              for s in range(3)] for cell in TABLE6_CELLS]
+    truth = [
+        [
+            trained_alone(args, full, ",".join([cell] * len(args.widths)), s, steps, args.table6_train_size)["accuracy"]
+            for s in range(3)
+        ]
+        for cell in TABLE6_CELLS
+    ]
     means = [float(np.mean(t)) for t in truth]
     runs = [table6_fitness(args, run) for run in range(len(TABLE6_INIT))]
-    return {"reference_dag": {k: {"loss": v["loss"], "distance_to_reference": v["distance_to_reference"]}
-                              for k, v in evolutions.items()},
-            "fitness_robustness": [{**r, "epochs_to_correct_ranking": first_correct_epoch(r["alpha_per_epoch"], means)}
-                                   for r in runs],
-            "fitness_robustness_truth": {"networks": list(TABLE6_CELLS), "per_seed": truth, "standalone_accuracy": means}}
+    return {
+        "reference_dag": {
+            k: {"loss": v["loss"], "distance_to_reference": v["distance_to_reference"]} for k, v in evolutions.items()
+        },
+        "fitness_robustness": [
+            {**r, "epochs_to_correct_ranking": first_correct_epoch(r["alpha_per_epoch"], means)} for r in runs
+        ],
+        "fitness_robustness_truth": {"networks": list(TABLE6_CELLS), "per_seed": truth, "standalone_accuracy": means},
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,13 +446,19 @@ def summarise(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str,
         table[name] = {}
         for label in SPACES:
             entries = [run["results"][name][label] for run in runs]
-            table[name][label] = {"accuracy": [e["accuracy"] for e in entries], "madds": [e["madds"] for e in entries],
-                                  "params": [e["params"] for e in entries], "arch": [e["arch"] for e in entries],
-                                  "seeds": [run["seed"] for run in runs],
-                                  "inside_window": all(low <= e["madds"] <= high for e in entries)}
+            table[name][label] = {
+                "accuracy": [e["accuracy"] for e in entries],
+                "madds": [e["madds"] for e in entries],
+                "params": [e["params"] for e in entries],
+                "arch": [e["arch"] for e in entries],
+                "seeds": [run["seed"] for run in runs],
+                "inside_window": all(low <= e["madds"] <= high for e in entries),
+            }
         auto = table[name]["autospace"]["accuracy"]
-        table[name]["welch_p"] = {other: welch_p(auto, table[name][other]["accuracy"]) if len(auto) > 1 else None
-                                  for other in ("manual", "full")}
+        table[name]["welch_p"] = {
+            other: welch_p(auto, table[name][other]["accuracy"]) if len(auto) > 1 else None
+            for other in ("manual", "full")
+        }
     return {"seeds": [run["seed"] for run in runs], "window": [low, high], "table": table}
 
 
@@ -339,26 +470,43 @@ def write_report(payload: dict[str, Any], out: Path, command: str | None = None)
         for label in SPACES:
             mean, std = mean_std(entry[label]["accuracy"])
             p = "" if label == "autospace" else entry["welch_p"][label]
-            rows.append([SEARCHER_NAMES[name], label, f"{mean:.2f} +- {std:.2f}",
-                         f"{np.mean(entry[label]['madds']) / 1e6:.3f}", f"{np.mean(entry[label]['params']) / 1e6:.3f}",
-                         "" if p in ("", None) else f"{p:.3f}",
-                         " ".join(f"{a:.1f}" for a in entry[label]["accuracy"])])
+            rows.append(
+                [
+                    SEARCHER_NAMES[name],
+                    label,
+                    f"{mean:.2f} +- {std:.2f}",
+                    f"{np.mean(entry[label]['madds']) / 1e6:.3f}",
+                    f"{np.mean(entry[label]['params']) / 1e6:.3f}",
+                    "" if p in ("", None) else f"{p:.3f}",
+                    " ".join(f"{a:.1f}" for a in entry[label]["accuracy"]),
+                ]
+            )
     low, high = summary["window"]
     evolutions = [run["evolution"] for run in payload["runs"]]
-    notes = [f"Standalone test accuracy (the test split, `--test-images` of its 10,000), mean +- std over seeds {summary['seeds']} (one "
-             f"whole pipeline per seed); every architecture found lies in the window {low / 1e6:.3f}-{high / 1e6:.3f}M "
-             "MAdds (target +- 5%). Welch p: the generated space against this row's space, same searcher.",
-             f"Budget per seed: {payload['budget']}.",
-             "Generated spaces (per seed): " + "; ".join(
-                 f"seed {run['seed']}: {sum(len(c) for c in run['evolution']['generated_cells'])} cells, "
-                 f"evaluated {min(min(e) for e in run['evolution']['evaluations'])}-"
-                 f"{max(max(e) for e in run['evolution']['evaluations'])} generations each, cost range "
-                 f"{run['evolution']['cost_range'][0] / 1e6:.2f}-{run['evolution']['cost_range'][1] / 1e6:.2f}M"
-                 for run in payload["runs"]) + ".",
-             f"Design cost (evolution) per seed: {np.mean([e['seconds'] for e in evolutions]):.0f} s on average."]
-    write_markdown(out.with_suffix(".md"), "AutoSpace on CIFAR-10 at matched MAdds (CPU analog of Tables 2-4)",
-                   ["searcher", "space", "test acc. (%)", "MAdds (M)", "params (M)", "Welch p (generated vs this)",
-                    "per seed"], rows, notes="\n".join(notes), command=command)
+    notes = [
+        f"Standalone test accuracy (the test split, `--test-images` of its 10,000), mean +- std over seeds {summary['seeds']} (one "
+        f"whole pipeline per seed); every architecture found lies in the window {low / 1e6:.3f}-{high / 1e6:.3f}M "
+        "MAdds (target +- 5%). Welch p: the generated space against this row's space, same searcher.",
+        f"Budget per seed: {payload['budget']}.",
+        "Generated spaces (per seed): "
+        + "; ".join(
+            f"seed {run['seed']}: {sum(len(c) for c in run['evolution']['generated_cells'])} cells, "
+            f"evaluated {min(min(e) for e in run['evolution']['evaluations'])}-"
+            f"{max(max(e) for e in run['evolution']['evaluations'])} generations each, cost range "
+            f"{run['evolution']['cost_range'][0] / 1e6:.2f}-{run['evolution']['cost_range'][1] / 1e6:.2f}M"
+            for run in payload["runs"]
+        )
+        + ".",
+        f"Design cost (evolution) per seed: {np.mean([e['seconds'] for e in evolutions]):.0f} s on average.",
+    ]
+    write_markdown(
+        out.with_suffix(".md"),
+        "AutoSpace on CIFAR-10 at matched MAdds (CPU analog of Tables 2-4)",
+        ["searcher", "space", "test acc. (%)", "MAdds (M)", "params (M)", "Welch p (generated vs this)", "per seed"],
+        rows,
+        notes="\n".join(notes),
+        command=command,
+    )
 
 
 def plot(payload: dict[str, Any], folder: Path) -> None:
@@ -377,15 +525,22 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     np.atleast_1d(axes)[0].set_ylim(min(everything) - 2, max(everything) + 1)
     np.atleast_1d(axes)[0].set_ylabel("standalone test accuracy (%)")
     low, high = payload["summary"]["window"]
-    fig.suptitle(f"Found architectures at {low / 1e6:.2f}-{high / 1e6:.2f}M MAdds, seeds {payload['summary']['seeds']}",
-                 fontsize=10)
+    fig.suptitle(
+        f"Found architectures at {low / 1e6:.2f}-{high / 1e6:.2f}M MAdds, seeds {payload['summary']['seeds']}",
+        fontsize=10,
+    )
     save_figure(fig, folder / "autospace_spaces.png")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5],
-                   help="one whole pipeline per seed (settings were chosen on seed 0)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4, 5],
+        help="one whole pipeline per seed (settings were chosen on seed 0)",
+    )
     p.add_argument("--resolution", type=int, default=16)
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 24, 32, 32])
@@ -405,10 +560,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=50, help="f: iterations per supernet generation")
     p.add_argument("--epsilon", type=float, default=0.5)
     p.add_argument("--alpha-lr", type=float, default=0.05)
-    p.add_argument("--cell-limit", choices=("irb", "none"), default="irb",
-                   help="Eq. (1)'s per-cell MAdds limit: the manual space's largest block per layer, or none")
-    p.add_argument("--evolution-madds-penalty", type=float, default=0.0,
-                   help="Eq. (6)'s lambda on the fitness-weighted layers during the evolution (the paper: none)")
+    p.add_argument(
+        "--cell-limit",
+        choices=("irb", "none"),
+        default="irb",
+        help="Eq. (1)'s per-cell MAdds limit: the manual space's largest block per layer, or none",
+    )
+    p.add_argument(
+        "--evolution-madds-penalty",
+        type=float,
+        default=0.0,
+        help="Eq. (6)'s lambda on the fitness-weighted layers during the evolution (the paper: none)",
+    )
     # The searches on each space
     p.add_argument("--supernet-steps", type=int, default=600, help="uniform single-path training per space")
     p.add_argument("--search-population", type=int, default=12)
@@ -429,18 +592,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep the seeds already in --out")
     p.add_argument("--out", type=Path, default=OUT_DIR / "autospace.json")
     p.add_argument("--plot", type=Path, default=None, help="only redraw the plots and Markdown from this JSON")
-    p.add_argument("--merge", type=Path, nargs="+", default=None,
-                   help="only combine the seeds of these JSONs (runs side by side, same settings) into --out")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only combine the seeds of these JSONs (runs side by side, same settings) into --out",
+    )
     return p
 
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
-    return {"evolution_steps": args.generations * args.iterations, "supernet_steps": args.supernet_steps,
-            "search_candidates": args.search_population * args.search_generations,
-            "proxyless_steps": args.proxyless_steps, "arch_lr": args.arch_lr, "madds_penalty": args.madds_penalty,
-            "standalone_steps": args.standalone_steps, "batch_size": args.batch_size,
-            "eval_images": args.eval_images, "target_madds": args.target_madds, "window": args.window,
-            "cell_limit": args.cell_limit}
+    return {
+        "evolution_steps": args.generations * args.iterations,
+        "supernet_steps": args.supernet_steps,
+        "search_candidates": args.search_population * args.search_generations,
+        "proxyless_steps": args.proxyless_steps,
+        "arch_lr": args.arch_lr,
+        "madds_penalty": args.madds_penalty,
+        "standalone_steps": args.standalone_steps,
+        "batch_size": args.batch_size,
+        "eval_images": args.eval_images,
+        "target_madds": args.target_madds,
+        "window": args.window,
+        "cell_limit": args.cell_limit,
+    }
 
 
 def merge(args: argparse.Namespace, payloads: list[dict[str, Any]]) -> None:
@@ -449,8 +625,13 @@ def merge(args: argparse.Namespace, payloads: list[dict[str, Any]]) -> None:
         raise ValueError(f"runs with different settings cannot be merged: {[p['budget'] for p in payloads]}")
     runs = sorted((run for p in payloads for run in p["runs"]), key=lambda run: run["seed"])
     command = " + ".join(p.get("command", "") for p in payloads)
-    payload = {"budget": payloads[0]["budget"], "runs": runs, "summary": summarise(args, runs), "command": command,
-               "wall_seconds": max(p.get("wall_seconds", 0.0) for p in payloads)}
+    payload = {
+        "budget": payloads[0]["budget"],
+        "runs": runs,
+        "summary": summarise(args, runs),
+        "command": command,
+        "wall_seconds": max(p.get("wall_seconds", 0.0) for p in payloads),
+    }
     write_json(args.out, payload)
     write_report(payload, args.out, command=command)
     plot(payload, args.out.parent)

@@ -149,8 +149,12 @@ def path_of_mobilenet() -> tuple[object, list[str], int]:
 def summary(times: list[float] | None) -> dict | None:
     if not times:
         return None
-    return {"p50_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "min_ms": float(np.min(times)), "n": len(times)}
+    return {
+        "p50_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "min_ms": float(np.min(times)),
+        "n": len(times),
+    }
 
 
 def measure(repeats: int) -> dict:
@@ -172,8 +176,9 @@ def measure(repeats: int) -> dict:
         probes = [here, there, ray_here, ray_there, ray_there_too]
         assert ray.get([p.node.remote() for p in probes]) == [node_ids[0], node_ids[1]] * 2 + [node_ids[1]]
         ray.get([p.pull.remote() for p in probes])  # warm-up: connections, first fetch
-        times: dict[str, list[float]] = {k: [] for k in ("pull_same", "pull_other", "pull_other_ray",
-                                                         "pull_other_cached", "push_same", "push_other")}
+        times: dict[str, list[float]] = {
+            k: [] for k in ("pull_same", "pull_other", "pull_other_ray", "pull_other_cached", "push_same", "push_other")
+        }
         for step in range(1, repeats + 1):
             ray.get([here.push.remote("writer", 2 * step), ray_here.push.remote("writer", 2 * step)])  # new versions
             times["pull_same"].append(ray.get(here.pull.remote()))
@@ -185,7 +190,10 @@ def measure(repeats: int) -> dict:
             times["push_other"].append(ray.get(there.push.remote("there", step)))
             ray.get([p.pull.remote() for p in probes])  # everyone up to date before the next round
         nbytes = ray.get(here.nbytes.remote())
-        reads = {"direct (other node)": ray.get(there.reads.remote()), "ray (other node)": ray.get(ray_there.reads.remote())}
+        reads = {
+            "direct (other node)": ray.get(there.reads.remote()),
+            "ray (other node)": ray.get(ray_there.reads.remote()),
+        }
         port = ray.get(here.tcp_serve.remote(nbytes))
         times["tcp_loopback"] = ray.get(there.tcp_send.remote(port, repeats))
         times["memcpy"] = ray.get(there.memcpy.remote(repeats))
@@ -193,9 +201,14 @@ def measure(repeats: int) -> dict:
         info = store.info()
         store.kill()
         through_ray.kill()
-    out = {"path": {"space": "MobileNetSpace", "params": params, "tensors": len(keys), "bytes": nbytes},
-           "repeats": repeats, "store_duplicates": info["stats"]["duplicates"], "client_reads": reads,
-           "timings": {k: summary(v) for k, v in times.items()}, "raw_ms": times}
+    out = {
+        "path": {"space": "MobileNetSpace", "params": params, "tensors": len(keys), "bytes": nbytes},
+        "repeats": repeats,
+        "store_duplicates": info["stats"]["duplicates"],
+        "client_reads": reads,
+        "timings": {k: summary(v) for k, v in times.items()},
+        "raw_ms": times,
+    }
     if device is not None:
         out["timings"]["host_to_device"] = summary(device)
     tcp = out["timings"]["tcp_loopback"]["p50_ms"]
@@ -212,22 +225,34 @@ def main() -> None:
     result = measure(args.repeats)
     result["load_avg_1min"] = [load, os.getloadavg()[0]]  # the machine's load before and after the run
     write_json(args.out, result)
-    labels = {"pull_same": "pull, same node (first after a push)",
-              "pull_other": "pull, other node (the store's socket, the default)",
-              "pull_other_ray": "pull, other node (Ray's object transfer, direct_reads=False)",
-              "pull_other_cached": "pull, other node, version already on that node (Ray's transfer)",
-              "push_same": "push, same node", "push_other": "push, other node", "memcpy": "memcpy",
-              "tcp_loopback": "raw TCP over loopback, node to node", "host_to_device": "host to GPU copy"}
-    rows = [(labels[k], v["p50_ms"], v["p90_ms"], v["min_ms"], result["ratios_to_tcp"][k])
-            for k, v in result["timings"].items() if v]
+    labels = {
+        "pull_same": "pull, same node (first after a push)",
+        "pull_other": "pull, other node (the store's socket, the default)",
+        "pull_other_ray": "pull, other node (Ray's object transfer, direct_reads=False)",
+        "pull_other_cached": "pull, other node, version already on that node (Ray's transfer)",
+        "push_same": "push, same node",
+        "push_other": "push, other node",
+        "memcpy": "memcpy",
+        "tcp_loopback": "raw TCP over loopback, node to node",
+        "host_to_device": "host to GPU copy",
+    }
+    rows = [
+        (labels[k], v["p50_ms"], v["p90_ms"], v["min_ms"], result["ratios_to_tcp"][k])
+        for k, v in result["timings"].items()
+        if v
+    ]
     path = result["path"]
-    write_markdown(args.out.with_suffix(".md"), "Weight store: moving one path within and across nodes",
-                   ["operation", "p50 ms", "p90 ms", "min ms", "x TCP p50"], rows,
-                   notes=f"Path: {path['params'] / 1e6:.2f}M parameters in {path['tensors']} tensors "
-                         f"({path['bytes'] / 2**20:.1f} MiB float32), {result['repeats']} repeats; simulated "
-                         "two-node cluster on one machine (ray.cluster_utils), so 'other node' is a second "
-                         "raylet and object store over loopback. Machine load (1-min average) before / after: "
-                         "{:.1f} / {:.1f} on {} cores.".format(*result["load_avg_1min"], os.cpu_count()))
+    write_markdown(
+        args.out.with_suffix(".md"),
+        "Weight store: moving one path within and across nodes",
+        ["operation", "p50 ms", "p90 ms", "min ms", "x TCP p50"],
+        rows,
+        notes=f"Path: {path['params'] / 1e6:.2f}M parameters in {path['tensors']} tensors "
+        f"({path['bytes'] / 2**20:.1f} MiB float32), {result['repeats']} repeats; simulated "
+        "two-node cluster on one machine (ray.cluster_utils), so 'other node' is a second "
+        "raylet and object store over loopback. Machine load (1-min average) before / after: "
+        "{:.1f} / {:.1f} on {} cores.".format(*result["load_avg_1min"], os.cpu_count()),
+    )
     print(args.out.with_suffix(".md").read_text())
 
 

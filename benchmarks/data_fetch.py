@@ -79,8 +79,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def quickstart_wall(extra_env: dict[str, str], log: Path) -> tuple[float, int]:
     start = time.perf_counter()
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=ROOT, stdout=out,
-                              stderr=subprocess.STDOUT, env={**os.environ, **extra_env}, check=False)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **extra_env},
+            check=False,
+        )
     return time.perf_counter() - start, done.returncode
 
 
@@ -109,7 +115,9 @@ def main() -> None:
         payload["parquet_first_decode_s"] = timed(lambda: prepare_data(spec))
         cached = prepare_data(spec)
     payload["cache_load_s"] = timed(lambda: load_npz(cached))
-    rows.append(["beside a data folder: first decode of the JPEG copy into the cache", payload["parquet_first_decode_s"]])
+    rows.append(
+        ["beside a data folder: first decode of the JPEG copy into the cache", payload["parquet_first_decode_s"]]
+    )
     rows.append(["any later run: load from the cache", payload["cache_load_s"]])
 
     served = work / "served"
@@ -120,29 +128,42 @@ def main() -> None:
     payload["archive_md5"] = hashlib.md5(archive.read_bytes()).hexdigest()
     with serve(served) as base:
         url = f"{base}/{ARCHIVE_FILE}"
-        download_env = {"TUNE_SPACENAS_CACHE": str(work / "cache_download"), "TUNE_SPACENAS_CIFAR10_URL": url,
-                        "TUNE_SPACENAS_CIFAR10_MD5": payload["archive_md5"], "TUNE_SPACENAS_NO_SHARED": "1",
-                        "TUNE_SPACENAS_DATA": str(work / "empty")}
+        download_env = {
+            "TUNE_SPACENAS_CACHE": str(work / "cache_download"),
+            "TUNE_SPACENAS_CIFAR10_URL": url,
+            "TUNE_SPACENAS_CIFAR10_MD5": payload["archive_md5"],
+            "TUNE_SPACENAS_NO_SHARED": "1",
+            "TUNE_SPACENAS_DATA": str(work / "empty"),
+        }
         (work / "empty").mkdir()
         with env(**download_env):
             payload["download_and_decode_s"] = timed(lambda: prepare_data(DataSpec("cifar10")))
         step = f"download path: fetch {payload['archive_bytes'] / 1e6:.0f} MB over loopback, MD5, decode into the cache"
         rows.append([step, payload["download_and_decode_s"]])
         if args.quickstart:
-            offline = {"TUNE_SPACENAS_CACHE": str(work / "cache_quickstart_offline"),
-                       "TUNE_SPACENAS_DATA": str(source.parent)}
+            offline = {
+                "TUNE_SPACENAS_CACHE": str(work / "cache_quickstart_offline"),
+                "TUNE_SPACENAS_DATA": str(source.parent),
+            }
             payload["quickstart_offline_s"], rc_a = quickstart_wall(offline, work / "quickstart_offline.log")
             online = {**download_env, "TUNE_SPACENAS_CACHE": str(work / "cache_quickstart_download")}
             payload["quickstart_download_s"], rc_b = quickstart_wall(online, work / "quickstart_download.log")
             payload["quickstart_exit_codes"] = [rc_a, rc_b]
             rows.append(["quickstart end to end, beside a data folder, cold cache", payload["quickstart_offline_s"]])
-            rows.append(["quickstart end to end, download path (loopback), cold cache", payload["quickstart_download_s"]])
+            rows.append(
+                ["quickstart end to end, download path (loopback), cold cache", payload["quickstart_download_s"]]
+            )
     payload["logs"] = str(work)
     out = write_json(args.out, payload)
-    write_markdown(Path(out).with_suffix(".md"), "Getting CIFAR-10: time per path", ["step", "seconds"], rows,
-                   notes=f"On {os.cpu_count()} CPU cores. The download path's server is on loopback; over the "
-                         "internet add the archive's size divided by the bandwidth. Logs and caches: "
-                         f"{work} (not kept in the repository).")
+    write_markdown(
+        Path(out).with_suffix(".md"),
+        "Getting CIFAR-10: time per path",
+        ["step", "seconds"],
+        rows,
+        notes=f"On {os.cpu_count()} CPU cores. The download path's server is on loopback; over the "
+        "internet add the archive's size divided by the bandwidth. Logs and caches: "
+        f"{work} (not kept in the repository).",
+    )
     print(Path(out).with_suffix(".md").read_text())
 
 

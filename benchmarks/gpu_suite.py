@@ -23,8 +23,14 @@ from benchmarks.harness import RESULTS, write_json
 
 # (section, seconds): about 8.3 minutes together, leaving the device's 10-minute limit a margin for
 # start-up, data decoding and each section's scoring tail.
-SECTIONS = (("throughput", 25), ("spos_rank", 140), ("senas", 140), ("nse", 90), ("autospace", 90),
-            ("store_transfer", 10))
+SECTIONS = (
+    ("throughput", 25),
+    ("spos_rank", 140),
+    ("senas", 140),
+    ("nse", 90),
+    ("autospace", 90),
+    ("store_transfer", 10),
+)
 
 
 def main() -> None:

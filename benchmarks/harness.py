@@ -42,9 +42,18 @@ def command_line() -> str:
 def environment() -> dict[str, Any]:
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def write_json(path: str | Path, payload: dict[str, Any], command: str | None = None) -> Path:
@@ -55,8 +64,14 @@ def write_json(path: str | Path, payload: dict[str, Any], command: str | None = 
     return path
 
 
-def write_markdown(path: str | Path, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
-                   notes: str = "", command: str | None = None) -> Path:
+def write_markdown(
+    path: str | Path,
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    notes: str = "",
+    command: str | None = None,
+) -> Path:
     path = Path(path)
     lines = [f"# {title}", "", f"Command: `{command or command_line()}`", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -99,7 +114,9 @@ def ci95(values: Sequence[float]) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------------
-def new_figure(columns: int = 1, rows: int = 1, size: tuple[float, float] = (6.4, 4.2), **kwargs: Any) -> tuple[Any, Any]:
+def new_figure(
+    columns: int = 1, rows: int = 1, size: tuple[float, float] = (6.4, 4.2), **kwargs: Any
+) -> tuple[Any, Any]:
     """A matplotlib figure (headless) of ``rows`` x ``columns`` axes, each ``size`` inches."""
     import matplotlib
 
@@ -121,8 +138,9 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Supernets, training and standalone scores
 # ----------------------------------------------------------------------------------------------
-def cifar10_spec(space: Any, resolution: int, *, init_seed: int = 0, train_size: int | None = None,
-                 **recipe: Any) -> Any:
+def cifar10_spec(
+    space: Any, resolution: int, *, init_seed: int = 0, train_size: int | None = None, **recipe: Any
+) -> Any:
     """A supernet of ``space`` on CIFAR-10 average-pooled to ``resolution`` (the fixed split: 45,000 train /
     5,000 validation, or the first ``train_size`` training images), initialised by ``init_seed``;
     ``recipe``: more ``SupernetSpec`` settings (batch_size, lr, eval_images, skeleton, ...)."""
@@ -133,15 +151,25 @@ def cifar10_spec(space: Any, resolution: int, *, init_seed: int = 0, train_size:
     return SupernetSpec(space, data, init_seed=init_seed, **recipe)
 
 
-def train(runner: Any, steps: int, steps_per_job: int, lr: float, seed: int, subspace: Any = None,
-          schedule_offset: int = 0, schedule_steps: int | None = None, extra: dict | None = None,
-          progress: Callable[[int, dict], None] | None = None) -> float:
+def train(
+    runner: Any,
+    steps: int,
+    steps_per_job: int,
+    lr: float,
+    seed: int,
+    subspace: Any = None,
+    schedule_offset: int = 0,
+    schedule_steps: int | None = None,
+    extra: dict | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+) -> float:
     """Train ``steps`` SPOS steps on an ``InProcessSupernet`` in jobs of ``steps_per_job`` (cosine learning
     rate from ``lr``; ``extra``: more job entries, e.g. a fixed ``arch``); returns the seconds spent."""
     from tune_spacenas.searchers.training import TrainingPhase
 
-    phase = TrainingPhase(steps, steps_per_job, lr, schedule_offset=schedule_offset,
-                          schedule_steps=schedule_steps, extra=extra or {})
+    phase = TrainingPhase(
+        steps, steps_per_job, lr, schedule_offset=schedule_offset, schedule_steps=schedule_steps, extra=extra or {}
+    )
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     while not phase.all_issued:
@@ -153,8 +181,9 @@ def train(runner: Any, steps: int, steps_per_job: int, lr: float, seed: int, sub
     return time.perf_counter() - start
 
 
-def standalone(spec: Any, arch: str, steps: int, seed: int, jobs: int = 5, images: int | None = None,
-               device: str | None = "cpu") -> dict[str, Any]:
+def standalone(
+    spec: Any, arch: str, steps: int, seed: int, jobs: int = 5, images: int | None = None, device: str | None = "cpu"
+) -> dict[str, Any]:
     """``arch`` trained alone from scratch on ``spec``'s data (its own weights only, cosine learning rate from
     ``spec.lr``, in ``jobs`` training jobs) and scored on the test split (``images`` of it; all by default)."""
     from tune_spacenas.jobs import ACCURACY, ARCH_KEY, evaluate_job
@@ -166,8 +195,15 @@ def standalone(spec: Any, arch: str, steps: int, seed: int, jobs: int = 5, image
     train(runner, steps, max(1, steps // jobs), spec.lr, seed, extra={ARCH_KEY: arch})
     result = runner(evaluate_job(space, space.from_string(arch), split="test", images=images))
     cost = space.cost(space.from_string(arch))
-    return {"arch": arch, "seed": seed, "accuracy": result[ACCURACY], "madds": cost.madds, "params": cost.params,
-            "steps": steps, "seconds": time.perf_counter() - start}
+    return {
+        "arch": arch,
+        "seed": seed,
+        "accuracy": result[ACCURACY],
+        "madds": cost.madds,
+        "params": cost.params,
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,8 +88,14 @@ def _tpe(warm: bool) -> SearcherFactory:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # Optuna names the nested param_space's choices "ops/<slot>"
-        points = [{f"{OPS_KEY}/{slot.name}": op for slot, op in zip(space.slots, space.op_names(arch))}
-                  for arch in warm_architectures(space, seed)] if warm else None
+        points = (
+            [
+                {f"{OPS_KEY}/{slot.name}": op for slot, op in zip(space.slots, space.op_names(arch))}
+                for arch in warm_architectures(space, seed)
+            ]
+            if warm
+            else None
+        )
         searcher = OptunaSearch(metric="accuracy", mode="max", seed=seed, points_to_evaluate=points)
         searcher.set_search_properties("accuracy", "max", param_space(space, dataset))
         return searcher
@@ -98,8 +104,12 @@ def _tpe(warm: bool) -> SearcherFactory:
 
 
 def _regevo_warm(space: NASBench201Space, seed: int, queries: int, dataset: str) -> Any:
-    return _ours(RegularizedEvolutionSearcher, population_size=10, tournament_size=3,
-                 initial_population=warm_architectures(space, seed))(space, seed, queries, dataset)
+    return _ours(
+        RegularizedEvolutionSearcher,
+        population_size=10,
+        tournament_size=3,
+        initial_population=warm_architectures(space, seed),
+    )(space, seed, queries, dataset)
 
 
 METHODS: dict[str, SearcherFactory] = {
@@ -130,8 +140,14 @@ def one_search(method: str, seed: int, queries: int, dataset: str) -> tuple[list
     space = NASBench201Space()
     searcher = METHODS[method](space, seed, queries, dataset)
     rewards: list[float] = []
-    run_in_process(searcher, evaluate_on_table, max_queries=queries, param_space=param_space(space, dataset),
-                   space=space, on_result=lambda config, result: rewards.append(result["accuracy"]))
+    run_in_process(
+        searcher,
+        evaluate_on_table,
+        max_queries=queries,
+        param_space=param_space(space, dataset),
+        space=space,
+        on_result=lambda config, result: rewards.append(result["accuracy"]),
+    )
     return rewards, searcher
 
 
@@ -145,9 +161,17 @@ def tune_search(method: str, seed: int, queries: int, dataset: str, storage: str
 
     space = NASBench201Space()
     searcher = METHODS[method](space, seed, queries, dataset)
-    analysis = tune.run(nasbench201_trainable, config=param_space(space, dataset), metric="accuracy", mode="max",
-                        search_alg=ConcurrencyLimiter(searcher, 1), num_samples=-1, reuse_actors=True,
-                        storage_path=storage, verbose=0)
+    analysis = tune.run(
+        nasbench201_trainable,
+        config=param_space(space, dataset),
+        metric="accuracy",
+        mode="max",
+        search_alg=ConcurrencyLimiter(searcher, 1),
+        num_samples=-1,
+        reuse_actors=True,
+        storage_path=storage,
+        verbose=0,
+    )
     return max(t.last_result["accuracy"] for t in analysis.trials if t.last_result)
 
 
@@ -160,20 +184,35 @@ def run_method(method: str, runs: int, budgets: list[int], dataset: str, seed: i
         for r in range(runs):
             rewards, searcher = one_search(method, seed + r, budget, dataset)
             curves.append(best_so_far(rewards, budget))
-            counters.append({k: getattr(searcher, k) for k in ("prior_picks", "reseeds", "fallbacks", "resamples")
-                             if hasattr(searcher, k)})
+            counters.append(
+                {
+                    k: getattr(searcher, k)
+                    for k in ("prior_picks", "reseeds", "fallbacks", "resamples")
+                    if hasattr(searcher, k)
+                }
+            )
         curves = np.array(curves)
-        for b in (budgets if method not in BUDGET_AWARE else [budget]):
+        for b in budgets if method not in BUDGET_AWARE else [budget]:
             final = curves[:, b - 1].tolist()
             mean, std = mean_std(final)
-            out[b] = {"test_mean": mean, "test_std": std, "final_test": final, "_curves": curves[:, :b],
-                      "curve_mean": curves[:, :b].mean(0).tolist(), "curve_std": curves[:, :b].std(0).tolist()}
+            out[b] = {
+                "test_mean": mean,
+                "test_std": std,
+                "final_test": final,
+                "_curves": curves[:, :b],
+                "curve_mean": curves[:, :b].mean(0).tolist(),
+                "curve_std": curves[:, :b].std(0).tolist(),
+            }
             if counters and counters[0]:
-                out[b]["counters"] = {k: {"mean": float(np.mean([c[k] for c in counters])),
-                                          "max": int(max(c[k] for c in counters))} for k in counters[0]}
+                out[b]["counters"] = {
+                    k: {"mean": float(np.mean([c[k] for c in counters])), "max": int(max(c[k] for c in counters))}
+                    for k in counters[0]
+                }
     for b in budgets:
-        print(f"{dataset:>15} {b:>4} queries {method:>12}: {out[b]['test_mean']:.2f} +- {out[b]['test_std']:.2f}",
-              flush=True)
+        print(
+            f"{dataset:>15} {b:>4} queries {method:>12}: {out[b]['test_mean']:.2f} +- {out[b]['test_std']:.2f}",
+            flush=True,
+        )
     return out
 
 
@@ -184,9 +223,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--budgets", default="50,100,300", help="distinct queries, comma-separated")
     parser.add_argument("--seed", type=int, default=1, help="run r uses seed + r (settings were chosen on seed 0)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "nasbench201",
-                        help="folder for <dataset>_q<budget>.{json,md,png}")
-    parser.add_argument("--check-tune", action="store_true", help="also run the first seed of each method through tune.run")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "nasbench201", help="folder for <dataset>_q<budget>.{json,md,png}"
+    )
+    parser.add_argument(
+        "--check-tune", action="store_true", help="also run the first seed of each method through tune.run"
+    )
     args = parser.parse_args()
     import_extensions()
     dataset = canonical_dataset(args.dataset)
@@ -218,8 +260,9 @@ def import_extensions() -> None:
                 raise
 
 
-def check_tune(by_budget: dict[int, dict[str, Any]], methods: list[str], seed: int, dataset: str,
-               budgets: list[int]) -> None:
+def check_tune(
+    by_budget: dict[int, dict[str, Any]], methods: list[str], seed: int, dataset: str, budgets: list[int]
+) -> None:
     import tempfile
 
     import ray
@@ -231,39 +274,71 @@ def check_tune(by_budget: dict[int, dict[str, Any]], methods: list[str], seed: i
         for method in [m for m in methods if not m.startswith("tpe")]:
             via_tune = tune_search(method, seed, budget, dataset, storage)
             in_process = by_budget[budget][method]["final_test"][0]
-            by_budget[budget][method]["tune_check"] = {"tune_run": via_tune, "in_process": in_process,
-                                                       "same": bool(abs(via_tune - in_process) < 1e-9)}
+            by_budget[budget][method]["tune_check"] = {
+                "tune_run": via_tune,
+                "in_process": in_process,
+                "same": bool(abs(via_tune - in_process) < 1e-9),
+            }
             print(f"{method}: tune.run {via_tune:.2f} vs in-process {in_process:.2f}", flush=True)
     ray.shutdown()
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, dataset: str, budget: int, out: Path) -> None:
     curves = {m: r.pop("_curves") for m, r in results.items()}
-    payload = {"dataset": dataset, "reward": f"{TEST_ACCURACY} on {dataset} (200-epoch test accuracy; our table has "
-                                             "no 12-epoch validation accuracy)",
-               "budget": {"queries": budget, "rule": "distinct architectures; repeats answered from the run's cache"},
-               "runs": args.runs, "seeds": [args.seed, args.seed + args.runs - 1],
-               "prior": {"proxies": list(PRIOR_PROXIES), "pool": PRIOR_POOL, "warm_points": WARM_POINTS},
-               "methods": results}
+    payload = {
+        "dataset": dataset,
+        "reward": f"{TEST_ACCURACY} on {dataset} (200-epoch test accuracy; our table has "
+        "no 12-epoch validation accuracy)",
+        "budget": {"queries": budget, "rule": "distinct architectures; repeats answered from the run's cache"},
+        "runs": args.runs,
+        "seeds": [args.seed, args.seed + args.runs - 1],
+        "prior": {"proxies": list(PRIOR_PROXIES), "pool": PRIOR_POOL, "warm_points": WARM_POINTS},
+        "methods": results,
+    }
     write_json(out, payload)
     rows = []
     for method, r in results.items():
-        ps = [f"{welch_p(r['final_test'], results[o]['final_test']):.2g}" if o in results and o != method else ""
-              for o in ("random", "tpe", "tpe_warm")]
+        ps = [
+            f"{welch_p(r['final_test'], results[o]['final_test']):.2g}" if o in results and o != method else ""
+            for o in ("random", "tpe", "tpe_warm")
+        ]
         ref = REFERENCE.get(method, {}).get(dataset, "") if budget == 100 else ""
         picks = r.get("counters", {}).get("prior_picks", {})
-        rows.append([method, f"{r['test_mean']:.2f} +- {r['test_std']:.2f}", *ps, ref,
-                     f"{picks['mean']:.1f} (max {picks['max']})" if picks else "",
-                     r.get("tune_check", {}).get("same", "")])
-    write_markdown(out.with_suffix(".md"), f"NAS-Bench-201 search, {dataset}, {budget} queries, {args.runs} runs "
-                   f"(seeds {args.seed}-{args.seed + args.runs - 1})",
-                   ["method", "test accuracy (mean +- std)", "Welch p vs random", "vs tpe", "vs tpe_warm",
-                    "reference (FACTS.md)", "prior-chosen archs", "tune.run == in-process"], rows,
-                   notes=f"Reward: 200-epoch test accuracy on {dataset}. Optimum of the table: "
-                         f"{REFERENCE['optimum'][dataset]}. Warm starts: the best {WARM_POINTS} cells by the rank mean "
-                         f"of {', '.join(PRIOR_PROXIES)} (zero-cost proxies, no query).")
-    plot_curves(curves, out.with_suffix(".png"),
-                title=f"NAS-Bench-201 {dataset}, {budget} queries: best so far ({args.runs} runs, sem band)", band="sem")
+        rows.append(
+            [
+                method,
+                f"{r['test_mean']:.2f} +- {r['test_std']:.2f}",
+                *ps,
+                ref,
+                f"{picks['mean']:.1f} (max {picks['max']})" if picks else "",
+                r.get("tune_check", {}).get("same", ""),
+            ]
+        )
+    write_markdown(
+        out.with_suffix(".md"),
+        f"NAS-Bench-201 search, {dataset}, {budget} queries, {args.runs} runs "
+        f"(seeds {args.seed}-{args.seed + args.runs - 1})",
+        [
+            "method",
+            "test accuracy (mean +- std)",
+            "Welch p vs random",
+            "vs tpe",
+            "vs tpe_warm",
+            "reference (FACTS.md)",
+            "prior-chosen archs",
+            "tune.run == in-process",
+        ],
+        rows,
+        notes=f"Reward: 200-epoch test accuracy on {dataset}. Optimum of the table: "
+        f"{REFERENCE['optimum'][dataset]}. Warm starts: the best {WARM_POINTS} cells by the rank mean "
+        f"of {', '.join(PRIOR_PROXIES)} (zero-cost proxies, no query).",
+    )
+    plot_curves(
+        curves,
+        out.with_suffix(".png"),
+        title=f"NAS-Bench-201 {dataset}, {budget} queries: best so far ({args.runs} runs, sem band)",
+        band="sem",
+    )
     print(f"wrote {out}")
 
 

@@ -69,15 +69,18 @@ def transferred_centers(seed: int, queries: int) -> list[Architecture]:
     """The final subspace graph's centres of the CIFAR-10 ``ase`` search with this seed and budget."""
     space = NASBench201Space()
     source = _ours(ASESearcher)(space, seed, queries, SOURCE_DATASET)
-    run_in_process(source, evaluate_on_table, max_queries=queries, param_space=param_space(space, SOURCE_DATASET),
-                   space=space)
+    run_in_process(
+        source, evaluate_on_table, max_queries=queries, param_space=param_space(space, SOURCE_DATASET), space=space
+    )
     return list(source.graph.centers)
 
 
 def ase_plus(space: NASBench201Space, seed: int, queries: int, dataset: str) -> ASESearcher:
     if dataset == SOURCE_DATASET:
-        raise ValueError("ase_plus transfers centres from CIFAR-10 searches; on cifar10 they would come from the "
-                         "target's own table. Run ase_plus on cifar100 or ImageNet16-120")
+        raise ValueError(
+            "ase_plus transfers centres from CIFAR-10 searches; on cifar10 they would come from the "
+            "target's own table. Run ase_plus on cifar100 or ImageNet16-120"
+        )
     return _ours(ASESearcher, initial_centers=transferred_centers(seed, queries))(space, seed, queries, dataset)
 
 

@@ -74,13 +74,19 @@ CHOICE_SEED = 0
 def space_for(args: argparse.Namespace, max_branches: int | None = None):
     from tune_spacenas.spaces import MultiBranchSpace
 
-    return MultiBranchSpace(width_mult=args.width, input_size=args.resolution, num_classes=10,
-                            stages=SMALL_STAGES, max_branches=max_branches)
+    return MultiBranchSpace(
+        width_mult=args.width,
+        input_size=args.resolution,
+        num_classes=10,
+        stages=SMALL_STAGES,
+        max_branches=max_branches,
+    )
 
 
 def spec_for(args: argparse.Namespace, space: Any, seed: int, lr: float, **kwargs: Any):
-    return cifar10_spec(space, args.resolution, init_seed=seed, train_size=args.train_size,
-                        batch_size=args.batch_size, lr=lr, **kwargs)
+    return cifar10_spec(
+        space, args.resolution, init_seed=seed, train_size=args.train_size, batch_size=args.batch_size, lr=lr, **kwargs
+    )
 
 
 def window(args: argparse.Namespace, tau: float | None = None, width: float | None = None) -> tuple[float, float]:
@@ -127,11 +133,25 @@ def nse_search(args: argparse.Namespace, seed: int, theta_lr: float, lock_and_re
     tag = f"nse lr={theta_lr:g}{'' if lock_and_rehearse else ' noLR'} s{seed}"
     space = space_for(args)
     runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
-    searcher = NSESearcher(space=space, seed=seed, lock_and_rehearse=lock_and_rehearse, ops_per_layer=args.k,
-                           steps_per_round=args.steps_per_round, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                           theta_lr=theta_lr, alpha=alpha_for(args.tau), beta=2.0, tau=args.tau,
-                           constraint=window(args), samples=args.samples, edge_samples=args.edge_samples,
-                           eval_batch=25, metric="accuracy", mode="max")
+    searcher = NSESearcher(
+        space=space,
+        seed=seed,
+        lock_and_rehearse=lock_and_rehearse,
+        ops_per_layer=args.k,
+        steps_per_round=args.steps_per_round,
+        steps_per_trial=args.steps_per_trial,
+        lr=args.lr,
+        theta_lr=theta_lr,
+        alpha=alpha_for(args.tau),
+        beta=2.0,
+        tau=args.tau,
+        constraint=window(args),
+        samples=args.samples,
+        edge_samples=args.edge_samples,
+        eval_batch=25,
+        metric="accuracy",
+        mode="max",
+    )
     start = time.perf_counter()
 
     def progress(config: dict, result: dict) -> None:
@@ -140,10 +160,17 @@ def nse_search(args: argparse.Namespace, seed: int, theta_lr: float, lock_and_re
 
     run_in_process(searcher, runner, on_result=progress)
     best = searcher.best_architecture()
-    return {"seed": seed, "theta_lr": theta_lr, "lock_and_rehearse": lock_and_rehearse, "rounds": searcher.rounds,
-            "best": best, "best_madds": None if best is None else space.cost(space.from_string(best)).madds,
-            "steps": sum(r["steps"] for r in searcher.rounds), "seconds": time.perf_counter() - start,
-            "diagnostics": [round_diagnostics(r) for r in searcher.rounds]}
+    return {
+        "seed": seed,
+        "theta_lr": theta_lr,
+        "lock_and_rehearse": lock_and_rehearse,
+        "rounds": searcher.rounds,
+        "best": best,
+        "best_madds": None if best is None else space.cost(space.from_string(best)).madds,
+        "steps": sum(r["steps"] for r in searcher.rounds),
+        "seconds": time.perf_counter() - start,
+        "diagnostics": [round_diagnostics(r) for r in searcher.rounds],
+    }
 
 
 def round_diagnostics(r: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +178,16 @@ def round_diagnostics(r: dict[str, Any]) -> dict[str, Any]:
     range, how many samples fell inside the window, their mean supernet accuracy."""
     theta = np.asarray(r["thetas"])
     samples = [i for i, role in enumerate(r["evaluated_role"]) if role == "sample"]
-    return {"ops_before": sum(len(s) for s in r["subsets"]), "ops_after": sum(len(s) for s in r["simplified"]),
-            "theta_min": float(theta.min()), "theta_max": float(theta.max()),
-            "samples_in_window": len(samples), "edge_samples": r["edge"],
-            "sample_accuracy": float(np.mean([r["evaluated_accuracy"][i] for i in samples])) if samples else None,
-            "front_size": len(r["front"])}
+    return {
+        "ops_before": sum(len(s) for s in r["subsets"]),
+        "ops_after": sum(len(s) for s in r["simplified"]),
+        "theta_min": float(theta.min()),
+        "theta_max": float(theta.max()),
+        "samples_in_window": len(samples),
+        "edge_samples": r["edge"],
+        "sample_accuracy": float(np.mean([r["evaluated_accuracy"][i] for i in samples])) if samples else None,
+        "front_size": len(r["front"]),
+    }
 
 
 def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, Any]:
@@ -167,18 +199,37 @@ def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
     space = space_for(args, max_branches=1)
     runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
     low, high = window(args)
-    searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                            min_madds=low * 1e6, max_madds=high * 1e6, eval_batch=25, metric="accuracy", mode="max",
-                            seed=seed, evolution=EvolutionSettings(population=args.population,
-                                                                   generations=args.generations, parents=5,
-                                                                   mutations=args.population // 2,
-                                                                   crossovers=args.population // 2))
+    searcher = SPOSSearcher(
+        space=space,
+        train_steps=steps,
+        steps_per_trial=args.steps_per_trial,
+        lr=args.lr,
+        min_madds=low * 1e6,
+        max_madds=high * 1e6,
+        eval_batch=25,
+        metric="accuracy",
+        mode="max",
+        seed=seed,
+        evolution=EvolutionSettings(
+            population=args.population,
+            generations=args.generations,
+            parents=5,
+            mutations=args.population // 2,
+            crossovers=args.population // 2,
+        ),
+    )
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
     _log(f"spos s{seed}", f"{steps} steps, best {best} ({time.perf_counter() - start:.0f} s)")
-    return {"seed": seed, "best": best, "best_madds": None if best is None else space.cost(space.from_string(best)).madds,
-            "steps": steps, "evaluated": len(searcher.history), "seconds": time.perf_counter() - start}
+    return {
+        "seed": seed,
+        "best": best,
+        "best_madds": None if best is None else space.cost(space.from_string(best)).madds,
+        "steps": steps,
+        "evaluated": len(searcher.history),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def nb201_setting(args: argparse.Namespace) -> tuple[Any, float]:
@@ -202,29 +253,66 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int, theta_lr: flo
     low, high = window(args, tau, args.nb201_window)
     steps = args.nb201_rounds * args.nb201_steps_per_round
     skeleton = "nasbench201+fitness" if method == "nse" else None
-    runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images, skeleton=skeleton), "cpu")
+    runner = InProcessSupernet(
+        spec_for(args, space, seed, args.lr, eval_images=args.val_images, skeleton=skeleton), "cpu"
+    )
     evaluations = args.nb201_evaluations
     if method == "nse":
-        searcher = NSESearcher(space=space, ops_per_layer=args.nb201_k, steps_per_round=args.nb201_steps_per_round,
-                               steps_per_trial=args.steps_per_trial, lr=args.lr, theta_lr=theta_lr,
-                               alpha=alpha_for(tau), tau=tau, constraint=(low, high),
-                               samples=evaluations // args.nb201_rounds, edge_samples=0,
-                               max_rounds=args.nb201_rounds, eval_batch=25, metric="accuracy", mode="max", seed=seed)
+        searcher = NSESearcher(
+            space=space,
+            ops_per_layer=args.nb201_k,
+            steps_per_round=args.nb201_steps_per_round,
+            steps_per_trial=args.steps_per_trial,
+            lr=args.lr,
+            theta_lr=theta_lr,
+            alpha=alpha_for(tau),
+            tau=tau,
+            constraint=(low, high),
+            samples=evaluations // args.nb201_rounds,
+            edge_samples=0,
+            max_rounds=args.nb201_rounds,
+            eval_batch=25,
+            metric="accuracy",
+            mode="max",
+            seed=seed,
+        )
     else:
         generations, population = 2, evaluations // 2
-        searcher = SPOSSearcher(space=space, train_steps=steps, steps_per_trial=args.steps_per_trial, lr=args.lr,
-                                min_madds=low * 1e6, max_madds=high * 1e6, eval_batch=25, metric="accuracy",
-                                mode="max", seed=seed,
-                                evolution=EvolutionSettings(population=population, generations=generations, parents=5,
-                                                            mutations=population // 2, crossovers=population // 2))
+        searcher = SPOSSearcher(
+            space=space,
+            train_steps=steps,
+            steps_per_trial=args.steps_per_trial,
+            lr=args.lr,
+            min_madds=low * 1e6,
+            max_madds=high * 1e6,
+            eval_batch=25,
+            metric="accuracy",
+            mode="max",
+            seed=seed,
+            evolution=EvolutionSettings(
+                population=population,
+                generations=generations,
+                parents=5,
+                mutations=population // 2,
+                crossovers=population // 2,
+            ),
+        )
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
     truth = None if best is None else NASBench201Table.load().query(best, "cifar10")
     _log(f"nb201-{method} s{seed}", f"{best}: table {truth}% ({time.perf_counter() - start:.0f} s)")
-    return {"method": method, "seed": seed, "theta_lr": theta_lr, "best": best, "table_accuracy": truth, "steps": steps,
-            "madds": None if best is None else space.cost(space.from_string(best)).madds / 1e6,
-            "evaluated": len(searcher.history), "seconds": time.perf_counter() - start}
+    return {
+        "method": method,
+        "seed": seed,
+        "theta_lr": theta_lr,
+        "best": best,
+        "table_accuracy": truth,
+        "steps": steps,
+        "madds": None if best is None else space.cost(space.from_string(best)).madds / 1e6,
+        "evaluated": len(searcher.history),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def nb201_window_reference(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,8 +324,14 @@ def nb201_window_reference(args: argparse.Namespace) -> dict[str, Any]:
     table = NASBench201Table.load()
     inside = [a for a in space.enumerate() if low <= space.cost(a).madds / 1e6 <= high]
     accuracy = [table.query(a, "cifar10") for a in inside]
-    return {"tau": tau, "window": [low, high], "cells": len(inside), "mean": float(np.mean(accuracy)),
-            "best": float(np.max(accuracy)), "table_optimum": table.best("cifar10")[1]}
+    return {
+        "tau": tau,
+        "window": [low, high],
+        "cells": len(inside),
+        "mean": float(np.mean(accuracy)),
+        "best": float(np.max(accuracy)),
+        "table_optimum": table.best("cifar10")[1],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,8 +363,9 @@ def ranking_sample(r: dict[str, Any], front: list[str], count: int, seed: int) -
     pool = sorted({a for a, role in zip(r["evaluated_archs"], r["evaluated_role"]) if role == "sample"} - set(front))
     rng = np.random.default_rng(seed)
     extra = max(0, count - len(front))
-    return list(front) + ([pool[i] for i in sorted(rng.choice(len(pool), min(extra, len(pool)), replace=False))]
-                          if pool else [])
+    return list(front) + (
+        [pool[i] for i in sorted(rng.choice(len(pool), min(extra, len(pool)), replace=False))] if pool else []
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,8 +432,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tau", type=float, default=1.5, help="MAdds target in millions")
     parser.add_argument("--window", type=float, default=0.05, help="matched MAdds: answers within tau +- this")
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--theta-lr", type=float, default=None,
-                        help="skip (f) and use this fitness learning rate (default: (f) chooses on seed 0)")
+    parser.add_argument(
+        "--theta-lr",
+        type=float,
+        default=None,
+        help="skip (f) and use this fitness learning rate (default: (f) chooses on seed 0)",
+    )
     parser.add_argument("--steps-per-round", type=int, default=200)
     parser.add_argument("--steps-per-trial", type=int, default=50)
     parser.add_argument("--samples", type=int, default=40, help="D")
@@ -353,14 +452,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rank-archs", type=int, default=6, help="(r): architectures per round")
     parser.add_argument("--quality-archs", type=int, default=5, help="(b): architectures per subset")
     parser.add_argument("--nb201-seeds", type=int, default=3)
-    parser.add_argument("--nb201-window", type=float, default=0.1,
-                        help="(e)'s window, tau +- this (cell costs are discrete: +- 5%% holds one cost level)")
+    parser.add_argument(
+        "--nb201-window",
+        type=float,
+        default=0.1,
+        help="(e)'s window, tau +- this (cell costs are discrete: +- 5%% holds one cost level)",
+    )
     parser.add_argument("--nb201-k", type=int, default=3)
     parser.add_argument("--nb201-rounds", type=int, default=2)
     parser.add_argument("--nb201-steps-per-round", type=int, default=600)
     parser.add_argument("--nb201-evaluations", type=int, default=60)
-    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
-                        help="(d): NSE without Lock & Rehearse on the first claim seed")
+    parser.add_argument(
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(d): NSE without Lock & Rehearse on the first claim seed",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="worker processes (1: run here)")
     parser.add_argument("--cache", type=Path, default=None, help="keep each task's result here; rerun resumes")
     parser.add_argument("--out", type=Path, default=RESULTS / "nse" / "nse.json")
@@ -390,46 +497,67 @@ def main() -> None:
             trained = tasks.run([("standalone", args, r["best"], s) for r in runs if r["best"] for s in range(3)])
             for lr, run in zip(THETA_LRS, runs):
                 accuracy = [t["accuracy"] for t in trained if t["arch"] == run["best"]]
-                choice[lr] = {"run": _strip(run), "diagnostics": run["diagnostics"], "standalone": accuracy,
-                              "mean": float(np.mean(accuracy)) if accuracy else float("-inf")}
+                choice[lr] = {
+                    "run": _strip(run),
+                    "diagnostics": run["diagnostics"],
+                    "standalone": accuracy,
+                    "mean": float(np.mean(accuracy)) if accuracy else float("-inf"),
+                }
             ranked = sorted(THETA_LRS, key=lambda lr: choice[lr]["mean"], reverse=True)
             args.theta_lr, runner_up = ranked[0], ranked[1]
-            _log("choice", f"theta_lr={args.theta_lr:g} (seed 0: " + ", ".join(
-                f"{lr:g}: {choice[lr]['mean']:.2f}" for lr in THETA_LRS) + ")")
+            _log(
+                "choice",
+                f"theta_lr={args.theta_lr:g} (seed 0: "
+                + ", ".join(f"{lr:g}: {choice[lr]['mean']:.2f}" for lr in THETA_LRS)
+                + ")",
+            )
         else:
             runner_up = None
         # The claims on seeds 1..N: NSE, SPOS at matched MAdds and steps, the runner-up theta_lr, L&R off,
         # and the NAS-Bench-201 anchor.
         nse_tasks = [("nse", args, s, args.theta_lr) for s in seeds]
-        confirm_tasks = [("nse", args, s, runner_up) for s in seeds[:args.confirm_seeds]] if runner_up is not None else []
+        confirm_tasks = (
+            [("nse", args, s, runner_up) for s in seeds[: args.confirm_seeds]] if runner_up is not None else []
+        )
         ablation_tasks = [("nse", args, seeds[0], args.theta_lr, False)] if args.ablation else []
-        searches = tasks.run(nse_tasks + confirm_tasks + ablation_tasks
-                             + [("spos", args, s, steps) for s in seeds]
-                             + [("nb201", args, "spos", s) for s in range(1, args.nb201_seeds + 1)]
-                             + [("nb201", args, "nse", s, lr) for lr in THETA_LRS for s in range(1, args.nb201_seeds + 1)])
-        nse = searches[:len(seeds)]
-        confirm = searches[len(seeds):len(seeds) + len(confirm_tasks)]
+        searches = tasks.run(
+            nse_tasks
+            + confirm_tasks
+            + ablation_tasks
+            + [("spos", args, s, steps) for s in seeds]
+            + [("nb201", args, "spos", s) for s in range(1, args.nb201_seeds + 1)]
+            + [("nb201", args, "nse", s, lr) for lr in THETA_LRS for s in range(1, args.nb201_seeds + 1)]
+        )
+        nse = searches[: len(seeds)]
+        confirm = searches[len(seeds) : len(seeds) + len(confirm_tasks)]
         done = len(seeds) + len(confirm_tasks)
         ablation = searches[done] if args.ablation else None
         done += len(ablation_tasks)
-        spos = searches[done:done + len(seeds)]
-        nb201 = searches[done + len(seeds):]
+        spos = searches[done : done + len(seeds)]
+        nb201 = searches[done + len(seeds) :]
         _log("searches", f"done after {time.perf_counter() - start:.0f} s")
 
         # Standalone training: the answers (several seeds), each round's ranking sample of seed 1's run
         # (its Pareto architectures first), round 1's subsets, the final front without L&R.
         main_run = nse[0]
-        per_round_front = [list(r["front"][:args.pareto_per_round]) for r in main_run["rounds"]]
-        ranking = [ranking_sample(r, front, args.rank_archs, i)
-                   for i, (r, front) in enumerate(zip(main_run["rounds"], per_round_front))]
+        per_round_front = [list(r["front"][: args.pareto_per_round]) for r in main_run["rounds"]]
+        ranking = [
+            ranking_sample(r, front, args.rank_archs, i)
+            for i, (r, front) in enumerate(zip(main_run["rounds"], per_round_front))
+        ]
         first = main_run["rounds"][0]
-        quality = {name: in_window(args, first[key], args.quality_archs, i)
-                   for i, (name, key) in enumerate((("initial", "subsets"), ("simplified", "simplified"),
-                                                    ("aggregated", "aggregated")))}
-        ablation_front = list(ablation["rounds"][-1]["front"][:args.pareto_per_round]) if ablation else []
+        quality = {
+            name: in_window(args, first[key], args.quality_archs, i)
+            for i, (name, key) in enumerate(
+                (("initial", "subsets"), ("simplified", "simplified"), ("aggregated", "aggregated"))
+            )
+        }
+        ablation_front = list(ablation["rounds"][-1]["front"][: args.pareto_per_round]) if ablation else []
         answers = sorted({r["best"] for r in nse + confirm + spos} - {None})
-        singles = sorted(({a for group in ranking for a in group} | {a for g in quality.values() for a in g}
-                          | set(ablation_front)) - set(answers))
+        singles = sorted(
+            ({a for group in ranking for a in group} | {a for g in quality.values() for a in g} | set(ablation_front))
+            - set(answers)
+        )
         work = [("standalone", args, a, s) for a in answers for s in range(args.standalone_seeds)]
         work += [("standalone", args, a, 0) for a in singles]
         _log("standalone", f"{len(work)} trainings")
@@ -445,55 +573,111 @@ def main() -> None:
 
     def summary(group: list[str]) -> dict[str, Any]:
         means = [mean[a] for a in group]
-        return {"archs": group, "mean_per_arch": means, "mean": float(np.mean(means)) if means else None,
-                "best": float(np.max(means)) if means else None}
+        return {
+            "archs": group,
+            "mean_per_arch": means,
+            "mean": float(np.mean(means)) if means else None,
+            "best": float(np.max(means)) if means else None,
+        }
 
     rounds = []
     for i, (r, group, front) in enumerate(zip(main_run["rounds"], ranking, per_round_front)):
         supernet = dict(zip(r["evaluated_archs"], r["evaluated_accuracy"]))
-        rounds.append({"round": i + 1, "subsets": r["subsets"], "simplified": r["simplified"],
-                       "aggregated": r["aggregated"], "front": r["front"], "front_supernet_accuracy": r["front_accuracy"],
-                       "front_madds": r["front_cost"], "diagnostics": main_run["diagnostics"][i],
-                       "standalone_front": summary(front), "ranking": ranking_stats(group, supernet, mean)})
-    per_seed = {"nse": [_answer(r, mean) for r in nse], "spos": [_answer(r, mean) for r in spos],
-                "runner_up": [_answer(r, mean) for r in confirm]}
+        rounds.append(
+            {
+                "round": i + 1,
+                "subsets": r["subsets"],
+                "simplified": r["simplified"],
+                "aggregated": r["aggregated"],
+                "front": r["front"],
+                "front_supernet_accuracy": r["front_accuracy"],
+                "front_madds": r["front_cost"],
+                "diagnostics": main_run["diagnostics"][i],
+                "standalone_front": summary(front),
+                "ranking": ranking_stats(group, supernet, mean),
+            }
+        )
+    per_seed = {
+        "nse": [_answer(r, mean) for r in nse],
+        "spos": [_answer(r, mean) for r in spos],
+        "runner_up": [_answer(r, mean) for r in confirm],
+    }
     payload = {
         "data": f"CIFAR-10 (shared JPEG Parquet) average-pooled to {args.resolution}x{args.resolution}, 45,000 train / "
-                f"5,000 validation (supernet scoring, {args.val_images} images) / test ({args.test_images} images, standalone)",
-        "setting": {"space": f"Table 5 at width {args.width}, two layers per stage (12 layers), 27-op pool",
-                    "layer_inputs": [size for *_, size in space_for(args).layer_plan()],
-                    "distinct_operations_per_layer": distinct_operations(space_for(args)), "k": args.k,
-                    "tau_madds_millions": args.tau, "window_millions": window(args), "alpha": alpha_for(args.tau),
-                    "theta_lr": args.theta_lr, "reinit_weights": True, "cost_model": "applied kernel (effective)"},
-        "budget": {"steps_per_round": args.steps_per_round, "rounds": len(main_run["rounds"]), "nse_steps": main_run["steps"],
-                   "spos_steps": steps, "samples": args.samples, "edge_samples": args.edge_samples,
-                   "standalone_steps": args.standalone_steps, "batch_size": args.batch_size,
-                   "nb201_steps": args.nb201_rounds * args.nb201_steps_per_round, "nb201_evaluations": args.nb201_evaluations},
+        f"5,000 validation (supernet scoring, {args.val_images} images) / test ({args.test_images} images, standalone)",
+        "setting": {
+            "space": f"Table 5 at width {args.width}, two layers per stage (12 layers), 27-op pool",
+            "layer_inputs": [size for *_, size in space_for(args).layer_plan()],
+            "distinct_operations_per_layer": distinct_operations(space_for(args)),
+            "k": args.k,
+            "tau_madds_millions": args.tau,
+            "window_millions": window(args),
+            "alpha": alpha_for(args.tau),
+            "theta_lr": args.theta_lr,
+            "reinit_weights": True,
+            "cost_model": "applied kernel (effective)",
+        },
+        "budget": {
+            "steps_per_round": args.steps_per_round,
+            "rounds": len(main_run["rounds"]),
+            "nse_steps": main_run["steps"],
+            "spos_steps": steps,
+            "samples": args.samples,
+            "edge_samples": args.edge_samples,
+            "standalone_steps": args.standalone_steps,
+            "batch_size": args.batch_size,
+            "nb201_steps": args.nb201_rounds * args.nb201_steps_per_round,
+            "nb201_evaluations": args.nb201_evaluations,
+        },
         "seeds": seeds,
-        "theta_lr_choice": {"seed": CHOICE_SEED, "by_lr": {f"{lr:g}": v for lr, v in choice.items()},
-                            "chosen": args.theta_lr, "runner_up": runner_up,
-                            "confirm": _compare(per_seed["nse"][:len(confirm)], per_seed["runner_up"]),
-                            "runner_up_runs": per_seed["runner_up"]},
+        "theta_lr_choice": {
+            "seed": CHOICE_SEED,
+            "by_lr": {f"{lr:g}": v for lr, v in choice.items()},
+            "chosen": args.theta_lr,
+            "runner_up": runner_up,
+            "confirm": _compare(per_seed["nse"][: len(confirm)], per_seed["runner_up"]),
+            "runner_up_runs": per_seed["runner_up"],
+        },
         "rounds": rounds,
         "space_quality": {name: summary(group) for name, group in quality.items()},
         "vs_spos": {"nse": per_seed["nse"], "spos": per_seed["spos"], **_compare(per_seed["nse"], per_seed["spos"])},
-        "ablation": None if ablation is None else {
-            "seed": seeds[0], "with_lr": rounds[-1]["standalone_front"], "without_lr": summary(ablation_front),
+        "ablation": None
+        if ablation is None
+        else {
+            "seed": seeds[0],
+            "with_lr": rounds[-1]["standalone_front"],
+            "without_lr": summary(ablation_front),
             "rounds_with_lr": [r["front_accuracy"] for r in main_run["rounds"]],
-            "rounds_without_lr": [r["front_accuracy"] for r in ablation["rounds"]]},
-        "nasbench201": {"nse": {f"{lr:g}": [r["table_accuracy"] for r in nb201 if r["method"] == "nse"
-                                            and r["theta_lr"] == lr and r["best"]] for lr in THETA_LRS},
-                        "spos": [r["table_accuracy"] for r in nb201 if r["method"] == "spos" and r["best"]],
-                        "no_result": [f"{r['method']} s{r['seed']}" for r in nb201 if not r["best"]],
-                        "runs": nb201, "window": nb201_window_reference(args)},
-        "searches": {"nse": [_strip(r) for r in nse], "runner_up": [_strip(r) for r in confirm],
-                     "nse_without_lr": None if ablation is None else _strip(ablation), "spos": spos},
+            "rounds_without_lr": [r["front_accuracy"] for r in ablation["rounds"]],
+        },
+        "nasbench201": {
+            "nse": {
+                f"{lr:g}": [
+                    r["table_accuracy"] for r in nb201 if r["method"] == "nse" and r["theta_lr"] == lr and r["best"]
+                ]
+                for lr in THETA_LRS
+            },
+            "spos": [r["table_accuracy"] for r in nb201 if r["method"] == "spos" and r["best"]],
+            "no_result": [f"{r['method']} s{r['seed']}" for r in nb201 if not r["best"]],
+            "runs": nb201,
+            "window": nb201_window_reference(args),
+        },
+        "searches": {
+            "nse": [_strip(r) for r in nse],
+            "runner_up": [_strip(r) for r in confirm],
+            "nse_without_lr": None if ablation is None else _strip(ablation),
+            "spos": spos,
+        },
         "wall_seconds": time.perf_counter() - start,
     }
     n = payload["nasbench201"]
-    n["welch_p"] = {lr: welch_p(v, n["spos"]) if min(len(v), len(n["spos"])) > 1 else None for lr, v in n["nse"].items()}
+    n["welch_p"] = {
+        lr: welch_p(v, n["spos"]) if min(len(v), len(n["spos"])) > 1 else None for lr, v in n["nse"].items()
+    }
     write_json(args.out, payload)
-    write_markdown(args.out.with_suffix(".md"), "NSE on CIFAR-10 (CPU scale)", *report_rows(payload), notes=notes(payload))
+    write_markdown(
+        args.out.with_suffix(".md"), "NSE on CIFAR-10 (CPU scale)", *report_rows(payload), notes=notes(payload)
+    )
     plot(payload, args.out.parent)
     _log("done", f"{payload['wall_seconds']:.0f} s; wrote {args.out}")
 
@@ -509,15 +693,22 @@ def ranking_stats(group: list[str], supernet: dict[str, float], standalone_mean:
 
 
 def _answer(run: dict[str, Any], mean: dict[str, float]) -> dict[str, Any]:
-    return {"seed": run["seed"], "arch": run["best"], "madds": run["best_madds"],
-            "standalone": mean.get(run["best"]) if run["best"] else None}
+    return {
+        "seed": run["seed"],
+        "arch": run["best"],
+        "madds": run["best_madds"],
+        "standalone": mean.get(run["best"]) if run["best"] else None,
+    }
 
 
 def _compare(a: list[dict], b: list[dict]) -> dict[str, Any]:
     x = [r["standalone"] for r in a if r["standalone"] is not None]
     y = [r["standalone"] for r in b if r["standalone"] is not None]
-    return {"n": [len(x), len(y)], "mean": [float(np.mean(x)) if x else None, float(np.mean(y)) if y else None],
-            "welch_p": welch_p(x, y) if len(x) > 1 and len(y) > 1 else None}
+    return {
+        "n": [len(x), len(y)],
+        "mean": [float(np.mean(x)) if x else None, float(np.mean(y)) if y else None],
+        "welch_p": welch_p(x, y) if len(x) > 1 and len(y) > 1 else None,
+    }
 
 
 def _strip(run: dict[str, Any]) -> dict[str, Any]:
@@ -539,51 +730,90 @@ def report_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     c = payload["theta_lr_choice"]
     for lr, v in c["by_lr"].items():
         d = v["diagnostics"]
-        rows.append([f"(f) seed 0, theta_lr={lr}: final arch standalone (3 seeds)", _mean_std(v["standalone"]), "",
-                     f"ops dropped per round {[x['ops_before'] - x['ops_after'] for x in d]}, theta range "
-                     f"{min(x['theta_min'] for x in d):.2f}..{max(x['theta_max'] for x in d):.2f}"])
+        rows.append(
+            [
+                f"(f) seed 0, theta_lr={lr}: final arch standalone (3 seeds)",
+                _mean_std(v["standalone"]),
+                "",
+                f"ops dropped per round {[x['ops_before'] - x['ops_after'] for x in d]}, theta range "
+                f"{min(x['theta_min'] for x in d):.2f}..{max(x['theta_max'] for x in d):.2f}",
+            ]
+        )
     if c["runner_up"] is not None:
         f = c["confirm"]
-        rows.append([f"(f) confirm on seeds 1-{f['n'][0]}: theta_lr={c['chosen']:g} vs {c['runner_up']:g}",
-                     _fmt(f["mean"][0]), _fmt(f["mean"][1]), f"Welch p = {_fmt(f['welch_p'])}"])
+        rows.append(
+            [
+                f"(f) confirm on seeds 1-{f['n'][0]}: theta_lr={c['chosen']:g} vs {c['runner_up']:g}",
+                _fmt(f["mean"][0]),
+                _fmt(f["mean"][1]),
+                f"Welch p = {_fmt(f['welch_p'])}",
+            ]
+        )
     for r in payload["rounds"]:
         s, k = r["standalone_front"], r["ranking"]
-        rows.append([f"(a, r) round {r['round']}: standalone mean / best of {len(s['archs'])} Pareto archs; tau",
-                     f"{_fmt(s['mean'])} / {_fmt(s['best'])}", "",
-                     f"Kendall tau {_fmt(k['kendall_tau'])} (p {_fmt(k['p'])}, {len(k['archs'])} archs); supernet "
-                     f"front {_fmt(max(r['front_supernet_accuracy'], default=None))}%"])
+        rows.append(
+            [
+                f"(a, r) round {r['round']}: standalone mean / best of {len(s['archs'])} Pareto archs; tau",
+                f"{_fmt(s['mean'])} / {_fmt(s['best'])}",
+                "",
+                f"Kendall tau {_fmt(k['kendall_tau'])} (p {_fmt(k['p'])}, {len(k['archs'])} archs); supernet "
+                f"front {_fmt(max(r['front_supernet_accuracy'], default=None))}%",
+            ]
+        )
     q = payload["space_quality"]
-    rows.append(["(b) round-1 subsets in the window: mean standalone acc", f"aggregated {_fmt(q['aggregated']['mean'])}, "
-                 f"simplified {_fmt(q['simplified']['mean'])}", f"initial {_fmt(q['initial']['mean'])}",
-                 f"{len(q['aggregated']['archs'])} / {len(q['simplified']['archs'])} / {len(q['initial']['archs'])} archs"])
+    rows.append(
+        [
+            "(b) round-1 subsets in the window: mean standalone acc",
+            f"aggregated {_fmt(q['aggregated']['mean'])}, simplified {_fmt(q['simplified']['mean'])}",
+            f"initial {_fmt(q['initial']['mean'])}",
+            f"{len(q['aggregated']['archs'])} / {len(q['simplified']['archs'])} / {len(q['initial']['archs'])} archs",
+        ]
+    )
     v = payload["vs_spos"]
     madds = {k: [r["madds"] / 1e6 for r in v[k] if r["madds"]] for k in ("nse", "spos")}
-    rows.append([f"(c) matched MAdds: NSE vs SPOS, {v['n'][0]} seeds", _mean_std([r["standalone"] for r in v["nse"]])
-                 + f" ({min(madds['nse'], default=0):.2f}-{max(madds['nse'], default=0):.2f}M)",
-                 _mean_std([r["standalone"] for r in v["spos"]])
-                 + f" ({min(madds['spos'], default=0):.2f}-{max(madds['spos'], default=0):.2f}M)",
-                 f"Welch p = {_fmt(v['welch_p'])}"])
+    rows.append(
+        [
+            f"(c) matched MAdds: NSE vs SPOS, {v['n'][0]} seeds",
+            _mean_std([r["standalone"] for r in v["nse"]])
+            + f" ({min(madds['nse'], default=0):.2f}-{max(madds['nse'], default=0):.2f}M)",
+            _mean_std([r["standalone"] for r in v["spos"]])
+            + f" ({min(madds['spos'], default=0):.2f}-{max(madds['spos'], default=0):.2f}M)",
+            f"Welch p = {_fmt(v['welch_p'])}",
+        ]
+    )
     a = payload["ablation"]
     if a is not None:
-        rows.append([f"(d) seed {a['seed']} final front: with vs without L&R (mean / best)",
-                     f"{_fmt(a['with_lr']['mean'])} / {_fmt(a['with_lr']['best'])}",
-                     f"{_fmt(a['without_lr']['mean'])} / {_fmt(a['without_lr']['best'])}", ""])
+        rows.append(
+            [
+                f"(d) seed {a['seed']} final front: with vs without L&R (mean / best)",
+                f"{_fmt(a['with_lr']['mean'])} / {_fmt(a['with_lr']['best'])}",
+                f"{_fmt(a['without_lr']['mean'])} / {_fmt(a['without_lr']['best'])}",
+                "",
+            ]
+        )
     n, w = payload["nasbench201"], payload["nasbench201"]["window"]
     for lr, values in n["nse"].items():
-        rows.append([f"(e) NAS-Bench-201 (fitness-estimator test only), table accuracy in the window, NSE theta_lr={lr}",
-                     f"{_mean_std(values)} ({len(values)} runs)", f"SPOS {_mean_std(n['spos'])}",
-                     f"Welch p = {_fmt(n['welch_p'][lr])}; window {w['window'][0]:.2f}-{w['window'][1]:.2f}M: "
-                     f"{w['cells']} cells, mean {w['mean']:.2f}, best {w['best']:.2f}"])
+        rows.append(
+            [
+                f"(e) NAS-Bench-201 (fitness-estimator test only), table accuracy in the window, NSE theta_lr={lr}",
+                f"{_mean_std(values)} ({len(values)} runs)",
+                f"SPOS {_mean_std(n['spos'])}",
+                f"Welch p = {_fmt(n['welch_p'][lr])}; window {w['window'][0]:.2f}-{w['window'][1]:.2f}M: "
+                f"{w['cells']} cells, mean {w['mean']:.2f}, best {w['best']:.2f}",
+            ]
+        )
     return header, rows
 
 
 def notes(payload: dict[str, Any]) -> str:
     b, s = payload["budget"], payload["setting"]
-    return (f"Standalone accuracies: {b['standalone_steps']} steps of batch {b['batch_size']} from scratch. NSE trained "
-            f"{b['nse_steps']} supernet steps in {b['rounds']} rounds (re-initialised each round), SPOS the same "
-            f"{b['spos_steps']}; theta_lr {s['theta_lr']:g}; window {s['window_millions'][0]:.3f}-"
-            f"{s['window_millions'][1]:.3f}M MAdds (applied-kernel count). Wall time {payload['wall_seconds'] / 60:.0f} "
-            "min, one process, one thread.")
+    return (
+        f"Standalone accuracies: {b['standalone_steps']} steps of batch {b['batch_size']} from scratch. NSE trained "
+        f"{b['nse_steps']} supernet steps in {b['rounds']} rounds (re-initialised each round), SPOS the same "
+        f"{b['spos_steps']}; theta_lr {s['theta_lr']:g}; window {s['window_millions'][0]:.3f}-"
+        f"{s['window_millions'][1]:.3f}M MAdds (applied-kernel count). Wall time {payload['wall_seconds'] / 60:.0f} "
+        "min, one process, one thread."
+    )
 
 
 def plot(payload: dict[str, Any], folder: Path) -> None:
@@ -609,21 +839,35 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax.set(ylabel="standalone test accuracy (%)", title="(b) round-1 subsets in the window (Fig. 4b)")
     ax = axes[3]
     v, a = payload["vs_spos"], payload["ablation"]
-    groups = {"NSE": [r["standalone"] for r in v["nse"]], "SPOS": [r["standalone"] for r in v["spos"]],
-              "NSE runner-up\ntheta_lr": [r["standalone"] for r in payload["theta_lr_choice"]["runner_up_runs"]]}
+    groups = {
+        "NSE": [r["standalone"] for r in v["nse"]],
+        "SPOS": [r["standalone"] for r in v["spos"]],
+        "NSE runner-up\ntheta_lr": [r["standalone"] for r in payload["theta_lr_choice"]["runner_up_runs"]],
+    }
     if a is not None:
-        groups.update({"final front\nw/o L&R": a["without_lr"]["mean_per_arch"],
-                       "final front\nw/ L&R": a["with_lr"]["mean_per_arch"]})
+        groups.update(
+            {
+                "final front\nw/o L&R": a["without_lr"]["mean_per_arch"],
+                "final front\nw/ L&R": a["with_lr"]["mean_per_arch"],
+            }
+        )
     groups = {k: [x for x in g if x is not None] or [np.nan] for k, g in groups.items()}
     for i, values in enumerate(groups.values()):
         ax.bar(i, np.nanmean(values), alpha=0.6)
         ax.scatter([i] * len(values), values, color="k", s=10)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
-    ax.set(ylabel="standalone test accuracy (%)", title=f"(c) matched MAdds, p={_fmt(v['welch_p'])}" + ("; (d) L&R" if a else ""))
+    ax.set(
+        ylabel="standalone test accuracy (%)",
+        title=f"(c) matched MAdds, p={_fmt(v['welch_p'])}" + ("; (d) L&R" if a else ""),
+    )
     ax = axes[4]
     for lr, c in payload["theta_lr_choice"]["by_lr"].items():
-        ax.plot(range(1, len(c["diagnostics"]) + 1), [d["ops_before"] - d["ops_after"] for d in c["diagnostics"]],
-                marker="o", label=f"theta_lr {lr}: {c['mean']:.1f}%")
+        ax.plot(
+            range(1, len(c["diagnostics"]) + 1),
+            [d["ops_before"] - d["ops_after"] for d in c["diagnostics"]],
+            marker="o",
+            label=f"theta_lr {lr}: {c['mean']:.1f}%",
+        )
     ax.set(xlabel="round", ylabel="operations dropped (simplification)", title="(f) seed 0: fitness learning rate")
     ax.legend(fontsize=8)
     ax = axes[5]
@@ -636,8 +880,11 @@ def plot(payload: dict[str, Any], folder: Path) -> None:
     ax.axhline(n["window"]["best"], ls="--", color="gray", label="window best")
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     low = min([x for v in groups.values() for x in v] + [n["window"]["mean"]])
-    ax.set(ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)", title="(e) fitness-estimator test, cost window",
-           ylim=(low - 2, 95))
+    ax.set(
+        ylabel="NAS-Bench-201 CIFAR-10 accuracy (%)",
+        title="(e) fitness-estimator test, cost window",
+        ylim=(low - 2, 95),
+    )
     ax.legend(fontsize=8)
     save_figure(fig, folder / "nse.png", dpi=100)
 

@@ -41,7 +41,7 @@ def score(runner: InProcessSupernet, archs: Sequence[Architecture], batch: int =
     space = runner.worker.space
     scores: list[float] = []
     for start in range(0, len(archs), batch):
-        result = runner(evaluate_batch_job(space, archs[start:start + batch], **job_keys))
+        result = runner(evaluate_batch_job(space, archs[start : start + batch], **job_keys))
         scores += result[PER_ARCH_KEY][ACCURACY]
     return scores
 
@@ -49,9 +49,13 @@ def score(runner: InProcessSupernet, archs: Sequence[Architecture], batch: int =
 def rank_report(scores: Sequence[float], truth: Sequence[float], params: Sequence[float]) -> dict[str, float]:
     """Tau of the supernet and of parameter count (the floor), over all cells and the better half."""
     rank_sum = np.argsort(np.argsort(scores)) + np.argsort(np.argsort(params))
-    return {"kendall_tau": kendall_tau(scores, truth), "kendall_tau_top_half": top_half_tau(scores, truth),
-            "params_tau": kendall_tau(params, truth), "params_tau_top_half": top_half_tau(params, truth),
-            "supernet_plus_params_tau": kendall_tau(rank_sum, truth)}
+    return {
+        "kendall_tau": kendall_tau(scores, truth),
+        "kendall_tau_top_half": top_half_tau(scores, truth),
+        "params_tau": kendall_tau(params, truth),
+        "params_tau_top_half": top_half_tau(params, truth),
+        "supernet_plus_params_tau": kendall_tau(rank_sum, truth),
+    }
 
 
 def steps_for_seconds(runner: InProcessSupernet, seconds: float, probe_steps: int = 30) -> tuple[int, float]:

@@ -25,13 +25,21 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
 
     torch.manual_seed(seed)
     space = NASBench201Space(channels=args.channels, cells_per_stage=args.cells, input_size=args.resolution)
-    spec = cifar10_spec(space, args.resolution, init_seed=seed, batch_size=args.batch_size, lr=args.lr,
-                        eval_images=args.eval_images)
+    spec = cifar10_spec(
+        space, args.resolution, init_seed=seed, batch_size=args.batch_size, lr=args.lr, eval_images=args.eval_images
+    )
     runner = InProcessSupernet(spec, args.device)
     steps = args.epochs * runner.worker.data.size("train") // spec.batch_size
-    seconds = train(runner, steps, args.steps_per_job, spec.lr, seed,
-                    progress=lambda done, r: print(f"[seed {seed}] step {done}/{steps} loss {r['loss']:.3f} "
-                                                   f"{r['images_per_s']:.0f} img/s", flush=True))
+    seconds = train(
+        runner,
+        steps,
+        args.steps_per_job,
+        spec.lr,
+        seed,
+        progress=lambda done, r: print(
+            f"[seed {seed}] step {done}/{steps} loss {r['loss']:.3f} {r['images_per_s']:.0f} img/s", flush=True
+        ),
+    )
     archs = rank_sample(args.archs, seed=args.sample_seed)
     scores = score(runner, archs)
     truth = table_truth(archs)
@@ -65,21 +73,28 @@ def main() -> None:
     payload = {
         "dataset": f"CIFAR-10 (shared JPEG Parquet), {args.resolution}x{args.resolution}, 45,000 train / 5,000 val",
         "ground_truth": "NAS-Bench-201 table, CIFAR-10 test accuracy after 200 epochs",
-        "architectures": args.archs, "seeds": args.seeds, "epochs": args.epochs,
-        "supernet": f"NAS-Bench-201 C={args.channels} N={args.cells}", "kendall_tau": taus,
+        "architectures": args.archs,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "supernet": f"NAS-Bench-201 C={args.channels} N={args.cells}",
+        "kendall_tau": taus,
         "kendall_tau_top_half": [r["kendall_tau_top_half"] for r in runs],
-        "params_tau": runs[0]["params_tau"], "params_tau_top_half": runs[0]["params_tau_top_half"],
-        "supernet_plus_params_tau": [r["supernet_plus_params_tau"] for r in runs], "runs": runs,
+        "params_tau": runs[0]["params_tau"],
+        "params_tau_top_half": runs[0]["params_tau_top_half"],
+        "supernet_plus_params_tau": [r["supernet_plus_params_tau"] for r in runs],
+        "runs": runs,
     }
     write_json(args.out, payload)
     mean, std = mean_std(taus)
-    write_markdown(args.out.with_suffix(".md"), "SPOS rank correlation (NAS-Bench-201, CIFAR-10)",
-                   ["seed", "tau (all)", "tau (better half)", "steps", "train s"],
-                   [[r["seed"], r["kendall_tau"], r["kendall_tau_top_half"], r["steps"], round(r["train_seconds"])]
-                    for r in runs],
-                   notes=f"Mean tau {mean:.3f} +- {std:.3f} over {args.seeds} seeds; parameter count's tau on the "
-                         f"same {args.archs} cells: {runs[0]['params_tau']:.3f} (better half "
-                         f"{runs[0]['params_tau_top_half']:.3f}), the floor a supernet must beat.")
+    write_markdown(
+        args.out.with_suffix(".md"),
+        "SPOS rank correlation (NAS-Bench-201, CIFAR-10)",
+        ["seed", "tau (all)", "tau (better half)", "steps", "train s"],
+        [[r["seed"], r["kendall_tau"], r["kendall_tau_top_half"], r["steps"], round(r["train_seconds"])] for r in runs],
+        notes=f"Mean tau {mean:.3f} +- {std:.3f} over {args.seeds} seeds; parameter count's tau on the "
+        f"same {args.archs} cells: {runs[0]['params_tau']:.3f} (better half "
+        f"{runs[0]['params_tau_top_half']:.3f}), the floor a supernet must beat.",
+    )
     print(f"SPOS tau {mean:.3f} +- {std:.3f}; params {runs[0]['params_tau']:.3f}; wrote {args.out}")
 
 

@@ -45,8 +45,9 @@ def path_of(trial: str, step: int, tensors: int, length: int) -> list[str]:
 class Trial:
     """A trial stand-in: pull a path, push its delta, checkpoint the step; resumes from its checkpoint."""
 
-    def __init__(self, store_name: str, trial: str, tensors: int, size: int, path: int, folder: str,
-                 checkpoint_every: int):
+    def __init__(
+        self, store_name: str, trial: str, tensors: int, size: int, path: int, folder: str, checkpoint_every: int
+    ):
         from tune_spacenas.store.actor import WeightStore
 
         self.store, self.trial, self.tensors, self.path = WeightStore.connect(store_name), trial, tensors, path
@@ -100,13 +101,19 @@ def soak(args: argparse.Namespace) -> dict:
     size = args.tensor_kb * 1024 // 4
     arrays = {f"t{i}": np.zeros(size, np.float32) for i in range(args.tensors)} | {COUNTER: np.zeros(1, np.float32)}
     with simulated_cluster(nodes=2, cpus_per_node=2, object_store_mb=args.object_store_mb) as (_, node_ids):
-        checkpoint = {"checkpoint_path": os.path.join(folder, "store.npz"), "checkpoint_every": 1} if args.store_crashes else {}
+        checkpoint = (
+            {"checkpoint_path": os.path.join(folder, "store.npz"), "checkpoint_every": 1} if args.store_crashes else {}
+        )
         placement = node_ids[0] if args.shards == 1 else [node_ids[i % 2] for i in range(args.shards)]
         store = WeightStore.create("store-load", arrays=arrays, node_id=placement, shards=args.shards, **checkpoint)
         remote = ray.remote(Trial)
         names = [f"t{i}" for i in range(args.trials)]
-        trials = {n: remote.options(num_cpus=0, max_restarts=-1, max_task_retries=-1, resources={f"node{i % 2}": 0.01}).remote(
-            store.name, n, args.tensors, size, args.path, folder, args.checkpoint_every) for i, n in enumerate(names)}
+        trials = {
+            n: remote.options(
+                num_cpus=0, max_restarts=-1, max_task_retries=-1, resources={f"node{i % 2}": 0.01}
+            ).remote(store.name, n, args.tensors, size, args.path, folder, args.checkpoint_every)
+            for i, n in enumerate(names)
+        }
         samples, kills, store_crashes = [], [], []
         start = time.monotonic()
         stop = threading.Event()
@@ -116,11 +123,21 @@ def soak(args: argparse.Namespace) -> dict:
                 info = store.info()
                 free = available_resources_per_node()
                 total = total_resources_per_node()
-                used = {node[:8]: total[node].get("object_store_memory", 0) - free.get(node, {}).get("object_store_memory", 0)
-                        for node in total}
-                samples.append({"t": round(time.monotonic() - start, 1), "store_rss": info["rss"],
-                                "store_objects": info["objects"], "store_object_bytes": info["object_bytes"],
-                                "object_store_used": used, "applied": info["stats"]["applied"]})
+                used = {
+                    node[:8]: total[node].get("object_store_memory", 0)
+                    - free.get(node, {}).get("object_store_memory", 0)
+                    for node in total
+                }
+                samples.append(
+                    {
+                        "t": round(time.monotonic() - start, 1),
+                        "store_rss": info["rss"],
+                        "store_objects": info["objects"],
+                        "store_object_bytes": info["object_bytes"],
+                        "object_store_used": used,
+                        "applied": info["stats"]["applied"],
+                    }
+                )
 
         def chaos():
             rng = random.Random(0)
@@ -162,20 +179,42 @@ def soak(args: argparse.Namespace) -> dict:
         doubled += max(0, int(values[0] - want))
     ledger_ok = all(info["push_counts"].get(n, 0) == finals[n] == info["last_step"].get(n, 0) for n in names)
     rss = [s["store_rss"] for s in samples]
-    warm = rss[len(rss) // 4:] or rss
+    warm = rss[len(rss) // 4 :] or rss
     return {
-        "trials": args.trials, "seconds": round(elapsed, 1), "kills": len(kills), "store_crashes": len(store_crashes),
-        "pushes_applied": int(info["stats"]["applied"]), "pushes_per_s": info["stats"]["applied"] / elapsed,
-        "replayed_pushes_ignored": replays, "lost_updates": lost, "doubled_updates": doubled,
-        "ledger_matches": ledger_ok, "expected_counter": expected[COUNTER],
+        "trials": args.trials,
+        "seconds": round(elapsed, 1),
+        "kills": len(kills),
+        "store_crashes": len(store_crashes),
+        "pushes_applied": int(info["stats"]["applied"]),
+        "pushes_per_s": info["stats"]["applied"] / elapsed,
+        "replayed_pushes_ignored": replays,
+        "lost_updates": lost,
+        "doubled_updates": doubled,
+        "ledger_matches": ledger_ok,
+        "expected_counter": expected[COUNTER],
         "store_counter": float(held[COUNTER][1][0]),
-        "pull_ms": _percentiles(latencies["pull_ms"]), "push_ms": _percentiles(latencies["push_ms"]),
-        "store_rss_mb": {"first": rss[0] / 2**20, "last": rss[-1] / 2**20, "max_after_warmup": max(warm) / 2**20,
-                         "min_after_warmup": min(warm) / 2**20} if rss else None,
-        "setup": {"shards": args.shards, "tensors": args.tensors, "tensor_kb": args.tensor_kb, "path": args.path,
-                  "checkpoint_every": args.checkpoint_every, "kill_every_s": args.kill_every,
-                  "object_store_mb_per_node": args.object_store_mb},
-        "kill_log": kills, "store_crash_log": store_crashes, "memory_samples": samples,
+        "pull_ms": _percentiles(latencies["pull_ms"]),
+        "push_ms": _percentiles(latencies["push_ms"]),
+        "store_rss_mb": {
+            "first": rss[0] / 2**20,
+            "last": rss[-1] / 2**20,
+            "max_after_warmup": max(warm) / 2**20,
+            "min_after_warmup": min(warm) / 2**20,
+        }
+        if rss
+        else None,
+        "setup": {
+            "shards": args.shards,
+            "tensors": args.tensors,
+            "tensor_kb": args.tensor_kb,
+            "path": args.path,
+            "checkpoint_every": args.checkpoint_every,
+            "kill_every_s": args.kill_every,
+            "object_store_mb_per_node": args.object_store_mb,
+        },
+        "kill_log": kills,
+        "store_crash_log": store_crashes,
+        "memory_samples": samples,
     }
 
 
@@ -218,21 +257,34 @@ def main() -> None:
     result = soak(args)
     write_json(args.out, result)
     plot(result, args.out.with_suffix(".png"))
-    rows = [("lost updates", result["lost_updates"]), ("doubled updates", result["doubled_updates"]),
-            ("ledger (pushes per trial = its final step)", result["ledger_matches"]),
-            ("pushes applied", result["pushes_applied"]), ("pushes/s", round(result["pushes_per_s"], 1)),
-            ("replayed pushes ignored", result["replayed_pushes_ignored"]), ("trial kills", result["kills"]),
-            ("store crashes", result["store_crashes"]),
-            ("pull ms p50 / p99", f"{result['pull_ms']['p50']:.1f} / {result['pull_ms']['p99']:.1f}"),
-            ("push ms p50 / p99", f"{result['push_ms']['p50']:.1f} / {result['push_ms']['p99']:.1f}")]
+    rows = [
+        ("lost updates", result["lost_updates"]),
+        ("doubled updates", result["doubled_updates"]),
+        ("ledger (pushes per trial = its final step)", result["ledger_matches"]),
+        ("pushes applied", result["pushes_applied"]),
+        ("pushes/s", round(result["pushes_per_s"], 1)),
+        ("replayed pushes ignored", result["replayed_pushes_ignored"]),
+        ("trial kills", result["kills"]),
+        ("store crashes", result["store_crashes"]),
+        ("pull ms p50 / p99", f"{result['pull_ms']['p50']:.1f} / {result['pull_ms']['p99']:.1f}"),
+        ("push ms p50 / p99", f"{result['push_ms']['p50']:.1f} / {result['push_ms']['p99']:.1f}"),
+    ]
     if result["store_rss_mb"]:
         m = result["store_rss_mb"]
-        rows.append(("store RSS MiB first / last / after warm-up min-max",
-                     f"{m['first']:.0f} / {m['last']:.0f} / {m['min_after_warmup']:.0f}-{m['max_after_warmup']:.0f}"))
-    write_markdown(args.out.with_suffix(".md"), "Weight store soak: two nodes, trials killed and retried",
-                   ["measure", "value"], rows,
-                   notes=f"{result['trials']} trials for {result['seconds']} s; setup {result['setup']}. "
-                         f"Memory over time: {args.out.with_suffix('.png').name}.")
+        rows.append(
+            (
+                "store RSS MiB first / last / after warm-up min-max",
+                f"{m['first']:.0f} / {m['last']:.0f} / {m['min_after_warmup']:.0f}-{m['max_after_warmup']:.0f}",
+            )
+        )
+    write_markdown(
+        args.out.with_suffix(".md"),
+        "Weight store soak: two nodes, trials killed and retried",
+        ["measure", "value"],
+        rows,
+        notes=f"{result['trials']} trials for {result['seconds']} s; setup {result['setup']}. "
+        f"Memory over time: {args.out.with_suffix('.png').name}.",
+    )
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -155,14 +155,17 @@ def measure_mode(mode: str, args: argparse.Namespace, arrays: dict, paths: list[
     with simulated_cluster(nodes=nodes, cpus_per_node=2, object_store_mb=args.object_store_mb) as (_, node_ids):
         shapes = {k: a.shape for k, a in arrays.items()}
         remote = ray.remote(SimulatedTrial)
-        clients = [remote.options(num_cpus=0, resources={f"node{i % nodes}": 0.001}).remote(paths, shapes)
-                   for i in range(max(args.clients))]
+        clients = [
+            remote.options(num_cpus=0, resources={f"node{i % nodes}": 0.001}).remote(paths, shapes)
+            for i in range(max(args.clients))
+        ]
         ray.get([c.node.remote() for c in clients])
         path_bytes = int(np.mean([sum(arrays[k].nbytes for k in p) for p in paths]))
         baseline = baselines(clients, nodes, 2 * path_bytes)
         for shards in args.shards:
-            store = WeightStore.create(f"scaling-{mode}-{shards}", arrays, shards=shards,
-                                       node_id=[node_ids[i % nodes] for i in range(shards)])
+            store = WeightStore.create(
+                f"scaling-{mode}-{shards}", arrays, shards=shards, node_id=[node_ids[i % nodes] for i in range(shards)]
+            )
             for count in args.clients:
                 rows.append(run_config(store, clients[:count], args, mode, shards, baseline))
                 print(_line(rows[-1]), flush=True)
@@ -178,9 +181,12 @@ def baselines(clients: list, nodes: int, nbytes: int) -> dict:
 
     peer = clients[1] if len(clients) > 1 else clients[0]
     port = ray.get(peer.tcp_serve.remote(nbytes))
-    return {"bytes": nbytes, "memcpy_ms": ray.get(clients[0].memcpy_ms.remote(nbytes, 20)),
-            "tcp_ms": ray.get(clients[0].tcp_send_ms.remote(port, nbytes, 20)),
-            "tcp_across_nodes": nodes > 1}
+    return {
+        "bytes": nbytes,
+        "memcpy_ms": ray.get(clients[0].memcpy_ms.remote(nbytes, 20)),
+        "tcp_ms": ray.get(clients[0].tcp_send_ms.remote(port, nbytes, 20)),
+        "tcp_across_nodes": nodes > 1,
+    }
 
 
 def run_config(store, clients: list, args: argparse.Namespace, mode: str, shards: int, baseline: dict) -> dict:
@@ -199,17 +205,29 @@ def run_config(store, clients: list, args: argparse.Namespace, mode: str, shards
     scale = per_sync / baseline["bytes"]  # the baselines moved ``baseline["bytes"]``; costs scale with bytes
     service = _service_delta(before, after)
     p50 = float(np.percentile(latencies, 50))
-    return {"mode": mode, "shards": shards, "clients": len(clients), "rate_per_client": args.rate,
-            "seconds": args.seconds, "syncs": syncs, "syncs_per_s": syncs / args.seconds,
-            "p50_ms": p50, "p99_ms": float(np.percentile(latencies, 99)), "mb_per_sync": per_sync / 2**20,
-            "mb_per_s": float(moved.sum()) / args.seconds / 2**20,
-            "p50_over_memcpy": p50 / (baseline["memcpy_ms"] * scale), "p50_over_tcp": p50 / (baseline["tcp_ms"] * scale),
-            "kept_per_sync": sum(o["kept"] for o in outs) / max(1, syncs),
-            "shard_service": service,
-            "shard_ms_per_sync": {"wall": 1e3 * sum(s["wall_s"] for s in service) / max(1, syncs),
-                                  "cpu": 1e3 * sum(s["cpu_s"] for s in service) / max(1, syncs)},
-            "busiest_shard_utilisation": max(s["wall_s"] for s in service) / args.seconds,
-            "load_avg_1min": [load_before, load_after]}
+    return {
+        "mode": mode,
+        "shards": shards,
+        "clients": len(clients),
+        "rate_per_client": args.rate,
+        "seconds": args.seconds,
+        "syncs": syncs,
+        "syncs_per_s": syncs / args.seconds,
+        "p50_ms": p50,
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "mb_per_sync": per_sync / 2**20,
+        "mb_per_s": float(moved.sum()) / args.seconds / 2**20,
+        "p50_over_memcpy": p50 / (baseline["memcpy_ms"] * scale),
+        "p50_over_tcp": p50 / (baseline["tcp_ms"] * scale),
+        "kept_per_sync": sum(o["kept"] for o in outs) / max(1, syncs),
+        "shard_service": service,
+        "shard_ms_per_sync": {
+            "wall": 1e3 * sum(s["wall_s"] for s in service) / max(1, syncs),
+            "cpu": 1e3 * sum(s["cpu_s"] for s in service) / max(1, syncs),
+        },
+        "busiest_shard_utilisation": max(s["wall_s"] for s in service) / args.seconds,
+        "load_avg_1min": [load_before, load_after],
+    }
 
 
 def _service(store) -> list[dict]:
@@ -218,15 +236,19 @@ def _service(store) -> list[dict]:
 
 
 def _service_delta(before: list[dict], after: list[dict]) -> list[dict]:
-    return [{key: sum(a[kind][key] - b[kind][key] for kind in ("push", "pull")) for key in ("calls", "cpu_s", "wall_s")}
-            for b, a in zip(before, after)]
+    return [
+        {key: sum(a[kind][key] - b[kind][key] for kind in ("push", "pull")) for key in ("calls", "cpu_s", "wall_s")}
+        for b, a in zip(before, after)
+    ]
 
 
 def _line(row: dict) -> str:
-    return (f"{row['mode']:7s} shards={row['shards']} clients={row['clients']:2d}: {row['syncs_per_s']:6.1f} syncs/s, "
-            f"p50 {row['p50_ms']:6.1f} ms, p99 {row['p99_ms']:6.1f} ms, {row['mb_per_s']:6.0f} MB/s, "
-            f"{row['p50_over_memcpy']:.1f}x memcpy, {row['p50_over_tcp']:.1f}x TCP, shard "
-            f"{row['shard_ms_per_sync']['cpu']:.1f} ms CPU/sync, load {row['load_avg_1min'][0]:.1f}-{row['load_avg_1min'][1]:.1f}")
+    return (
+        f"{row['mode']:7s} shards={row['shards']} clients={row['clients']:2d}: {row['syncs_per_s']:6.1f} syncs/s, "
+        f"p50 {row['p50_ms']:6.1f} ms, p99 {row['p99_ms']:6.1f} ms, {row['mb_per_s']:6.0f} MB/s, "
+        f"{row['p50_over_memcpy']:.1f}x memcpy, {row['p50_over_tcp']:.1f}x TCP, shard "
+        f"{row['shard_ms_per_sync']['cpu']:.1f} ms CPU/sync, load {row['load_avg_1min'][0]:.1f}-{row['load_avg_1min'][1]:.1f}"
+    )
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -270,15 +292,49 @@ def main() -> None:
         rows += measure_mode(mode, args, arrays, paths)
         write_json(args.out, {"rows": rows, "setting": vars(args) | {"out": str(args.out)}, "cpus": os.cpu_count()})
     plot(rows, args.out.with_suffix(".png"))
-    header = ["mode", "shards", "clients", "syncs/s", "p50 ms", "p99 ms", "MB/sync", "MB/s", "p50 / memcpy",
-              "p50 / TCP", "shard CPU ms/sync", "shard wall ms/sync", "busiest shard busy", "load (1 min)"]
-    table = [[r["mode"], r["shards"], r["clients"], r["syncs_per_s"], r["p50_ms"], r["p99_ms"], r["mb_per_sync"],
-              r["mb_per_s"], r["p50_over_memcpy"], r["p50_over_tcp"], r["shard_ms_per_sync"]["cpu"],
-              r["shard_ms_per_sync"]["wall"], f"{100 * r['busiest_shard_utilisation']:.0f}%",
-              "{:.1f}-{:.1f}".format(*r["load_avg_1min"])] for r in rows]
-    write_markdown(args.out.with_suffix(".md"), "Weight store scaling: simulated trials against 1..N shards", header,
-                   table, notes=f"{os.cpu_count()} cores; clients sync {args.rate or 'flat out'}/s each for "
-                                f"{args.seconds} s per row; see the module docstring and README.md beside it.")
+    header = [
+        "mode",
+        "shards",
+        "clients",
+        "syncs/s",
+        "p50 ms",
+        "p99 ms",
+        "MB/sync",
+        "MB/s",
+        "p50 / memcpy",
+        "p50 / TCP",
+        "shard CPU ms/sync",
+        "shard wall ms/sync",
+        "busiest shard busy",
+        "load (1 min)",
+    ]
+    table = [
+        [
+            r["mode"],
+            r["shards"],
+            r["clients"],
+            r["syncs_per_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["mb_per_sync"],
+            r["mb_per_s"],
+            r["p50_over_memcpy"],
+            r["p50_over_tcp"],
+            r["shard_ms_per_sync"]["cpu"],
+            r["shard_ms_per_sync"]["wall"],
+            f"{100 * r['busiest_shard_utilisation']:.0f}%",
+            "{:.1f}-{:.1f}".format(*r["load_avg_1min"]),
+        ]
+        for r in rows
+    ]
+    write_markdown(
+        args.out.with_suffix(".md"),
+        "Weight store scaling: simulated trials against 1..N shards",
+        header,
+        table,
+        notes=f"{os.cpu_count()} cores; clients sync {args.rate or 'flat out'}/s each for "
+        f"{args.seconds} s per row; see the module docstring and README.md beside it.",
+    )
     print(args.out.with_suffix(".md").read_text())
 
 

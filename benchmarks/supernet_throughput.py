@@ -40,8 +40,9 @@ def plain_loop(spec: SupernetSpec, seconds: float, device: str, threads: int) ->
     net = spec.build().to(device)
     data = DeviceData(load_data(spec.data), device)
     stream = data.train_stream(spec.batch_size, seed=0)
-    opt = torch.optim.SGD(net.parameters(), lr=spec.lr, momentum=spec.momentum, nesterov=True,
-                          weight_decay=spec.weight_decay)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=spec.lr, momentum=spec.momentum, nesterov=True, weight_decay=spec.weight_decay
+    )
     rng = np.random.default_rng(0)
     loss_fn = torch.nn.CrossEntropyLoss()
     images, start, step = 0, None, 0
@@ -81,17 +82,29 @@ def tune_side(spec: SupernetSpec, trials: int, steps: int, sync_every: int, stor
     store = SupernetStore.create("throughput", spec)
     cpus = int(ray.cluster_resources()["CPU"])
     start = time.perf_counter()
-    analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
-                        search_alg=ConcurrencyLimiter(Train(seed=0), cpus), num_samples=-1, reuse_actors=True,
-                        storage_path=storage, verbose=0)
+    analysis = tune.run(
+        supernet_trainable,
+        config=store.param_space(),
+        metric="accuracy",
+        mode="max",
+        search_alg=ConcurrencyLimiter(Train(seed=0), cpus),
+        num_samples=-1,
+        reuse_actors=True,
+        storage_path=storage,
+        verbose=0,
+    )
     wall = time.perf_counter() - start
     results = [t.last_result for t in analysis.trials]
     store.kill()
-    return {"images_per_s": trials * steps * spec.batch_size / wall, "wall_s": wall, "trials": trials,
-            "store_push_ms": float(np.mean([r["store_push_ms"] for r in results])),
-            "store_pull_ms": float(np.mean([r["store_pull_ms"] for r in results])),
-            "store_mb_per_sync": float(np.mean([r["store_mb_per_sync"] for r in results])),
-            "per_trial_images_per_s": float(np.mean([r["images_per_s"] for r in results]))}
+    return {
+        "images_per_s": trials * steps * spec.batch_size / wall,
+        "wall_s": wall,
+        "trials": trials,
+        "store_push_ms": float(np.mean([r["store_push_ms"] for r in results])),
+        "store_pull_ms": float(np.mean([r["store_pull_ms"] for r in results])),
+        "store_mb_per_sync": float(np.mean([r["store_mb_per_sync"] for r in results])),
+        "per_trial_images_per_s": float(np.mean([r["images_per_s"] for r in results])),
+    }
 
 
 def memcpy_ms(spec: SupernetSpec) -> tuple[float, int]:
@@ -142,22 +155,56 @@ def main() -> None:
     copy_ms, path_params = memcpy_ms(spec)
     sync_copy_ms = copy_ms * tuned["store_mb_per_sync"] * 2**20 / (4 * path_params)  # float32 bytes
     store_ms = tuned["store_pull_ms"] + tuned["store_push_ms"]
-    payload = {"plain_images_per_s": plain["images_per_s"], "tune_images_per_s": tuned["images_per_s"],
-               "ratio": tuned["images_per_s"] / plain["images_per_s"], "store_pull_ms": tuned["store_pull_ms"],
-               "store_push_ms": tuned["store_push_ms"], "memcpy_ms": copy_ms, "path_params": path_params,
-               "push_pull_over_memcpy": store_ms / copy_ms, "store_mb_per_sync": tuned["store_mb_per_sync"],
-               "memcpy_sync_bytes_ms": sync_copy_ms, "push_pull_over_memcpy_same_bytes": store_ms / sync_copy_ms,
-               "cpus": cpus, "tune": tuned, "setting": vars(args) | {"out": str(args.out)}}
+    payload = {
+        "plain_images_per_s": plain["images_per_s"],
+        "tune_images_per_s": tuned["images_per_s"],
+        "ratio": tuned["images_per_s"] / plain["images_per_s"],
+        "store_pull_ms": tuned["store_pull_ms"],
+        "store_push_ms": tuned["store_push_ms"],
+        "memcpy_ms": copy_ms,
+        "path_params": path_params,
+        "push_pull_over_memcpy": store_ms / copy_ms,
+        "store_mb_per_sync": tuned["store_mb_per_sync"],
+        "memcpy_sync_bytes_ms": sync_copy_ms,
+        "push_pull_over_memcpy_same_bytes": store_ms / sync_copy_ms,
+        "cpus": cpus,
+        "tune": tuned,
+        "setting": vars(args) | {"out": str(args.out)},
+    }
     write_json(args.out, payload)
-    write_markdown(args.out.with_suffix(".md"), "Supernet training throughput: Tune through the store vs a plain loop",
-                   ["plain img/s", "Tune img/s", "ratio", "pull ms", "push ms", "memcpy ms (one path)",
-                    "path params", "MB per sync", "memcpy ms (a sync's bytes)", "push+pull / memcpy (same bytes)"],
-                   [[plain["images_per_s"], tuned["images_per_s"], payload["ratio"], tuned["store_pull_ms"],
-                     tuned["store_push_ms"], copy_ms, path_params, tuned["store_mb_per_sync"], sync_copy_ms,
-                     payload["push_pull_over_memcpy_same_bytes"]]],
-                   notes="Goals (issue 15): ratio >= 0.9; push + pull <= 5x a memcpy of the bytes one sync moves. Tune's side includes its per-trial "
-                         f"overhead ({args.trials} trials of {args.steps} steps, {cpus} at a time); pull and push "
-                         "are timed inside the trials, sharing the cores with the other trial and the store.")
+    write_markdown(
+        args.out.with_suffix(".md"),
+        "Supernet training throughput: Tune through the store vs a plain loop",
+        [
+            "plain img/s",
+            "Tune img/s",
+            "ratio",
+            "pull ms",
+            "push ms",
+            "memcpy ms (one path)",
+            "path params",
+            "MB per sync",
+            "memcpy ms (a sync's bytes)",
+            "push+pull / memcpy (same bytes)",
+        ],
+        [
+            [
+                plain["images_per_s"],
+                tuned["images_per_s"],
+                payload["ratio"],
+                tuned["store_pull_ms"],
+                tuned["store_push_ms"],
+                copy_ms,
+                path_params,
+                tuned["store_mb_per_sync"],
+                sync_copy_ms,
+                payload["push_pull_over_memcpy_same_bytes"],
+            ]
+        ],
+        notes="Goals (issue 15): ratio >= 0.9; push + pull <= 5x a memcpy of the bytes one sync moves. Tune's side includes its per-trial "
+        f"overhead ({args.trials} trials of {args.steps} steps, {cpus} at a time); pull and push "
+        "are timed inside the trials, sharing the cores with the other trial and the store.",
+    )
     print({k: v for k, v in payload.items() if k not in ("tune", "setting")})
 
 

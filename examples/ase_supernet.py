@@ -25,10 +25,20 @@ from tune_spacenas.tables import NASBench201Table
 
 def make_spec(quick: bool) -> SupernetSpec:
     if quick:
-        return SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                            DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
-    return SupernetSpec(NASBench201Space(channels=16, cells_per_stage=1, input_size=16),
-                        DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
+        return SupernetSpec(
+            NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
+            DataSpec("digits", val_size=300),
+            batch_size=64,
+            eval_images=300,
+            recalibration_batches=2,
+        )
+    return SupernetSpec(
+        NASBench201Space(channels=16, cells_per_stage=1, input_size=16),
+        DataSpec("cifar10", resolution=16),
+        batch_size=128,
+        lr=0.05,
+        eval_images=1000,
+    )
 
 
 def run_with_tune(searcher: ASESearcher, spec: SupernetSpec, concurrency: int) -> None:
@@ -69,9 +79,18 @@ def main() -> None:
         table = NASBench201Table.load()
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"ase_supernet: {err}") from None
-    searcher = ASESearcher(space=spec.space, metric="accuracy", mode="max", seed=args.seed, max_queries=queries,
-                           num_subspaces=args.subspaces, local_distance=args.distance, train_steps=train_steps,
-                           steps_per_trial=50 if args.quick else 250, train_lr=spec.lr)
+    searcher = ASESearcher(
+        space=spec.space,
+        metric="accuracy",
+        mode="max",
+        seed=args.seed,
+        max_queries=queries,
+        num_subspaces=args.subspaces,
+        local_distance=args.distance,
+        train_steps=train_steps,
+        steps_per_trial=50 if args.quick else 250,
+        train_lr=spec.lr,
+    )
     if args.in_process:
         run_in_process(searcher, spec)
     else:
@@ -81,8 +100,10 @@ def main() -> None:
     for center, score in sorted(zip(searcher.graph.centers, searcher.graph.scores), key=lambda c: -c[1]):
         print(f"  {score:5.1f}% | {table.query(center):5.2f}%  {spec.space.to_string(center)}")
     best = searcher.best_architecture()
-    print(f"best centre: {best}\n  table accuracy {table.query(best):.2f}% (table optimum {table.best()[1]:.2f}%); "
-          f"{searcher.replacements} centre replacements in {searcher.decisions} decisions")
+    print(
+        f"best centre: {best}\n  table accuracy {table.query(best):.2f}% (table optimum {table.best()[1]:.2f}%); "
+        f"{searcher.replacements} centre replacements in {searcher.decisions} decisions"
+    )
     if args.save_graph:
         searcher.save_graph(args.save_graph)
         print(f"wrote {args.save_graph}: start ASE-NAS+ with ASESearcher(initial_centers={args.save_graph!r})")

@@ -61,8 +61,15 @@ class Runner:
             os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
             connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
 
-    def run(self, searcher: Any, spec: SupernetSpec, metric: str, mode: str, constants: dict | None = None,
-            trials: int | None = None) -> None:
+    def run(
+        self,
+        searcher: Any,
+        spec: SupernetSpec,
+        metric: str,
+        mode: str,
+        constants: dict | None = None,
+        trials: int | None = None,
+    ) -> None:
         """Run ``searcher`` to its end (or ``trials`` trials) on ``spec``'s supernet; ``constants`` join every
         trial config. Searchers that are not ours (Optuna) search the space's ``param_space()``."""
         progress = ProgressPrinter(searcher, metrics=(LOSS, REGULARIZED_LOSS, ACCURACY))
@@ -75,16 +82,31 @@ class Runner:
             config = dict(constants or {}) if ours else {**spec.space.param_space(), **(constants or {})}
             if not ours:
                 searcher.set_search_properties(metric, mode, config)
-            run_in_process(searcher, runner, max_trials=trials or 1_000_000, param_space=config,
-                           space=None if ours else spec.space, on_result=progress)
+            run_in_process(
+                searcher,
+                runner,
+                max_trials=trials or 1_000_000,
+                param_space=config,
+                space=None if ours else spec.space,
+                on_result=progress,
+            )
             return
         from tune_spacenas.runner import run_with_tune
         from tune_spacenas.store import SupernetStore
 
         store = self.stores.get(key) or SupernetStore.create(f"autospace-example-{uuid.uuid4().hex[:6]}", spec)
         self.stores[key] = store
-        run_with_tune(searcher, store, max_concurrent=self.concurrency, on_result=progress, metric=metric,
-                      mode=mode, constants=constants, num_samples=trials or -1, verbose=0)
+        run_with_tune(
+            searcher,
+            store,
+            max_concurrent=self.concurrency,
+            on_result=progress,
+            metric=metric,
+            mode=mode,
+            constants=constants,
+            num_samples=trials or -1,
+            verbose=0,
+        )
 
     def close(self) -> None:
         if not self.in_process:
@@ -94,16 +116,28 @@ class Runner:
 
 def generate(args: argparse.Namespace, runner: Runner) -> GeneratedSpace:
     space = open_space(args.quick)
-    searcher = AutoSpaceSearcher(num_layers=space.num_layers, metric="loss", mode="min", space=space,
-                                 cells_per_layer=args.cells, population_size=4 * args.cells,
-                                 generations=args.generations, iterations_per_generation=args.iterations, seed=args.seed)
-    print(f"== generating: {args.generations} generations of {args.iterations} iterations, K={args.cells}, "
-          f"{space.num_layers} layers, {searcher.population_size} cells per population")
+    searcher = AutoSpaceSearcher(
+        num_layers=space.num_layers,
+        metric="loss",
+        mode="min",
+        space=space,
+        cells_per_layer=args.cells,
+        population_size=4 * args.cells,
+        generations=args.generations,
+        iterations_per_generation=args.iterations,
+        seed=args.seed,
+    )
+    print(
+        f"== generating: {args.generations} generations of {args.iterations} iterations, K={args.cells}, "
+        f"{space.num_layers} layers, {searcher.population_size} cells per population"
+    )
     runner.run(searcher, make_spec(space, args.quick), "loss", "min")
     generated = searcher.generated_space()
     generated.save(args.save)
-    print(f"wrote {args.save}: {generated} (top-{args.cells} cells of each layer); population history -> "
-          f"{Path(args.save).with_suffix('.parquet')}")
+    print(
+        f"wrote {args.save}: {generated} (top-{args.cells} cells of each layer); population history -> "
+        f"{Path(args.save).with_suffix('.parquet')}"
+    )
     searcher.export_history(Path(args.save).with_suffix(".parquet"))
     return generated
 
@@ -113,11 +147,20 @@ def search(args: argparse.Namespace, space: GeneratedSpace, runner: Runner) -> N
 
     spec = make_spec(space, args.quick)
     constants = {AUTOSPACE_KEY: AutoSpaceJob(madds_penalty=MADDS_PENALTY).to_dict()}  # Eq. 6 in every evaluation
-    spos = SPOSSearcher(space=space, metric=REGULARIZED_LOSS, mode="min", seed=args.seed,
-                        train_steps=args.supernet_steps, steps_per_trial=max(1, args.supernet_steps // 6), eval_batch=12,
-                        evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6))
-    print(f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
-          f"then evolution")
+    spos = SPOSSearcher(
+        space=space,
+        metric=REGULARIZED_LOSS,
+        mode="min",
+        seed=args.seed,
+        train_steps=args.supernet_steps,
+        steps_per_trial=max(1, args.supernet_steps // 6),
+        eval_batch=12,
+        evolution=EvolutionSettings(population=12, generations=4, parents=4, mutations=6, crossovers=6),
+    )
+    print(
+        f"\n== SPOS on the generated space ({space.size} architectures): {args.supernet_steps} training steps, "
+        f"then evolution"
+    )
     runner.run(spos, spec, REGULARIZED_LOSS, "min", constants)
     best_madds = space.cost(space.from_string(spos.best_architecture())).madds
     print(f"SPOS found {spos.best_architecture()}  ({best_madds / 1e6:.2f}M MAdds)")

@@ -40,14 +40,23 @@ from tune_spacenas.trainables import supernet_trainable
 
 def tiny_spec() -> SupernetSpec:
     space = NASBench201Space(channels=8, cells_per_stage=1, input_size=8)
-    return SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
+    return SupernetSpec(
+        space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2
+    )
 
 
 def make_searcher(args: argparse.Namespace, space=None) -> SPOSSearcher:
     evolution = EvolutionSettings(population=4, generations=args.generations, parents=2, mutations=2, crossovers=2)
-    searcher = SPOSSearcher(space=space or tiny_spec().space, metric="accuracy", mode="max", seed=args.seed,
-                            train_steps=args.train_steps, steps_per_trial=args.steps_per_trial, evolution=evolution,
-                            eval_batch=4)
+    searcher = SPOSSearcher(
+        space=space or tiny_spec().space,
+        metric="accuracy",
+        mode="max",
+        seed=args.seed,
+        train_steps=args.train_steps,
+        steps_per_trial=args.steps_per_trial,
+        evolution=evolution,
+        eval_batch=4,
+    )
     searcher.training.sync_every = args.sync_every
     return searcher
 
@@ -66,8 +75,14 @@ def trainable(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
     experiment = storage.join(args.storage, args.name)
-    store = SupernetStore.create(args.name, tiny_spec(), exist_ok=True, checkpoint_every=1, shards=args.shards,
-                                 checkpoint_path=storage.store_checkpoint_path(args.storage, args.name))
+    store = SupernetStore.create(
+        args.name,
+        tiny_spec(),
+        exist_ok=True,
+        checkpoint_every=1,
+        shards=args.shards,
+        checkpoint_path=storage.store_checkpoint_path(args.storage, args.name),
+    )
     if tune.Tuner.can_restore(experiment):
         for path in repair_experiment(experiment):  # a driver killed mid-upload leaves Tune's files damaged
             print(f"REPAIRED {path} from the driver's staged copy", flush=True)
@@ -78,11 +93,16 @@ def run(args: argparse.Namespace) -> dict:
         tuner = tune.Tuner.restore(experiment, trainable=trainable(args), resume_unfinished=True)
     else:
         tuner = tune.Tuner(
-            trainable(args), param_space=store.param_space(),
+            trainable(args),
+            param_space=store.param_space(),
             tune_config=tune.TuneConfig(search_alg=make_searcher(args), num_samples=-1, reuse_actors=True),
-            run_config=tune.RunConfig(name=args.name, storage_path=args.storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=3),
-                                      callbacks=[PrintCompleted()]),
+            run_config=tune.RunConfig(
+                name=args.name,
+                storage_path=args.storage,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=3),
+                callbacks=[PrintCompleted()],
+            ),
         )
     grid = tuner.fit()
     searcher = make_searcher(args)
@@ -91,8 +111,11 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "trials": sorted([r.metrics.get("trial_id"), r.metrics.get(NODE_ID)] for r in grid if r.metrics),
         "errors": sum(r.error is not None for r in grid),
-        "training": {"issued": searcher.training.issued, "completed": searcher.training.completed,
-                     "failed": searcher.training.failed},
+        "training": {
+            "issued": searcher.training.issued,
+            "completed": searcher.training.completed,
+            "failed": searcher.training.failed,
+        },
         "history": len(searcher.history),
         "history_trials": sorted({h["trial_id"] for h in searcher.history}),
         "best": searcher.best_architecture(),

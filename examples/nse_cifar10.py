@@ -29,19 +29,41 @@ QUICK_POOL = ["dw_k3_e1", "dw_k5_e1", "dw_k3_e1_d2", "conv1xk_k5_e1", "dw_k3_e3"
 
 def make(quick: bool) -> tuple[SupernetSpec, NSESearcher]:
     if quick:
-        space = MultiBranchSpace(pool=QUICK_POOL, width_mult=0.25, input_size=8, num_classes=10,
-                                 stages=((16, 2, 1), (24, 2, 2)))
-        spec = SupernetSpec(space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300,
-                            recalibration_batches=2)
-        searcher = NSESearcher(ops_per_layer=3, steps_per_round=40, steps_per_trial=20, samples=8, edge_samples=2,
-                               tau=0.25, constraint=(0.2, 10.0), eval_batch=4, metric="accuracy", mode="max")
+        space = MultiBranchSpace(
+            pool=QUICK_POOL, width_mult=0.25, input_size=8, num_classes=10, stages=((16, 2, 1), (24, 2, 2))
+        )
+        spec = SupernetSpec(
+            space, DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2
+        )
+        searcher = NSESearcher(
+            ops_per_layer=3,
+            steps_per_round=40,
+            steps_per_trial=20,
+            samples=8,
+            edge_samples=2,
+            tau=0.25,
+            constraint=(0.2, 10.0),
+            eval_batch=4,
+            metric="accuracy",
+            mode="max",
+        )
         return spec, searcher
     space = MultiBranchSpace(width_mult=0.25, input_size=16, num_classes=10, stages=SMALL_STAGES)
     spec = SupernetSpec(space, DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
     # tau scaled to the small network (millions of MAdds); alpha so the penalty weighs as the paper's at 300M.
     tau = 1.5
-    searcher = NSESearcher(ops_per_layer=5, steps_per_round=150, steps_per_trial=50, tau=tau, alpha=1e-5 * (300 / tau) ** 2,
-                           samples=30, edge_samples=6, eval_batch=15, metric="accuracy", mode="max")
+    searcher = NSESearcher(
+        ops_per_layer=5,
+        steps_per_round=150,
+        steps_per_trial=50,
+        tau=tau,
+        alpha=1e-5 * (300 / tau) ** 2,
+        samples=30,
+        edge_samples=6,
+        eval_batch=15,
+        metric="accuracy",
+        mode="max",
+    )
     return spec, searcher
 
 
@@ -86,8 +108,10 @@ def main() -> None:
     print(f"\nfinal Pareto front ({len(searcher.front)} architectures):")
     for f in searcher.front:
         print(f"  {f[ACCURACY]:5.1f}%  {f['cost']:.3f}M MAdds  {f[ARCH_KEY]}")
-    print(f"best under the constraint: {best}\nsubset after the last round: {searcher.final_subsets}\n"
-          f"per-round history: {args.rounds_out}")
+    print(
+        f"best under the constraint: {best}\nsubset after the last round: {searcher.final_subsets}\n"
+        f"per-round history: {args.rounds_out}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def main() -> None:
     best = searcher.best_architecture()
     print(f"\nbest architecture (supernet accuracy {searcher.progress().best:.1f}% on 1,000 validation images):")
     print(f"  {best}")
-    print(f"  NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs: {table.query(best):.2f}% "
-          f"(table optimum {table.best()[1]:.2f}%)")
+    print(
+        f"  NAS-Bench-201 CIFAR-10 test accuracy after 200 epochs: {table.query(best):.2f}% "
+        f"(table optimum {table.best()[1]:.2f}%)"
+    )
 
 
 def search(args: argparse.Namespace) -> SPOSSearcher:
@@ -67,18 +69,30 @@ def search(args: argparse.Namespace) -> SPOSSearcher:
     connect(include_dashboard=False, log_to_driver=False)  # $RAY_ADDRESS's cluster, else a local Ray
     space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
     spec = SupernetSpec(space, DATA, batch_size=128, lr=0.05, eval_images=1000)
-    evolution = EvolutionSettings(population=args.population, generations=args.generations, parents=5,
-                                  mutations=args.population // 2, crossovers=args.population // 2)
-    searcher = SPOSSearcher(train_steps=args.train_steps, steps_per_trial=150, evolution=evolution, eval_batch=10,
-                            seed=args.seed)
+    evolution = EvolutionSettings(
+        population=args.population,
+        generations=args.generations,
+        parents=5,
+        mutations=args.population // 2,
+        crossovers=args.population // 2,
+    )
+    searcher = SPOSSearcher(
+        train_steps=args.train_steps, steps_per_trial=150, evolution=evolution, eval_batch=10, seed=args.seed
+    )
     with SupernetStore.temporary(spec, prefix="quickstart") as store:  # the shared supernet, for this search only
         tuner = tune.Tuner(
             tune.with_resources(supernet_trainable, {"cpu": 1, "gpu": 1 if torch.cuda.is_available() else 0}),
             param_space=store.param_space(),
-            tune_config=tune.TuneConfig(metric="accuracy", mode="max", num_samples=-1, reuse_actors=True,
-                                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrency)),
-            run_config=tune.RunConfig(name="quickstart", verbose=0,
-                                      callbacks=[result_callback(ProgressPrinter(searcher))]),
+            tune_config=tune.TuneConfig(
+                metric="accuracy",
+                mode="max",
+                num_samples=-1,
+                reuse_actors=True,
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrency),
+            ),
+            run_config=tune.RunConfig(
+                name="quickstart", verbose=0, callbacks=[result_callback(ProgressPrinter(searcher))]
+            ),
         )
         tuner.fit()
     return searcher

@@ -24,17 +24,36 @@ from tune_spacenas.tables import NASBench201Table
 
 def make_spec(quick: bool) -> SupernetSpec:
     if quick:
-        return SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                            DataSpec("digits", val_size=300), batch_size=64, eval_images=300, recalibration_batches=2)
-    return SupernetSpec(NASBench201Space(channels=16, cells_per_stage=1, input_size=16),
-                        DataSpec("cifar10", resolution=16), batch_size=128, lr=0.05, eval_images=1000)
+        return SupernetSpec(
+            NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
+            DataSpec("digits", val_size=300),
+            batch_size=64,
+            eval_images=300,
+            recalibration_batches=2,
+        )
+    return SupernetSpec(
+        NASBench201Space(channels=16, cells_per_stage=1, input_size=16),
+        DataSpec("cifar10", resolution=16),
+        batch_size=128,
+        lr=0.05,
+        eval_images=1000,
+    )
 
 
 def make_searcher(quick: bool, **kwargs) -> SENASSearcher:
     steps = 40 if quick else 2457  # per stage and for the final space: 7 epochs at batch 128 (paper: 20)
-    return SENASSearcher(stages=2, stage_steps=steps, steps_per_trial=20 if quick else 351, snapshots=5,
-                         snapshot_window=20 if quick else 351, samples_per_op=4 if quick else 30,
-                         drop_per_stage=10, merge_threshold=50, seed=0, **kwargs)
+    return SENASSearcher(
+        stages=2,
+        stage_steps=steps,
+        steps_per_trial=20 if quick else 351,
+        snapshots=5,
+        snapshot_window=20 if quick else 351,
+        samples_per_op=4 if quick else 30,
+        drop_per_stage=10,
+        merge_threshold=50,
+        seed=0,
+        **kwargs,
+    )
 
 
 def run_with_tune(quick: bool, spec: SupernetSpec, concurrency: int) -> SENASSearcher:
@@ -73,14 +92,20 @@ def main() -> None:
         table = NASBench201Table.load()
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"senas_nasbench201: {err}") from None
-    searcher = run_in_process(args.quick, spec) if args.in_process else run_with_tune(args.quick, spec, args.concurrency)
+    searcher = (
+        run_in_process(args.quick, spec) if args.in_process else run_with_tune(args.quick, spec, args.concurrency)
+    )
 
     for record in searcher.stage_log:
-        print(f"stage {record['stage'] + 1}: dropped {', '.join(record['dropped'])}; {record['size']} cells left; "
-              f"merged slot groups {record['merged_spaces']}")
+        print(
+            f"stage {record['stage'] + 1}: dropped {', '.join(record['dropped'])}; {record['size']} cells left; "
+            f"merged slot groups {record['merged_spaces']}"
+        )
     best = searcher.best_architecture()
-    print(f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {table.query(best):.2f}% "
-          f"(optimum {table.best()[1]:.2f}%)")
+    print(
+        f"SE-NAS picks {best}: NAS-Bench-201 CIFAR-10 accuracy {table.query(best):.2f}% "
+        f"(optimum {table.best()[1]:.2f}%)"
+    )
 
 
 if __name__ == "__main__":

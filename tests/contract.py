@@ -154,8 +154,16 @@ class Run:
     next_trial: int
 
 
-def drive(search_alg: Any, trainable: Trainable, max_trials: int, in_flight: int = 1, order: str = "fifo",
-          start: int = 0, stop_after: int | None = None, pending: list | None = None) -> Run:
+def drive(
+    search_alg: Any,
+    trainable: Trainable,
+    max_trials: int,
+    in_flight: int = 1,
+    order: str = "fifo",
+    start: int = 0,
+    stop_after: int | None = None,
+    pending: list | None = None,
+) -> Run:
     """Tune's loop: keep up to ``in_flight`` trials running, complete them first-in-first-out or last-in-
     first-out, until the searcher says FINISHED, ``max_trials`` trials ran, or ``stop_after`` completions
     (then the trials still in flight are returned, as a killed driver leaves them). A searcher that

@@ -124,8 +124,10 @@ def test_log_prob_is_the_distribution_sample_draws_from(graph):
     with torch.no_grad():
         for p in controller.parameters():  # a policy far from uniform
             torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(p.numel()))
-        probs = {(k, l, o): controller.log_prob(tensors, Decision(k, ((l, o),)))[0].exp().item()
-                 for k, l, o in itertools.product(range(len(graph)), range(len(SPACE)), range(5))}
+        probs = {
+            (k, l, o): controller.log_prob(tensors, Decision(k, ((l, o),)))[0].exp().item()
+            for k, l, o in itertools.product(range(len(graph)), range(len(SPACE)), range(5))
+        }
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
     marginal = np.array([sum(v for (k, _, _), v in probs.items() if k == node) for node in range(len(graph))])
     assert marginal.max() > 0.4
@@ -157,8 +159,16 @@ def drive_recording(s, trials, dataset="cifar10"):
         if record is not None:
             node = record["node"]
             beta = SPACE.from_string(config["arch"])
-            log.append((before[0][node], node, beta, result["accuracy"] - record["center_score"], before,
-                        (list(s.graph.centers), list(s.graph.scores))))
+            log.append(
+                (
+                    before[0][node],
+                    node,
+                    beta,
+                    result["accuracy"] - record["center_score"],
+                    before,
+                    (list(s.graph.centers), list(s.graph.scores)),
+                )
+            )
     return log
 
 
@@ -187,7 +197,10 @@ def test_a_centre_is_replaced_exactly_when_the_reward_is_positive():
     for _, node, beta, reward, before, after in log:
         if reward > 0 and beta not in before[0]:
             replaced += 1
-            assert after[0][node] == beta and after[0][:node] + after[0][node + 1:] == before[0][:node] + before[0][node + 1:]
+            assert (
+                after[0][node] == beta
+                and after[0][:node] + after[0][node + 1 :] == before[0][:node] + before[0][node + 1 :]
+            )
         else:
             assert after == before
     assert replaced >= 3 and any(reward <= 0 for *_, reward, _, _ in log)
@@ -210,8 +223,9 @@ class RecordingASE(ASESearcher):
 
 @pytest.mark.parametrize("absolute", [False, True])
 def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(absolute):
-    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=2, num_subspaces=3, local_distance=4,
-                     absolute_reward=absolute)
+    s = RecordingASE(
+        space=SPACE, metric="accuracy", mode="max", seed=2, num_subspaces=3, local_distance=4, absolute_reward=absolute
+    )
     for i in range(3):
         s.on_trial_complete(f"c{i}", result=evaluate_on_table(s.suggest(f"c{i}")))
     expected = {}
@@ -220,8 +234,11 @@ def test_rewards_meet_the_decisions_that_produced_them_with_trials_in_flight(abs
         for config in configs.values():
             record = s.pending[_decision(config)]
             value = evaluate_on_table(config)["accuracy"]
-            expected[_decision(config)] = (record["graph"][0], Decision.from_plain(record["decision"]),
-                                              value if absolute else value - record["center_score"])
+            expected[_decision(config)] = (
+                record["graph"][0],
+                Decision.from_plain(record["decision"]),
+                value if absolute else value - record["center_score"],
+            )
         for trial_id in reversed(list(configs)):
             s.on_trial_complete(trial_id, result=evaluate_on_table(configs[trial_id]))
     assert not s.pending
@@ -296,8 +313,17 @@ def test_save_restore_with_trials_in_flight_resumes_identically(tmp_path):
 
 
 def test_on_the_supernet_the_training_phase_comes_first(tiny_spec):
-    s = ASESearcher(space=tiny_spec.space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10,
-                    num_subspaces=2, local_distance=2, max_queries=5)
+    s = ASESearcher(
+        space=tiny_spec.space,
+        metric="accuracy",
+        mode="max",
+        seed=0,
+        train_steps=20,
+        steps_per_trial=10,
+        num_subspaces=2,
+        local_distance=2,
+        max_queries=5,
+    )
     tasks = []
     run_in_process(s, InProcessSupernet(tiny_spec, "cpu"), on_result=lambda c, r: tasks.append(c["task"]))
     assert tasks[:2] == [TRAIN, TRAIN] and set(tasks[2:]) == {"evaluate"} and len(tasks) == 7
@@ -306,9 +332,16 @@ def test_on_the_supernet_the_training_phase_comes_first(tiny_spec):
 
 def test_under_tune_with_concurrency_limiter_and_asha(ray_session, tune_run_kwargs):
     s = searcher(num_subspaces=2, local_distance=3, max_queries=14)
-    analysis = tune.run(nasbench201_trainable, config={**SPACE.param_space(), "dataset": "cifar100"}, metric="accuracy",
-                        mode="max", search_alg=ConcurrencyLimiter(s, max_concurrent=2),
-                        scheduler=ASHAScheduler(max_t=100, grace_period=1), num_samples=-1, **tune_run_kwargs)
+    analysis = tune.run(
+        nasbench201_trainable,
+        config={**SPACE.param_space(), "dataset": "cifar100"},
+        metric="accuracy",
+        mode="max",
+        search_alg=ConcurrencyLimiter(s, max_concurrent=2),
+        scheduler=ASHAScheduler(max_t=100, grace_period=1),
+        num_samples=-1,
+        **tune_run_kwargs,
+    )
     assert len(analysis.trials) == 14 and all(t.status == "TERMINATED" for t in analysis.trials)
     assert not s.pending and s.baseline is not None and s.suggest("after") == "FINISHED"
     best = max(t.last_result["accuracy"] for t in analysis.trials)
@@ -321,8 +354,10 @@ def test_slots_with_fewer_operations_are_never_edited_to_a_missing_one():
 
     space = MobileNetSpace()
     s = ASESearcher(space=space, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=3)
+
     def reward(config):
         return {"accuracy": float(len(config["arch"]) % 17)}
+
     seen = []
     run_in_process(s, reward, max_trials=60, on_result=lambda c, r: seen.append(c["arch"]))
     assert len(seen) == 60 and all(space.contains(a) for a in seen)
@@ -342,11 +377,17 @@ def _center(config: dict) -> int | None:
 # ----------------------------------------------------------------------------------------------
 def test_k1_m1_spends_its_whole_budget_on_new_architectures_and_learns_each_once():
     """K = 1, M = 1: a ball of 25 cells, used up long before 150 queries (the search used to stall)."""
-    s = RecordingASE(space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=1, local_distance=1,
-                     max_queries=150)
+    s = RecordingASE(
+        space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=1, local_distance=1, max_queries=150
+    )
     seen = []
-    trials = run_in_process(s, lambda c: evaluate_on_table({**c, "dataset": "cifar100"}), max_queries=150, space=SPACE,
-                            on_result=lambda c, r: seen.append(c["arch"]))
+    trials = run_in_process(
+        s,
+        lambda c: evaluate_on_table({**c, "dataset": "cifar100"}),
+        max_queries=150,
+        space=SPACE,
+        on_result=lambda c, r: seen.append(c["arch"]),
+    )
     assert trials == 150 and s.queries == 150 and len(set(seen)) == 150
     assert s.reseeds >= 1 and s.suggest("after") == "FINISHED"
     learned = [Decision.apply(d, centers[d.node]) for centers, d, _ in s.steps]
@@ -360,8 +401,10 @@ def test_a_space_used_up_finishes_and_suggest_waits_only_while_trials_run():
 
     tiny = SearchSpace([Slot(f"s{i}", ("a", "b")) for i in range(3)])  # 8 architectures
     s = ASESearcher(space=tiny, metric="accuracy", mode="max", seed=0, num_subspaces=2, local_distance=1)
+
     def reward(config):
         return {"accuracy": float(config["arch"].count("b"))}
+
     configs = {}
     while (config := s.suggest(f"t{len(configs)}")) is not None:
         configs[f"t{len(configs)}"] = config
@@ -394,8 +437,9 @@ def test_k_and_m_default_to_the_budget_setting_and_explicit_values_win(budget):
     K, M = budget_setting(budget, SPACE)
     assert (s.num_subspaces, s.local_distance) == (K, M) and s.controller.local_distance == M
     assert 1 <= K and 1 <= M < len(SPACE)
-    explicit = ASESearcher(space=SPACE, metric="accuracy", mode="max", max_queries=budget, num_subspaces=3,
-                           local_distance=2)
+    explicit = ASESearcher(
+        space=SPACE, metric="accuracy", mode="max", max_queries=budget, num_subspaces=3, local_distance=2
+    )
     explicit.suggest("c0")
     assert (explicit.num_subspaces, explicit.local_distance) == (3, 2)
 
@@ -421,11 +465,24 @@ def conv_count_prior():
 
 def test_with_a_prior_the_centres_are_its_best_architectures_and_reseeds_its_best_new_ones():
     prior = conv_count_prior()
-    s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=0, num_subspaces=3, local_distance=1, prior=prior,
-                    max_queries=120)
+    s = ASESearcher(
+        space=SPACE,
+        metric="accuracy",
+        mode="max",
+        seed=0,
+        num_subspaces=3,
+        local_distance=1,
+        prior=prior,
+        max_queries=120,
+    )
     evaluated = []
-    run_in_process(s, evaluate_on_table, max_queries=120, space=SPACE,
-                   on_result=lambda c, r: evaluated.append((c["arch"], _center(c) is not None)))
+    run_in_process(
+        s,
+        evaluate_on_table,
+        max_queries=120,
+        space=SPACE,
+        on_result=lambda c, r: evaluated.append((c["arch"], _center(c) is not None)),
+    )
     best_first = sorted(prior, key=lambda a: -prior[a])
     assert [a for a, _ in evaluated[:3]] == best_first[:3]
     reseeds = [i for i, (_, centre) in enumerate(evaluated) if centre][3:]
@@ -459,11 +516,26 @@ def test_prior_edits_evaluate_the_edit_the_prior_ranks_best():
     prior = conv_count_prior()
 
     def mean_prior_of_edits(edits: int) -> float:
-        s = ASESearcher(space=SPACE, metric="accuracy", mode="max", seed=1, num_subspaces=2, local_distance=2,
-                        prior=prior, prior_pool=200, prior_edits=edits, subspace_update=False)
+        s = ASESearcher(
+            space=SPACE,
+            metric="accuracy",
+            mode="max",
+            seed=1,
+            num_subspaces=2,
+            local_distance=2,
+            prior=prior,
+            prior_pool=200,
+            prior_edits=edits,
+            subspace_update=False,
+        )
         seen = []
-        run_in_process(s, evaluate_on_table, max_trials=40, space=SPACE,
-                       on_result=lambda c, r: seen.append(c["arch"]) if _decision(c) is not None else None)
+        run_in_process(
+            s,
+            evaluate_on_table,
+            max_trials=40,
+            space=SPACE,
+            on_result=lambda c, r: seen.append(c["arch"]) if _decision(c) is not None else None,
+        )
         return float(np.mean([prior[a] for a in seen]))
 
     assert mean_prior_of_edits(8) > mean_prior_of_edits(1) + 0.5

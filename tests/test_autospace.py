@@ -39,8 +39,19 @@ def tiny_spec(space=None) -> SupernetSpec:
 
 
 def searcher(**kw) -> AutoSpaceSearcher:
-    args = dict(space=OpenCellSpace(**PLAN), metric="loss", mode="min", generations=4, iterations_per_generation=10,
-                cells_per_layer=3, population_size=8, seed=0) | kw
+    args = (
+        dict(
+            space=OpenCellSpace(**PLAN),
+            metric="loss",
+            mode="min",
+            generations=4,
+            iterations_per_generation=10,
+            cells_per_layer=3,
+            population_size=8,
+            seed=0,
+        )
+        | kw
+    )
     return AutoSpaceSearcher(**args)
 
 
@@ -68,12 +79,15 @@ def test_cell_space_has_705894_cells_and_strings_round_trip():
     assert space_from_spec(space.to_spec()) == space
 
 
-@pytest.mark.parametrize("text, match", [
-    ("r6|add|zero", "names 3 operations"),
-    ("r4|add|zero|zero|zero|dwconv3x3|zero|zero", "ratio.*'r4'"),
-    ("r6|max|zero|zero|zero|dwconv3x3|zero|zero", "aggregation.*'max'"),
-    ("r6|add|zero|zero|zero|conv5x5|zero|zero", "e03.*'conv5x5'.*candidates"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("r6|add|zero", "names 3 operations"),
+        ("r4|add|zero|zero|zero|dwconv3x3|zero|zero", "ratio.*'r4'"),
+        ("r6|max|zero|zero|zero|dwconv3x3|zero|zero", "aggregation.*'max'"),
+        ("r6|add|zero|zero|zero|conv5x5|zero|zero", "e03.*'conv5x5'.*candidates"),
+    ],
+)
 def test_invalid_cells_are_clear_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_cell(text)
@@ -82,8 +96,9 @@ def test_invalid_cells_are_clear_errors(text, match):
 def test_network_spaces_round_trip_and_cost():
     rng = np.random.default_rng(1)
     open_space, irb = OpenCellSpace(**PLAN), IRBSpace(**PLAN)
-    generated = open_space.generated_space([[REFERENCE_IRB, "r3|dot|conv1x1|zero|conv3x3|dwconv3x3|identity|zero"],
-                                            [REFERENCE_IRB]])
+    generated = open_space.generated_space(
+        [[REFERENCE_IRB, "r3|dot|conv1x1|zero|conv3x3|dwconv3x3|identity|zero"], [REFERENCE_IRB]]
+    )
     for space in (open_space, irb, generated):
         arch = space.sample(rng)
         assert space.from_string(space.to_string(arch)) == arch
@@ -93,8 +108,10 @@ def test_network_spaces_round_trip_and_cost():
     # Both the manual and the generated space offer "zero" (skip) only where the layer's residual keeps its input.
     assert "zero" in irb.slots[0].ops and "zero" not in irb.slots[1].ops
     assert generated.slots[0].ops[-1] == "zero" and "zero" not in generated.slots[1].ops and generated.size == 3
-    assert generated.layer_cost(0, "zero").madds == 0 and generated.layer_cells == [list(generated.slots[0].ops[:2]),
-                                                                                      [REFERENCE_IRB]]
+    assert generated.layer_cost(0, "zero").madds == 0 and generated.layer_cells == [
+        list(generated.slots[0].ops[:2]),
+        [REFERENCE_IRB],
+    ]
     with pytest.raises(ValueError, match="one list of cells per layer"):
         GeneratedSpace([[REFERENCE_IRB]], **PLAN)
     with pytest.raises(ValueError, match="cells"):
@@ -128,19 +145,26 @@ def test_eq2_on_hand_made_dags():
     four = "r3|dot|identity|zero|zero|conv3x3|zero|zero"  # ratio, aggregation, two edges
     assert hamming_distance(four, REFERENCE_IRB) == pytest.approx(4 / 30) == hamming_distance(REFERENCE_IRB, four)
     # conv3x3 vs conv1x1 counts like conv3x3 vs no edge: one differing entry.
-    assert hamming_distance("r6|add|zero|zero|zero|conv3x3|zero|zero", "r6|add|zero|zero|zero|conv1x1|zero|zero") == \
-        hamming_distance("r6|add|zero|zero|zero|conv3x3|zero|zero", "r6|add|zero|zero|zero|zero|zero|zero")
+    assert hamming_distance(
+        "r6|add|zero|zero|zero|conv3x3|zero|zero", "r6|add|zero|zero|zero|conv1x1|zero|zero"
+    ) == hamming_distance("r6|add|zero|zero|zero|conv3x3|zero|zero", "r6|add|zero|zero|zero|zero|zero|zero")
 
 
 def test_dead_edges_cost_nothing_and_the_reference_is_the_inverted_residual_block():
     dead = parse_cell("r6|add|conv3x3|zero|zero|dwconv3x3|zero|zero")  # node 1 feeds nothing
     assert live_edges(dead) == [3]
-    assert cell_cost(dead, 16, 16, 1, 8) == cell_cost(parse_cell(REFERENCE_IRB), 16, 16, 1, 8) == \
-        costs.mbconv(16, 16, 3, 6, 8)
+    assert (
+        cell_cost(dead, 16, 16, 1, 8)
+        == cell_cost(parse_cell(REFERENCE_IRB), 16, 16, 1, 8)
+        == costs.mbconv(16, 16, 3, 6, 8)
+    )
     assert live_edges(parse_cell("r6|add|zero|zero|zero|zero|zero|zero")) == []
     # Canonical forms: one encoding per function.
     assert cell_string(canonical_cell(dead)) == REFERENCE_IRB
-    assert cell_string(canonical_cell("r3|dot|zero|zero|zero|dwconv3x3|zero|zero")) == "r3|add|zero|zero|zero|dwconv3x3|zero|zero"
+    assert (
+        cell_string(canonical_cell("r3|dot|zero|zero|zero|dwconv3x3|zero|zero"))
+        == "r3|add|zero|zero|zero|dwconv3x3|zero|zero"
+    )
     assert cell_string(canonical_cell("r3|dot|identity|zero|zero|dwconv3x3|conv1x1|zero")).startswith("r3|dot|")
     assert cell_string(canonical_cell("r6|dot|conv3x3|zero|zero|zero|zero|zero")) == "r1|add|" + "|".join(["zero"] * 6)
 
@@ -165,7 +189,9 @@ def test_cells_share_weights_by_layer_edge_and_operation_and_paths_name_exactly_
     touched = {n for n, p in net.named_parameters() if p.grad is not None}
     assert touched == set(net.path_parameter_names(b))
     # A generated space's supernet names its tensors as the open space's does (weights can be inherited).
-    generated = build_supernet(space.generated_space([["r6|add|zero|conv3x3|zero|dwconv3x3|zero|identity"], [REFERENCE_IRB]]))
+    generated = build_supernet(
+        space.generated_space([["r6|add|zero|conv3x3|zero|dwconv3x3|zero|identity"], [REFERENCE_IRB]])
+    )
     assert dict(generated.named_parameters()).keys() == dict(net.named_parameters()).keys()
     assert generated.path_parameter_names((0, 0)) == net.path_parameter_names(a)
 
@@ -194,8 +220,9 @@ def test_fitness_gradient_of_the_dense_layer_equals_eq4():
     assert torch.allclose(autograd, formula, atol=1e-6)
     assert abs(float(formula.sum())) < 1e-9  # softmax: the scores' gradient sums to zero
     compensation = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
-    assert torch.allclose(fitness_gradient(gates.grad.double(), layer.alpha.detach(), compensation),
-                          formula * compensation)
+    assert torch.allclose(
+        fitness_gradient(gates.grad.double(), layer.alpha.detach(), compensation), formula * compensation
+    )
 
 
 def test_binary_gates_train_one_path_and_update_the_sampled_scores_by_eq4():
@@ -213,8 +240,9 @@ def test_binary_gates_train_one_path_and_update_the_sampled_scores_by_eq4():
         expected_gate_grads = [float((2 * convs[active](x) * convs[k](x)).mean()) for k in paths]
     assert np.allclose(layer.gates.grad.numpy(), expected_gate_grads, atol=1e-6)
     idx = torch.tensor(paths)
-    step = 0.5 * fitness_gradient(layer.gates.grad.double(), torch.tensor(alpha, dtype=torch.float64)[idx],
-                                  layer.compensation[idx])
+    step = 0.5 * fitness_gradient(
+        layer.gates.grad.double(), torch.tensor(alpha, dtype=torch.float64)[idx], layer.compensation[idx]
+    )
     layer.update()
     expected = torch.tensor(alpha, dtype=torch.float64)
     expected[idx] -= step
@@ -305,7 +333,9 @@ def test_the_generated_space_holds_only_evaluated_cells_and_records_how_often_ea
     space = s.generated_space()
     counts = [{m.cell: m.evaluations for m in pop} for pop in s.populations]
     assert all(counts[layer][cell] > 0 for layer, cells in enumerate(space.layer_cells) for cell in cells)
-    assert space.evaluations == [[counts[layer][cell] for cell in cells] for layer, cells in enumerate(space.layer_cells)]
+    assert space.evaluations == [
+        [counts[layer][cell] for cell in cells] for layer, cells in enumerate(space.layer_cells)
+    ]
     assert s.best_architecture() == ",".join(cells[0] for cells in space.layer_cells)
     saved = json.loads(Path(space.save(tmp_path / "space.json")).read_text())
     assert saved["kwargs"]["evaluations"] == space.evaluations
@@ -342,6 +372,7 @@ def test_bad_configurations_are_clear_errors():
 def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_searches(tmp_path):
     pytest.importorskip("optuna", reason="Tune's OptunaSearch needs optuna (in the test extra)")
     from ray.tune.search.optuna import OptunaSearch
+
     s = searcher(generations=3)
     run_in_process(s, InProcessSupernet(tiny_spec(), "cpu"))
     assert s.completed_generations == 3 and len(s.population_history) == 3 * 2 * 3
@@ -353,11 +384,22 @@ def test_evolution_trains_the_supernet_and_generates_a_space_any_searcher_search
 
     runner = InProcessSupernet(tiny_spec(space), "cpu")
     runner({"task": "train", "steps": 10, "seed": 0})
-    for other in (RandomSearcher(space=space, metric="accuracy", mode="max", max_queries=4, seed=0),
-                  RegularizedEvolutionSearcher(space=space, metric="accuracy", mode="max", max_queries=5,
-                                               population_size=3, seed=0),
-                  ASESearcher(space=space, metric="accuracy", mode="max", max_queries=4, num_subspaces=2,
-                              train_steps=10, steps_per_trial=10, seed=0)):
+    for other in (
+        RandomSearcher(space=space, metric="accuracy", mode="max", max_queries=4, seed=0),
+        RegularizedEvolutionSearcher(
+            space=space, metric="accuracy", mode="max", max_queries=5, population_size=3, seed=0
+        ),
+        ASESearcher(
+            space=space,
+            metric="accuracy",
+            mode="max",
+            max_queries=4,
+            num_subspaces=2,
+            train_steps=10,
+            steps_per_trial=10,
+            seed=0,
+        ),
+    ):
         run_in_process(other, runner)
         assert space.contains(other.best_architecture())
     # Tune's own searcher, through the generated space's param_space (Eq. 6's loss as the metric).
@@ -409,10 +451,22 @@ def test_under_tune_generations_train_in_parallel(ray_session, tune_run_kwargs):
 
     store = SupernetStore.create("autospace-tune-test", tiny_spec())
     try:
-        s = Watched(metric="loss", mode="min", generations=4, iterations_per_generation=10, cells_per_layer=2,
-                    population_size=6, seed=0)
-        analysis = tune.run(supernet_trainable, config=store.param_space(), search_alg=ConcurrencyLimiter(s, 2),
-                            num_samples=-1, **tune_run_kwargs)
+        s = Watched(
+            metric="loss",
+            mode="min",
+            generations=4,
+            iterations_per_generation=10,
+            cells_per_layer=2,
+            population_size=6,
+            seed=0,
+        )
+        analysis = tune.run(
+            supernet_trainable,
+            config=store.param_space(),
+            search_alg=ConcurrencyLimiter(s, 2),
+            num_samples=-1,
+            **tune_run_kwargs,
+        )
         assert all(t.status == "TERMINATED" for t in analysis.trials) and len(analysis.trials) == 4
         assert s.completed_generations == 4 and s.most_in_flight == 2
         assert all(len(t.last_result["alpha"]) == 2 for t in analysis.trials)

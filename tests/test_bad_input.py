@@ -40,7 +40,15 @@ def _usable(store: SupernetStore) -> None:
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    return SPOSSearcher(space=space, seed=0, train_steps=20, steps_per_trial=10, eval_batch=3, **kwargs, evolution=EvolutionSettings(population=3, generations=1))
+    return SPOSSearcher(
+        space=space,
+        seed=0,
+        train_steps=20,
+        steps_per_trial=10,
+        eval_batch=3,
+        **kwargs,
+        evolution=EvolutionSettings(population=3, generations=1),
+    )
 
 
 def _worker_evaluator(spec, store):
@@ -60,7 +68,14 @@ def test_wrong_metric_names_what_the_trainable_reports_and_the_trained_weights_s
     assert searcher.training.completed == 20 and searcher.history == []  # trained; nothing half-recorded
     trained = store.info()["push_counts"]
     assert len(trained) == 2  # the supernet's training is in the store: a fixed search starts from it
-    fixed = SPOSSearcher(space=tiny_spec.space, metric="accuracy", mode="max", train_steps=0, eval_batch=3, evolution=EvolutionSettings(population=3, generations=1))
+    fixed = SPOSSearcher(
+        space=tiny_spec.space,
+        metric="accuracy",
+        mode="max",
+        train_steps=0,
+        eval_batch=3,
+        evolution=EvolutionSettings(population=3, generations=1),
+    )
     run_in_process(fixed, _worker_evaluator(tiny_spec, store))
     assert fixed.best_architecture() is not None
     _usable(store)
@@ -77,8 +92,11 @@ def test_a_space_that_is_not_the_stores_supernet(store, tiny_spec):
 
 
 def test_an_architecture_that_is_not_in_the_stores_space(store, tiny_spec):
-    bad = {**evaluate_job(tiny_spec.space, tiny_spec.space.sample(np.random.default_rng(0))), "store": store.name,
-           "arch": "|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"}
+    bad = {
+        **evaluate_job(tiny_spec.space, tiny_spec.space.sample(np.random.default_rng(0))),
+        "store": store.name,
+        "arch": "|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+    }
     with pytest.raises(ValueError, match=r"unknown operation 'conv_9x9'.*edited by hand"):
         supernet_trainable(bad)
     _usable(store)
@@ -118,15 +136,18 @@ def test_restoring_a_checkpoint_of_another_space(store, tiny_spec, tmp_path):
     _usable(store)
 
 
-@pytest.mark.parametrize("edit, complaint", [
-    ({"steps": -3}, "'steps' must be a positive integer"),
-    ({"steps": "ten"}, "'steps' must be a positive integer"),
-    ({"sync_every": 0}, "'sync_every' must be a positive integer"),
-    ({"lr": "fast"}, "'lr' must be a non-negative number"),
-    ({"subspace": [[0, 1]] * 5}, "restriction names 5 slots but the space has 6"),
-    ({"arch": "|conv~0|"}, "is not a NAS-Bench-201 string"),
-    ({"task": "fit"}, "unknown task 'fit'"),
-])
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        ({"steps": -3}, "'steps' must be a positive integer"),
+        ({"steps": "ten"}, "'steps' must be a positive integer"),
+        ({"sync_every": 0}, "'sync_every' must be a positive integer"),
+        ({"lr": "fast"}, "'lr' must be a non-negative number"),
+        ({"subspace": [[0, 1]] * 5}, "restriction names 5 slots but the space has 6"),
+        ({"arch": "|conv~0|"}, "is not a NAS-Bench-201 string"),
+        ({"task": "fit"}, "unknown task 'fit'"),
+    ],
+)
 def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint):
     config = {**train_job(10), **edit}
     with pytest.raises(ValueError, match=complaint) as err:
@@ -134,12 +155,15 @@ def test_a_hand_edited_training_config_names_the_key(tiny_spec, edit, complaint)
     assert "jobs.train_job" in str(err.value)
 
 
-@pytest.mark.parametrize("edit, complaint", [
-    ({"archs": []}, "'archs' must be a non-empty list"),
-    ({"archs": "|none~0|"}, "'archs' must be a non-empty list"),
-    ({"split": "train"}, "'split' must be 'val' or 'test'"),
-    ({"images": 0}, "'images' must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        ({"archs": []}, "'archs' must be a non-empty list"),
+        ({"archs": "|none~0|"}, "'archs' must be a non-empty list"),
+        ({"split": "train"}, "'split' must be 'val' or 'test'"),
+        ({"images": 0}, "'images' must be a positive integer"),
+    ],
+)
 def test_a_hand_edited_evaluation_config_names_the_key(tiny_spec, edit, complaint):
     config = {**evaluate_job(tiny_spec.space, tiny_spec.space.sample(np.random.default_rng(0))), **edit}
     with pytest.raises(ValueError, match=complaint):
@@ -147,8 +171,10 @@ def test_a_hand_edited_evaluation_config_names_the_key(tiny_spec, edit, complain
 
 
 def test_a_missing_data_file_names_the_variable_to_set(store, tmp_path):
-    spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                        DataSpec("cifar10", resolution=8, path=str(tmp_path / "nowhere.parquet")))
+    spec = SupernetSpec(
+        NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
+        DataSpec("cifar10", resolution=8, path=str(tmp_path / "nowhere.parquet")),
+    )
     with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 at \S*nowhere.parquet(.|\n)*set TUNE_SPACENAS_DATA"):
         SupernetWorker(spec, store, "cpu")
     _usable(store)
@@ -158,8 +184,10 @@ def test_a_truncated_data_file_says_what_it_should_hold(store, tmp_path, cifar10
     truncated = tmp_path / "cifar10_jpeg.parquet"
     with open(cifar10_sample, "rb") as f:
         truncated.write_bytes(f.read(64 * 1024))
-    spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                        DataSpec("cifar10", resolution=8, path=str(truncated)))
+    spec = SupernetSpec(
+        NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
+        DataSpec("cifar10", resolution=8, path=str(truncated)),
+    )
     with pytest.raises(ValueError, match="cannot read .* as the CIFAR-10 Parquet file.*columns split, label"):
         SupernetWorker(spec, store, "cpu")
     _usable(store)
@@ -237,8 +265,9 @@ def test_a_training_searcher_on_the_table_trainable_names_supernet_trainable():
     searcher.set_search_properties("accuracy", "max", NASBench201Space().param_space())
     with pytest.raises(ValueError, match=r"table trainable only evaluates .* supernet_trainable .* train_steps=0"):
         evaluate_on_table(searcher.suggest("t0"))
-    table_spos = SPOSSearcher(train_steps=0, evolution=EvolutionSettings(population=4, generations=1), eval_batch=4,
-                              seed=0)
+    table_spos = SPOSSearcher(
+        train_steps=0, evolution=EvolutionSettings(population=4, generations=1), eval_batch=4, seed=0
+    )
     table_spos.set_search_properties("accuracy", "max", NASBench201Space().param_space())
     assert run_in_process(table_spos, evaluate_on_table) == 1 and table_spos.best_architecture()
 
@@ -259,11 +288,14 @@ def test_a_store_without_a_checkpoint_path_logs_no_error_line(ray_session, tiny_
     names = [f"no-checkpoint-{uuid.uuid4().hex[:6]}" for _ in range(2)]
     from tune_spacenas.store.actor import WeightStore
 
-    stores = [SupernetStore.create(names[0], tiny_spec),
-              WeightStore.create(names[1], arrays={"w": np.zeros(300_000, np.float32)})]
+    stores = [
+        SupernetStore.create(names[0], tiny_spec),
+        WeightStore.create(names[1], arrays={"w": np.zeros(300_000, np.float32)}),
+    ]
     assert stores[1].pull()[1]["w"][1].shape == (300_000,)
-    lines = [line for path in glob.glob(logs) for line in open(path)
-             if "constructor arguments in the object store" in line]
+    lines = [
+        line for path in glob.glob(logs) for line in open(path) if "constructor arguments in the object store" in line
+    ]
     assert any(control_name in line for line in lines)  # the log is where Ray writes that error line
     assert not any(name in line for line in lines for name in names)
     for store in stores:
@@ -288,5 +320,7 @@ def test_trial_folders_a_killed_driver_left_after_tunes_last_save_are_listed_and
     assert [o.split("/")[-1] for o in orphans] == [orphan, orphan]  # the uploaded folder and the staged one
     assert repair_experiment(str(experiment), staging_root=str(tmp_path / "ray"), remove_orphans=True) == []
     assert sorted(p.name for p in experiment.iterdir()) == [
-        "experiment_state-2026.json", "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00"]
+        "experiment_state-2026.json",
+        "supernet_trainable_aaaa0001_1_job_id=s_0_2026-01-01_00-00-00",
+    ]
     assert orphaned_trials(str(experiment), staging_root=str(tmp_path / "ray")) == []

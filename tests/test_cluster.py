@@ -59,7 +59,9 @@ def nodes():
 def _ensure_second_node(nodes: TwoNodes) -> None:
     """Add the second node back if an earlier test removed it."""
     if not any(n.node_id == nodes.second for n in nodes.cluster.worker_nodes):
-        nodes.second = nodes.cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}).node_id
+        nodes.second = nodes.cluster.add_node(
+            num_cpus=1, object_store_memory=80 * 1024**2, resources={"node1": 1}
+        ).node_id
         nodes.cluster.wait_for_nodes()
 
 
@@ -96,7 +98,17 @@ def _assert_every_push_once(store: SupernetStore, trials, expected: int) -> dict
 
 
 def _spos(space, **kwargs) -> SPOSSearcher:
-    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", seed=0, train_steps=20, steps_per_trial=10, eval_batch=4, **kwargs, evolution=EvolutionSettings(population=4, generations=1))
+    searcher = SPOSSearcher(
+        space=space,
+        metric="accuracy",
+        mode="max",
+        seed=0,
+        train_steps=20,
+        steps_per_trial=10,
+        eval_batch=4,
+        **kwargs,
+        evolution=EvolutionSettings(population=4, generations=1),
+    )
     searcher.training.sync_every = 5
     return searcher
 
@@ -104,8 +116,9 @@ def _spos(space, **kwargs) -> SPOSSearcher:
 def test_spos_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tiny_spec, tmp_path):
     store = _store(tiny_spec, node_id=nodes.head)  # placed on the head: the second node pulls across
     searcher = _spos(tiny_spec.space)
-    analysis = _run(store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher,
-                    num_samples=-1)
+    analysis = _run(
+        store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher, num_samples=-1
+    )
     train = [t for t in analysis.trials if t.config["task"] == "train"]
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     assert {t.last_result["node_id"] for t in train} == {nodes.head, nodes.second}
@@ -117,11 +130,21 @@ def test_spos_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tin
 
 def test_ase_trials_run_on_both_nodes_and_every_push_from_both_lands(nodes, tiny_spec, tmp_path):
     store = _store(tiny_spec, node_id=nodes.second)  # placed on the second node: the head pulls across
-    searcher = ASESearcher(space=tiny_spec.space, metric="accuracy", mode="max", seed=0, num_subspaces=2,
-                               local_distance=2, train_steps=20, steps_per_trial=10, max_queries=3)
+    searcher = ASESearcher(
+        space=tiny_spec.space,
+        metric="accuracy",
+        mode="max",
+        seed=0,
+        num_subspaces=2,
+        local_distance=2,
+        train_steps=20,
+        steps_per_trial=10,
+        max_queries=3,
+    )
     searcher.training.sync_every = 5
-    analysis = _run(store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher,
-                    num_samples=-1)
+    analysis = _run(
+        store.param_space(), tmp_path, _alternating_nodes(supernet_trainable), search_alg=searcher, num_samples=-1
+    )
     train = [t for t in analysis.trials if t.config["task"] == "train"]
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     assert {t.last_result["node_id"] for t in train} == {nodes.head, nodes.second}
@@ -144,8 +167,9 @@ class _KillWorkerOnce(tune.Callback):
 
 
 @SHARDS
-def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(nodes, tiny_spec, tmp_path,
-                                                                                       shards):
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_no_delta_is_applied_twice(
+    nodes, tiny_spec, tmp_path, shards
+):
     store = _store(tiny_spec, shards=shards)
     killer = _KillWorkerOnce(after_step=10)
     analysis = _run(_train_config(store), tmp_path, num_samples=2, max_failures=2, callbacks=[killer])
@@ -194,9 +218,22 @@ def _search_driver(nodes, tmp_path, shards: int) -> subprocess.Popen:
     # older than the jobs the killed driver issued last, which the resumed searcher issues again.
     env = {**os.environ, "RAY_ADDRESS": nodes.cluster.address, "PYTHONUNBUFFERED": "1"}
     env.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
-    command = [sys.executable, str(ROOT / "examples" / "cluster_search.py"), "--storage", str(tmp_path / "results"),
-               "--name", "driver-kill", "--train-steps", "40", "--generations", "2", "--summary",
-               str(tmp_path / "summary.json"), "--shards", str(shards)]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "cluster_search.py"),
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        "driver-kill",
+        "--train-steps",
+        "40",
+        "--generations",
+        "2",
+        "--summary",
+        str(tmp_path / "summary.json"),
+        "--shards",
+        str(shards),
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
@@ -234,8 +271,10 @@ def test_a_killed_driver_resumes_and_every_issued_training_step_is_applied_exact
     assert summary["applied_steps"] == expected["issued"] == 40, summary["weight_store"]
     assert len(ledger) == 4 and set(ledger.values()) == {2} and all("/" in job for job in ledger)
     orphans = [line for line in output.splitlines() if line.startswith("ORPHAN")]
-    print(f"re-issued jobs answered from the store: {summary['weight_store']['stats']['resumed_jobs']}; "
-          f"orphaned trial folders removed: {len(orphans)}")
+    print(
+        f"re-issued jobs answered from the store: {summary['weight_store']['stats']['resumed_jobs']}; "
+        f"orphaned trial folders removed: {len(orphans)}"
+    )
     removed = {line.split("/")[-1] for line in orphans}
     assert not [p for p in (tmp_path / "results" / "driver-kill").iterdir() if p.name in removed]
 
@@ -245,8 +284,13 @@ def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishe
     # The store (a sharded one: its shard 0) sits on the second node with a soft affinity: it must come back on
     # the head from its checkpoint; a second shard on the head stays where it is.
     _ensure_second_node(nodes)
-    store = _store(tiny_spec, node_id=[nodes.second, nodes.head], checkpoint_path=str(tmp_path / "store.npz"),
-                   checkpoint_every=1, shards=shards)
+    store = _store(
+        tiny_spec,
+        node_id=[nodes.second, nodes.head],
+        checkpoint_path=str(tmp_path / "store.npz"),
+        checkpoint_every=1,
+        shards=shards,
+    )
     assert [s["node_id"] for s in store.info().get("shard_info", [store.info()])] == [nodes.second, nodes.head][:shards]
     second = next(n for n in nodes.cluster.worker_nodes if n.node_id == nodes.second)
 
@@ -259,8 +303,14 @@ def test_removing_the_second_node_mid_run_moves_the_store_and_the_search_finishe
                 nodes.cluster.remove_node(second, allow_graceful=False)
 
     # Fresh actors (no reuse) land wherever a CPU is free, so one trial runs on the second node.
-    analysis = _run(_train_config(store), tmp_path, num_samples=3, max_failures=3, callbacks=[RemoveSecondNode()],
-                    reuse_actors=False)
+    analysis = _run(
+        _train_config(store),
+        tmp_path,
+        num_samples=3,
+        max_failures=3,
+        callbacks=[RemoveSecondNode()],
+        reuse_actors=False,
+    )
     assert RemoveSecondNode.removed
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     assert {t.last_result["node_id"] for t in analysis.trials} == {nodes.head}
@@ -277,8 +327,12 @@ def test_other_nodes_move_tensors_through_the_stores_socket_and_fall_back_to_ray
 
     _ensure_second_node(nodes)
     size = 2**19  # 2 MiB per tensor: a push part above the socket's 1 MiB threshold
-    store = WeightStore.create(f"socket-{uuid.uuid4().hex[:6]}", arrays={k: np.zeros(size, np.float32) for k in "uw"},
-                               shards=2, node_id=nodes.head)
+    store = WeightStore.create(
+        f"socket-{uuid.uuid4().hex[:6]}",
+        arrays={k: np.zeros(size, np.float32) for k in "uw"},
+        shards=2,
+        node_id=nodes.head,
+    )
 
     @ray.remote(num_cpus=0, resources={"node1": 0.01})
     def from_the_other_node(name: str) -> dict:
@@ -298,8 +352,11 @@ def test_other_nodes_move_tensors_through_the_stores_socket_and_fall_back_to_ray
     try:
         out = ray.get(from_the_other_node.remote(store.name))
         assert out["kept"] == {"u": 1, "w": 1} and out["values"] == {"u": 2.0, "w": 2.0}
-        assert out["direct"] == {"direct_read_bytes": 2 * 4 * size, "direct_upload_bytes": 2 * 4 * size,
-                                 "ray_objects": 0}
+        assert out["direct"] == {
+            "direct_read_bytes": 2 * 4 * size,
+            "direct_upload_bytes": 2 * 4 * size,
+            "ray_objects": 0,
+        }
         assert out["after"]["ray_objects"] == 2 and out["after"]["direct_upload_bytes"] == 2 * 4 * size
         assert store.pull()[1]["u"][1][0] == 2.0 and store.transfers["direct_read_bytes"] == 0  # same node: Ray's
         assert store.info()["push_counts"] == {"far": 2}

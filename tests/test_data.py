@@ -69,8 +69,12 @@ def sample_arrays(sample: Path) -> dict[str, np.ndarray]:
     table = pq.read_table(sample).to_pydict()
     images = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table["jpeg"]])
     split, labels = np.asarray(table["split"]), np.asarray(table["label"], dtype=np.int64)
-    return {"x_train": images[split == "train"], "y_train": labels[split == "train"],
-            "x_test": images[split == "test"], "y_test": labels[split == "test"]}
+    return {
+        "x_train": images[split == "train"],
+        "y_train": labels[split == "train"],
+        "x_test": images[split == "test"],
+        "y_test": labels[split == "test"],
+    }
 
 
 def cached_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -119,7 +123,8 @@ def test_a_users_export_in_the_data_folder_or_at_a_path_wins_and_may_carry_extra
     pq.write_table(export(2.0), explicit)
     assert NASBench201Table.load(explicit).query(BEST_C10) == pytest.approx(94.37333 + 2.0, abs=1e-4)
     assert NASBench201Table.load(explicit).query(BEST_C10, "cifar100") == NASBench201Table(PACKAGED_TABLE).query(
-        BEST_C10, "cifar100")
+        BEST_C10, "cifar100"
+    )
 
 
 def test_the_build_script_rebuilds_the_packaged_table_and_checks_every_value(tmp_path, nb201_csv):
@@ -286,8 +291,11 @@ def test_a_download_is_verified_decoded_into_the_cache_once_and_the_archive_is_n
 def test_a_checksum_mismatch_is_a_clear_error_and_nothing_is_cached(served, cache, monkeypatch):
     server, _ = served
     monkeypatch.setenv("TUNE_SPACENAS_CIFAR10_MD5", "0" * 32)
-    with pytest.raises(ValueError, match=r"MD5 [0-9a-f]{32}, not the expected 0{32}(.|\n)*nothing was kept"
-                                         r"(.|\n)*Provide CIFAR-10 one of three ways"):
+    with pytest.raises(
+        ValueError,
+        match=r"MD5 [0-9a-f]{32}, not the expected 0{32}(.|\n)*nothing was kept"
+        r"(.|\n)*Provide CIFAR-10 one of three ways",
+    ):
         prepare_data(DataSpec("cifar10"))
     assert server.requests == 1 and files_in(cache) == []
 
@@ -306,8 +314,12 @@ def test_offline_with_no_copy_is_one_error_naming_the_three_ways(monkeypatch, ca
         prepare_data(DataSpec("cifar10"))
     message = str(err.value)
     assert message.startswith("CIFAR-10 not found, and cannot download http://127.0.0.1:")
-    for fix in ("1. pass its path: DataSpec('cifar10', path=...)", "2. set TUNE_SPACENAS_DATA",
-                "3. let the library download it once", "TUNE_SPACENAS_CIFAR10_URL"):
+    for fix in (
+        "1. pass its path: DataSpec('cifar10', path=...)",
+        "2. set TUNE_SPACENAS_DATA",
+        "3. let the library download it once",
+        "TUNE_SPACENAS_CIFAR10_URL",
+    ):
         assert fix in message
     assert files_in(cache) == []
     monkeypatch.setenv("TUNE_SPACENAS_CIFAR10_URL", "")
@@ -338,8 +350,10 @@ def test_run_with_tune_checks_the_data_before_any_trial_starts(ray_session, tmp_
     from tune_spacenas.store import SupernetStore
     from tune_spacenas.supernet.spec import SupernetSpec
 
-    spec = SupernetSpec(NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
-                        DataSpec("cifar10", resolution=8, val_size=100, path=str(tmp_path / "missing.parquet")))
+    spec = SupernetSpec(
+        NASBench201Space(channels=8, cells_per_stage=1, input_size=8),
+        DataSpec("cifar10", resolution=8, val_size=100, path=str(tmp_path / "missing.parquet")),
+    )
     store = SupernetStore.create(f"no-data-{uuid.uuid4().hex[:6]}", spec)
     try:
         with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 at \S*missing.parquet"):
@@ -351,14 +365,21 @@ def test_run_with_tune_checks_the_data_before_any_trial_starts(ray_session, tmp_
 
 def test_the_quickstart_without_data_or_network_stops_before_ray_with_the_fix(tmp_path):
     """The README's first command on a machine with neither: one message, exit status 1, Ray never imported."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNE_SPACENAS_CACHE": str(tmp_path / "cache"),
-           "TUNE_SPACENAS_CIFAR10_URL": f"http://127.0.0.1:{closed_port()}/{ARCHIVE_FILE}"}
-    code = ("import runpy, sys\nsys.argv = ['examples/quickstart.py']\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "finally:\n    print('ray imported:', 'ray' in sys.modules, file=sys.stderr)\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TUNE_SPACENAS_CACHE": str(tmp_path / "cache"),
+        "TUNE_SPACENAS_CIFAR10_URL": f"http://127.0.0.1:{closed_port()}/{ARCHIVE_FILE}",
+    }
+    code = (
+        "import runpy, sys\nsys.argv = ['examples/quickstart.py']\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "finally:\n    print('ray imported:', 'ray' in sys.modules, file=sys.stderr)\n"
+    )
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     elapsed = time.monotonic() - start
     assert done.returncode == 1, done.stderr
     assert done.stdout == ""
@@ -376,20 +397,39 @@ def test_the_wheel_carries_the_table_and_an_installed_copy_loads_it(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("tune_spacenas-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         info = archive.getinfo("tune_spacenas/tables/nasbench201.parquet")
         assert info.file_size == PACKAGED_TABLE.stat().st_size
         assert "tune_spacenas/tables/NATS-Bench-LICENSE.txt" in archive.namelist()  # MIT: the notice travels along
         archive.extractall(tmp_path / "site")  # a wheel unpacked into a path entry is an installed copy
-    code = ("import tune_spacenas\nfrom tune_spacenas.tables import NASBench201Table\n"
-            "table = NASBench201Table.load()\nprint(tune_spacenas.__file__)\nprint(table.path)\n"
-            f"print(table.query({BEST_C10!r}))\n")
+    code = (
+        "import tune_spacenas\nfrom tune_spacenas.tables import NASBench201Table\n"
+        "table = NASBench201Table.load()\nprint(tune_spacenas.__file__)\nprint(table.path)\n"
+        f"print(table.query({BEST_C10!r}))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     module, table_path, accuracy = done.stdout.split("\n")[:3]
     site = str(tmp_path / "site")
     assert module.startswith(site) and table_path.startswith(site), done.stdout

@@ -56,12 +56,16 @@ def test_tune_trials_ask_for_a_gpu_and_train_on_it(tiny_spec, tmp_path, request)
 
     store = SupernetStore.create("gpu-test", tiny_spec)
     try:
+
         def on_gpu(config):  # a wrapper: with_resources marks the function it is given
             return supernet_trainable(config)
 
-        analysis = tune.run(tune.with_resources(on_gpu, {"cpu": 1, "gpu": 1}),
-                            config={**store.param_space(), **train_job(10, seed=0)},
-                            storage_path=str(tmp_path), verbose=0)
+        analysis = tune.run(
+            tune.with_resources(on_gpu, {"cpu": 1, "gpu": 1}),
+            config={**store.param_space(), **train_job(10, seed=0)},
+            storage_path=str(tmp_path),
+            verbose=0,
+        )
         trial = analysis.trials[0]
         assert trial.status == "TERMINATED" and trial.last_result["device"].startswith("cuda")
         assert store.info()["push_counts"][trial.trial_id] == 1

@@ -30,8 +30,9 @@ TINY_POOL = ["dw_k3_e1", "dw_k5_e1", "dw_k3_e1_d2", "conv1xk_k5_e1", "dw_k3_e3",
 
 def tiny_space(**kwargs) -> MultiBranchSpace:
     """Four layers (normal, normal, reduction, normal) of the six-operation pool at 8x8."""
-    return MultiBranchSpace(pool=TINY_POOL, width_mult=0.25, input_size=8, num_classes=10,
-                            stages=((16, 2, 1), (24, 2, 2)), **kwargs)
+    return MultiBranchSpace(
+        pool=TINY_POOL, width_mult=0.25, input_size=8, num_classes=10, stages=((16, 2, 1), (24, 2, 2)), **kwargs
+    )
 
 
 def tiny_spec(space=None, **kwargs) -> SupernetSpec:
@@ -40,8 +41,18 @@ def tiny_spec(space=None, **kwargs) -> SupernetSpec:
 
 def tiny_nse(**kwargs) -> NSESearcher:
     """Two rounds of 20 steps, 6 + 2 samples per round, on the tiny space (a wide constraint)."""
-    args = dict(space=tiny_space(), ops_per_layer=3, steps_per_round=20, steps_per_trial=10, samples=6,
-                edge_samples=2, tau=0.25, constraint=(0.2, 10.0), edge_band=0.2, eval_batch=4)
+    args = dict(
+        space=tiny_space(),
+        ops_per_layer=3,
+        steps_per_round=20,
+        steps_per_trial=10,
+        samples=6,
+        edge_samples=2,
+        tau=0.25,
+        constraint=(0.2, 10.0),
+        edge_band=0.2,
+        eval_batch=4,
+    )
     return NSESearcher(**{**args, **kwargs})
 
 
@@ -125,7 +136,9 @@ def test_costs_count_the_kernel_applied_at_each_layers_resolution():
 
     from tune_spacenas.supernet.multibranch import MultiBranchSupernet
 
-    space = MultiBranchSpace(pool=TINY_POOL, width_mult=0.25, input_size=4, num_classes=10, stages=((16, 2, 1), (24, 2, 2)))
+    space = MultiBranchSpace(
+        pool=TINY_POOL, width_mult=0.25, input_size=4, num_classes=10, stages=((16, 2, 1), (24, 2, 2))
+    )
     assert [size for *_, size in space.layer_plan()] == [4, 4, 4, 2]
     net = MultiBranchSupernet(space).eval()
     for arch in space.sample_many(np.random.default_rng(0), 6):
@@ -147,8 +160,14 @@ def test_param_space_reads_tunes_per_branch_selectors():
     space = tiny_space().restrict([[0, 1], [], [2], [3]])
     config = space.param_space()
     assert isinstance(config["ops"]["l01n"][space.slots[0].ops[0]], Categorical) and config["ops"]["l02n"] == {}
-    chosen = {"ops": {"l01n": {space.slots[0].ops[0]: 1, space.slots[0].ops[1]: 0}, "l02n": {},
-                      "l03r": {space.slots[2].ops[2]: 1}, "l04n": {space.slots[3].ops[3]: 0}}}
+    chosen = {
+        "ops": {
+            "l01n": {space.slots[0].ops[0]: 1, space.slots[0].ops[1]: 0},
+            "l02n": {},
+            "l03r": {space.slots[2].ops[2]: 1},
+            "l04n": {space.slots[3].ops[3]: 0},
+        }
+    }
     assert space.arch_from_config(chosen) == (0b1, 0, 0b100, 0)
     assert space.arch_from_config(space.to_config((0b1, 0, 0b100, 0))) == (0b1, 0, 0b100, 0)
 
@@ -330,8 +349,8 @@ def test_the_loop_evolves_the_subset_round_after_round(tmp_path):
     first, second = searcher.rounds
     assert all(len(s) == 3 for s in first["subsets"]) and all(len(s) == 3 for s in second["subsets"])
     for aggregated, subset, previous in zip(first["aggregated"], second["subsets"], first["subsets"]):
-        assert subset[:len(aggregated)] == aggregated  # inherited, then refilled from unused pool operations
-        assert set(subset[len(aggregated):]).isdisjoint(previous)
+        assert subset[: len(aggregated)] == aggregated  # inherited, then refilled from unused pool operations
+        assert set(subset[len(aggregated) :]).isdisjoint(previous)
     assert second["locked"] == first["aggregated"] and second["rehearsed"] == len(first["front"])
     assert all(set(a) <= set(s) for a, s in zip(first["aggregated"], first["subsets"]))
     best = searcher.best_architecture()
@@ -376,8 +395,12 @@ def test_without_lock_and_rehearse_nothing_is_locked_or_rehearsed_and_weights_ma
     # Inheriting weights: round 2 re-initialises only the operations replenishment added.
     (first, second) = _resets(trials)
     assert not first.all and not second.all and second.ops
-    added = {(l, searcher.space.slots[l].index(op)) for l, (old, new) in
-             enumerate(zip(searcher.rounds[0]["aggregated"], searcher.rounds[1]["subsets"])) for op in new if op not in old}
+    added = {
+        (l, searcher.space.slots[l].index(op))
+        for l, (old, new) in enumerate(zip(searcher.rounds[0]["aggregated"], searcher.rounds[1]["subsets"]))
+        for op in new
+        if op not in old
+    }
     assert {tuple(op) for op in second.ops} == added
 
 
@@ -410,9 +433,14 @@ def test_round_two_starts_from_fresh_weights_by_default_and_inherits_with_the_sw
     net = runner.worker.net
     end, start, fresh = seen["end"], seen["start"], seen["fresh"]
     weights = [k for k in start if start[k].ndim > 1 and k != FITNESS_PARAM]  # conv and linear weights
-    by_op = {(slot, space.slots[slot].index(op)): net.choice_parameter_names(slot, space.slots[slot].index(op))
-             for slot, ops in enumerate(searcher.rounds[1]["subsets"]) for op in ops}
-    inherited = {pair for pair in by_op if space.slots[pair[0]].ops[pair[1]] in searcher.rounds[0]["aggregated"][pair[0]]}
+    by_op = {
+        (slot, space.slots[slot].index(op)): net.choice_parameter_names(slot, space.slots[slot].index(op))
+        for slot, ops in enumerate(searcher.rounds[1]["subsets"])
+        for op in ops
+    }
+    inherited = {
+        pair for pair in by_op if space.slots[pair[0]].ops[pair[1]] in searcher.rounds[0]["aggregated"][pair[0]]
+    }
     added = set(by_op) - inherited
     assert inherited and added
     assert not np.allclose(end[weights[0]], fresh[weights[0]])  # round 1 did train the trunk
@@ -434,24 +462,27 @@ def test_a_finished_search_continues_on_a_second_pool():
         first.continue_on(tiny_space(), ["dw_k9_e1"])
     _drive(first, runner, 60)
     extra = ["dw_k9_e1", "dw_k11_e1", "dw_k5_e3"]
-    space = MultiBranchSpace(pool=TINY_POOL + extra, width_mult=0.25, input_size=8, num_classes=10,
-                             stages=((16, 2, 1), (24, 2, 2)))
+    space = MultiBranchSpace(
+        pool=TINY_POOL + extra, width_mult=0.25, input_size=8, num_classes=10, stages=((16, 2, 1), (24, 2, 2))
+    )
     second = first.continue_on(space, extra, max_rounds=1)
     second_runner = InProcessSupernet(tiny_spec(space), "cpu")
     _drive(second, second_runner, 60)
     start = second.rounds[0]
     assert start["locked"] == first.final_subsets and start["rehearsed"] == len(first.front)
     for inherited, subset in zip(first.final_subsets, start["subsets"]):
-        assert subset[:len(inherited)] == inherited and set(subset[len(inherited):]) <= set(extra)
+        assert subset[: len(inherited)] == inherited and set(subset[len(inherited) :]) <= set(extra)
     assert second.k == first.k and second.steps_per_round == first.steps_per_round
 
 
 def test_continuing_on_a_second_pool_inherits_and_locks():
-    space = MultiBranchSpace(pool="nse27+second", width_mult=0.25, input_size=8, num_classes=10,
-                             stages=((16, 2, 1), (24, 2, 2)))
+    space = MultiBranchSpace(
+        pool="nse27+second", width_mult=0.25, input_size=8, num_classes=10, stages=((16, 2, 1), (24, 2, 2))
+    )
     inherit = [[s.ops[0]] for s in space.slots]
-    searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, pool=SECOND_POOL,
-                           inherit=inherit)
+    searcher = NSESearcher(
+        space=space, metric="accuracy", mode="max", ops_per_layer=3, pool=SECOND_POOL, inherit=inherit
+    )
     searcher.suggest("t0")
     for names, slot, locked in zip(searcher.record["subsets"], space.slots, searcher.record["locked"]):
         assert names[0] == slot.ops[0] and all(op in SECOND_POOL for op in names[1:]) and len(names) == 3
@@ -465,8 +496,19 @@ def test_single_branch_special_case_on_nasbench201():
     runner = InProcessSupernet(spec, "cpu")
     base, costs = resource_table(space)
     assert base > 0 and costs[0, 3] > costs[0, 2] > 0 == costs[0, 1]  # 3x3 > 1x1 conv > skip
-    searcher = NSESearcher(space=space, metric="accuracy", mode="max", ops_per_layer=3, steps_per_round=20,
-                           steps_per_trial=20, samples=8, edge_samples=0, tau=1.0, constraint=(0.0, 100.0), eval_batch=8)
+    searcher = NSESearcher(
+        space=space,
+        metric="accuracy",
+        mode="max",
+        ops_per_layer=3,
+        steps_per_round=20,
+        steps_per_trial=20,
+        samples=8,
+        edge_samples=0,
+        tau=1.0,
+        constraint=(0.0, 100.0),
+        eval_batch=8,
+    )
     _drive(searcher, runner, 40)
     assert searcher.phase == "finished" and len(searcher.rounds) == 2
     assert space.contains(searcher.best_architecture())
@@ -485,9 +527,15 @@ def test_nse_under_tune_with_concurrency_limiter(ray_session, tune_run_kwargs):
     store = SupernetStore.create(f"nse-{uuid.uuid4().hex[:8]}", tiny_spec())
     try:
         searcher = tiny_nse(space=None)
-        analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
-                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=2), num_samples=-1,
-                            **tune_run_kwargs)
+        analysis = tune.run(
+            supernet_trainable,
+            config=store.param_space(),
+            metric="accuracy",
+            mode="max",
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),
+            num_samples=-1,
+            **tune_run_kwargs,
+        )
         assert all(t.status == "TERMINATED" for t in analysis.trials)
         assert searcher.suggest("after") == "FINISHED" and len(searcher.rounds) == 2
         assert searcher.space.contains(searcher.best_architecture())

@@ -58,7 +58,9 @@ def scorer():
 
 def test_scores_are_cached_per_architecture_and_rank_a_deeper_cell_higher(scorer):
     space = scorer.space
-    convs = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    convs = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
     pools = space.from_string("|avg_pool_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|avg_pool_3x3~2|")
     first = scorer.scores(space.to_string(convs))
     assert set(first) == set(PROXIES) and all(math.isfinite(v) for v in first.values())

@@ -20,7 +20,7 @@ PLAN = dict(widths=(8, 16), strides=(1, 2), stem_channels=8, input_size=8)
 
 
 def _with(arch, slot, op):
-    return arch[:slot] + (op,) + arch[slot + 1:]
+    return arch[:slot] + (op,) + arch[slot + 1 :]
 
 
 @pytest.mark.parametrize("space", [IRBSpace(**PLAN), OpenCellSpace(**PLAN)], ids=["one slot per layer", "eight"])
@@ -43,8 +43,9 @@ def test_each_gate_gradient_is_the_layer_output_under_its_candidate_times_dl_dy(
         if g.gates is None:
             continue
         with torch.no_grad():
-            expected = [float((dl_dy * net.run_layer(0, stem, _with(active, s, space.choices[s][k]))).sum())
-                        for k in g.paths]
+            expected = [
+                float((dl_dy * net.run_layer(0, stem, _with(active, s, space.choices[s][k]))).sum()) for k in g.paths
+            ]
         assert np.allclose(g.gates.grad.numpy(), expected, rtol=1e-4, atol=1e-4)
     # Weight steps draw their path from p: a slot certain of one operation always gets it.
     peaked = [[0.0] * len(c) for c in space.choices]
@@ -89,12 +90,22 @@ def test_an_architecture_step_is_adam_on_the_gate_and_eq6_gradients():
         assert alpha[0] > alpha[-1]  # cheaper operations gain on dearer ones
 
 
-@pytest.mark.parametrize("space", [IRBSpace(**PLAN), OpenCellSpace(**PLAN), None],
-                         ids=["manual", "open", "nasbench201"])
+@pytest.mark.parametrize(
+    "space", [IRBSpace(**PLAN), OpenCellSpace(**PLAN), None], ids=["manual", "open", "nasbench201"]
+)
 def test_the_search_learns_alpha_on_every_one_choice_per_slot_supernet(space):
     spec = tiny_supernet_spec(space) if space is not None else tiny_supernet_spec()
-    searcher = ProxylessSearcher(space=spec.space, metric="loss", mode="min", warmup_steps=10, search_steps=20,
-                                 steps_per_trial=10, update_every=2, arch_lr=0.05, seed=0)
+    searcher = ProxylessSearcher(
+        space=spec.space,
+        metric="loss",
+        mode="min",
+        warmup_steps=10,
+        search_steps=20,
+        steps_per_trial=10,
+        update_every=2,
+        arch_lr=0.05,
+        seed=0,
+    )
     run_in_process(searcher, InProcessSupernet(spec, "cpu"))
     assert searcher.phase == "finished" and len(searcher.curve) == 3
     assert any(a != 0.0 for slot in searcher.alpha for a in slot)
@@ -108,8 +119,18 @@ def test_eq6_lambda_steers_the_search_to_cheaper_architectures_and_a_window_boun
     runner(train_job(20, seed=0))
     found = {}
     for lam in (0.0, 1e-3):
-        s = ProxylessSearcher(space=space, metric="loss", mode="min", warmup_steps=0, search_steps=40,
-                              steps_per_trial=20, update_every=1, arch_lr=0.2, madds_penalty=lam, seed=0)
+        s = ProxylessSearcher(
+            space=space,
+            metric="loss",
+            mode="min",
+            warmup_steps=0,
+            search_steps=40,
+            steps_per_trial=20,
+            update_every=1,
+            arch_lr=0.2,
+            madds_penalty=lam,
+            seed=0,
+        )
         run_in_process(s, runner)
         found[lam] = space.cost(space.from_string(s.best_architecture())).madds
     assert found[1e-3] == space.cost_range()[0] < found[0.0]

@@ -58,37 +58,79 @@ def _ok_values(searcher) -> list[float]:
 
 CASES = [
     Case("random", lambda **kw: RandomSearcher(max_queries=12, **kw), learned=_ok_values),
-    Case("regevo", lambda **kw: RegularizedEvolutionSearcher(max_queries=15, population_size=5, tournament_size=2,
-                                                             **kw),
-         learned=lambda s: [v for _, v in s.population]),
-    Case("reinforce", lambda **kw: REINFORCESearcher(max_queries=12, **kw),
-         learned=lambda s: [s.baseline or 0.0, *s.logits[~np.isneginf(s.logits)]]),
-    Case("ase", lambda **kw: ASESearcher(num_subspaces=2, max_queries=12, **kw),
-         learned=lambda s: [s.baseline or 0.0, *s.graph.scores]),
-    Case("ase-supernet", lambda **kw: ASESearcher(num_subspaces=2, local_distance=2, max_queries=6, train_steps=20,
-                                                  steps_per_trial=10, **kw),
-         supernet=nb201_spec, learned=lambda s: [s.baseline or 0.0, *s.graph.scores],
-         refuses={"repeater": "it trains the supernet first (train_steps > 0)"}),
-    Case("spos", lambda **kw: SPOSSearcher(train_steps=20, steps_per_trial=10, eval_batch=4, evolution=TINY_EVOLUTION,
-                                           **kw),
-         supernet=nb201_spec, learned=lambda s: list(s.evolution.scores.values()), refuses={"repeater": BATCHES}),
-    Case("senas", lambda **kw: SENASSearcher(stage_steps=10, steps_per_trial=10, snapshots=2, samples_per_op=1,
-                                             eval_batch=3, evolution=replace(TINY_EVOLUTION, generations=1), **kw),
-         supernet=nb201_spec, learned=lambda s: [*s.values.values(), *s.evolution.scores.values()],
-         refuses={"repeater": BATCHES, "mode=min": "SE-NAS averages an accuracy to maximise (Eqs. 5-7)"}),
-    Case("autospace", lambda **kw: AutoSpaceSearcher(generations=3, iterations_per_generation=5, cells_per_layer=2,
-                                                     population_size=4, **kw),
-         supernet=open_cell_spec, metric="loss", mode="min",
-         learned=lambda s: [m.fitness for population in s.populations for m in population],
-         refuses={"repeater": "its trials train supernet generations whose learned fitness Repeater drops"}),
-    Case("proxyless", lambda **kw: ProxylessSearcher(warmup_steps=10, search_steps=20, steps_per_trial=10,
-                                                     update_every=2, **kw),
-         supernet=nb201_spec, learned=lambda s: [a for slot in s.alpha for a in slot],
-         refuses={"repeater": "its trials train the supernet and report the architecture parameters it learns"}),
-    Case("nse", lambda **kw: NSESearcher(ops_per_layer=3, steps_per_round=10, steps_per_trial=10, samples=6,
-                                         edge_samples=2, eval_batch=4, **kw),
-         supernet=nse_spec, learned=lambda s: [f[s.metric] for f in s.front] + list(np.ravel(s.thetas)),
-         refuses={"repeater": BATCHES}),
+    Case(
+        "regevo",
+        lambda **kw: RegularizedEvolutionSearcher(max_queries=15, population_size=5, tournament_size=2, **kw),
+        learned=lambda s: [v for _, v in s.population],
+    ),
+    Case(
+        "reinforce",
+        lambda **kw: REINFORCESearcher(max_queries=12, **kw),
+        learned=lambda s: [s.baseline or 0.0, *s.logits[~np.isneginf(s.logits)]],
+    ),
+    Case(
+        "ase",
+        lambda **kw: ASESearcher(num_subspaces=2, max_queries=12, **kw),
+        learned=lambda s: [s.baseline or 0.0, *s.graph.scores],
+    ),
+    Case(
+        "ase-supernet",
+        lambda **kw: ASESearcher(
+            num_subspaces=2, local_distance=2, max_queries=6, train_steps=20, steps_per_trial=10, **kw
+        ),
+        supernet=nb201_spec,
+        learned=lambda s: [s.baseline or 0.0, *s.graph.scores],
+        refuses={"repeater": "it trains the supernet first (train_steps > 0)"},
+    ),
+    Case(
+        "spos",
+        lambda **kw: SPOSSearcher(train_steps=20, steps_per_trial=10, eval_batch=4, evolution=TINY_EVOLUTION, **kw),
+        supernet=nb201_spec,
+        learned=lambda s: list(s.evolution.scores.values()),
+        refuses={"repeater": BATCHES},
+    ),
+    Case(
+        "senas",
+        lambda **kw: SENASSearcher(
+            stage_steps=10,
+            steps_per_trial=10,
+            snapshots=2,
+            samples_per_op=1,
+            eval_batch=3,
+            evolution=replace(TINY_EVOLUTION, generations=1),
+            **kw,
+        ),
+        supernet=nb201_spec,
+        learned=lambda s: [*s.values.values(), *s.evolution.scores.values()],
+        refuses={"repeater": BATCHES, "mode=min": "SE-NAS averages an accuracy to maximise (Eqs. 5-7)"},
+    ),
+    Case(
+        "autospace",
+        lambda **kw: AutoSpaceSearcher(
+            generations=3, iterations_per_generation=5, cells_per_layer=2, population_size=4, **kw
+        ),
+        supernet=open_cell_spec,
+        metric="loss",
+        mode="min",
+        learned=lambda s: [m.fitness for population in s.populations for m in population],
+        refuses={"repeater": "its trials train supernet generations whose learned fitness Repeater drops"},
+    ),
+    Case(
+        "proxyless",
+        lambda **kw: ProxylessSearcher(warmup_steps=10, search_steps=20, steps_per_trial=10, update_every=2, **kw),
+        supernet=nb201_spec,
+        learned=lambda s: [a for slot in s.alpha for a in slot],
+        refuses={"repeater": "its trials train the supernet and report the architecture parameters it learns"},
+    ),
+    Case(
+        "nse",
+        lambda **kw: NSESearcher(
+            ops_per_layer=3, steps_per_round=10, steps_per_trial=10, samples=6, edge_samples=2, eval_batch=4, **kw
+        ),
+        supernet=nse_spec,
+        learned=lambda s: [f[s.metric] for f in s.front] + list(np.ravel(s.thetas)),
+        refuses={"repeater": BATCHES},
+    ),
 ]
 
 
@@ -217,8 +259,14 @@ def test_a_result_without_the_metric_after_others_had_it_is_a_failed_evaluation(
     searcher = ready(case, trainable)
     run = drive(searcher, trainable, 3 * case.max_trials)
     assert run.finished and searcher.best_architecture() is not None
-    dropped = [c for c, result, _ in trainable.log if result is not None and c["task"] == "evaluate"
-               and case.metric not in result and f"per_arch/{case.metric}" not in result]
+    dropped = [
+        c
+        for c, result, _ in trainable.log
+        if result is not None
+        and c["task"] == "evaluate"
+        and case.metric not in result
+        and f"per_arch/{case.metric}" not in result
+    ]
     assert sum(r["status"] == "missing" for r in searcher.history) == sum(len(c.get("archs", [0])) for c in dropped)
 
 
@@ -246,8 +294,9 @@ def test_a_fresh_default_instance_restored_mid_search_carries_on_identically(cas
         fresh.restore_from_dir(str(tmp_path))
     else:
         fresh = pickle.loads(frozen)
-    again = drive(fresh, Replay(trainable, logged), case.max_trials, in_flight=2, pending=first.in_flight,
-                  start=first.next_trial)
+    again = drive(
+        fresh, Replay(trainable, logged), case.max_trials, in_flight=2, pending=first.in_flight, start=first.next_trial
+    )
     assert again.configs == rest.configs and again.finished == rest.finished
     assert fresh.best_architecture() == searcher.best_architecture()
 
@@ -281,9 +330,10 @@ def test_repeater_averages_single_architecture_evaluations_or_is_refused_at_set_
     repeater.set_search_properties(case.metric, case.mode, trainable.param_space)
     run = drive(repeater, trainable, 4 * case.max_trials, in_flight=3)
     assert run.finished
-    groups = [run.configs[i:i + 3] for i in range(0, len(run.configs), 3)]
-    assert all([c.pop("__trial_index__") for c in group] == [0, 1, 2] and group[0] == group[1] == group[2]
-               for group in groups)
+    groups = [run.configs[i : i + 3] for i in range(0, len(run.configs), 3)]
+    assert all(
+        [c.pop("__trial_index__") for c in group] == [0, 1, 2] and group[0] == group[1] == group[2] for group in groups
+    )
     trials = [r for r in searcher.history if r["trial_id"] != "cache"]
     assert len(trials) == len(groups)  # the searcher saw one trial per group: the first, with the mean
     for record in trials:
@@ -294,9 +344,15 @@ def test_repeater_averages_single_architecture_evaluations_or_is_refused_at_set_
 # --------------------------------------------------------------------------------------------------
 # Constraints that no architecture of the space meets
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda **kw: SPOSSearcher(max_madds=5e6, **kw), lambda **kw: SENASSearcher(max_madds=5e6, **kw),
-    lambda **kw: ASESearcher(max_madds=5e6, **kw)], ids=["spos", "senas", "ase"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: SPOSSearcher(max_madds=5e6, **kw),
+        lambda **kw: SENASSearcher(max_madds=5e6, **kw),
+        lambda **kw: ASESearcher(max_madds=5e6, **kw),
+    ],
+    ids=["spos", "senas", "ase"],
+)
 def test_a_cost_limit_below_the_spaces_cheapest_architecture_is_refused_with_its_range(make):
     space = NASBench201Space()  # 32 px, C=16, N=5: 7.8M to 220M MAdds
     with pytest.raises(ValueError, match=r"max_madds=5e\+06 admits no architecture .* cost 7\.783e\+06 to 2\.201e\+08"):
@@ -311,8 +367,9 @@ def test_a_cost_window_keeps_the_search_inside_it_and_an_empty_window_is_refused
     space = NASBench201Space(channels=16, cells_per_stage=1, input_size=16)
     low, high = space.cost_range()
     window = (low + 0.4 * (high - low), low + 0.5 * (high - low))
-    searcher = SPOSSearcher(space=space, metric="accuracy", mode="max", min_madds=window[0], max_madds=window[1],
-                            train_steps=0, seed=0)
+    searcher = SPOSSearcher(
+        space=space, metric="accuracy", mode="max", min_madds=window[0], max_madds=window[1], train_steps=0, seed=0
+    )
     searcher.suggest("t0")
     archs = space.sample_many(np.random.default_rng(0), 200)
     inside = [a for a in archs if searcher.constraint(a)]
@@ -347,8 +404,9 @@ def test_a_search_that_ends_without_a_result_says_why_in_one_line(caplog):
     with caplog.at_level(logging.WARNING, logger="tune_spacenas.searchers"):
         assert drive(searcher, trainable, 10).finished
     ends = [r.getMessage() for r in caplog.records if "finished without a result" in r.getMessage()]
-    assert ends == ["RandomSearcher finished without a result: all 4 evaluations failed "
-                    "(4 error for metric 'accuracy')"]
+    assert ends == [
+        "RandomSearcher finished without a result: all 4 evaluations failed (4 error for metric 'accuracy')"
+    ]
     nse = next(c for c in CASES if c.name == "nse")
     trainable = nse.trainable()
     searcher = nse.make(tau=0.2)
@@ -394,9 +452,16 @@ def test_under_tune_with_concurrency_limiter_and_asha(case, ray_session, tune_ru
     else:
         store = SupernetStore.create(f"contract-{case.name}", case.supernet())
         trainable, config = supernet_trainable, store.param_space()
-    analysis = tune.run(trainable, config=config, metric=case.metric, mode=case.mode,
-                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),
-                        scheduler=ASHAScheduler(max_t=100, grace_period=1), num_samples=-1, **tune_run_kwargs)
+    analysis = tune.run(
+        trainable,
+        config=config,
+        metric=case.metric,
+        mode=case.mode,
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),
+        scheduler=ASHAScheduler(max_t=100, grace_period=1),
+        num_samples=-1,
+        **tune_run_kwargs,
+    )
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     assert searcher.suggest("after") == FINISHED
     best = searcher.best_architecture()
@@ -410,25 +475,50 @@ def test_under_tune_with_concurrency_limiter_and_asha(case, ray_session, tune_ru
 @pytest.mark.slow
 def test_repeater_under_tune(ray_session, tune_run_kwargs):
     searcher = RandomSearcher(max_queries=3, seed=1)
-    analysis = tune.run(nasbench201_trainable, config=NASBench201Space().param_space(), metric="accuracy", mode="max",
-                        search_alg=Repeater(searcher, repeat=2), num_samples=-1, **tune_run_kwargs)
+    analysis = tune.run(
+        nasbench201_trainable,
+        config=NASBench201Space().param_space(),
+        metric="accuracy",
+        mode="max",
+        search_alg=Repeater(searcher, repeat=2),
+        num_samples=-1,
+        **tune_run_kwargs,
+    )
     assert len(analysis.trials) == 6 and len(searcher.history) == 3 and searcher.best_architecture()
     with pytest.raises(Exception, match="cannot run under ray.tune.search.Repeater"):
         store = SupernetStore.create("contract-repeater", nb201_spec())
         try:
-            tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
-                     search_alg=Repeater(SPOSSearcher(), repeat=2), num_samples=-1, **tune_run_kwargs)
+            tune.run(
+                supernet_trainable,
+                config=store.param_space(),
+                metric="accuracy",
+                mode="max",
+                search_alg=Repeater(SPOSSearcher(), repeat=2),
+                num_samples=-1,
+                **tune_run_kwargs,
+            )
         finally:
             store.kill()
 
 
 @pytest.mark.slow
 def test_pbt_is_refused_by_tune_itself(ray_session, tune_run_kwargs):
-    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=1,
-                                  hyperparam_mutations={"dataset": ["cifar10", "cifar100"]})
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=1,
+        hyperparam_mutations={"dataset": ["cifar10", "cifar100"]},
+    )
     with pytest.raises(Exception, match="Search algorithms cannot be used with PopulationBasedTraining"):
-        tune.run(nasbench201_trainable, config=NASBench201Space().param_space(), metric="accuracy", mode="max",
-                 search_alg=RandomSearcher(max_queries=2), scheduler=pbt, num_samples=-1, **tune_run_kwargs)
+        tune.run(
+            nasbench201_trainable,
+            config=NASBench201Space().param_space(),
+            metric="accuracy",
+            mode="max",
+            search_alg=RandomSearcher(max_queries=2),
+            scheduler=pbt,
+            num_samples=-1,
+            **tune_run_kwargs,
+        )
 
 
 class _InterruptAfter(tune.Callback):
@@ -448,11 +538,24 @@ class _InterruptAfter(tune.Callback):
 @pytest.mark.slow
 def test_tuner_with_max_concurrent_trials_interrupted_and_restored(ray_session, tmp_path):
     searcher = RegularizedEvolutionSearcher(max_queries=8, population_size=4, tournament_size=2, seed=0)
-    tuner = tune.Tuner(nasbench201_trainable, param_space=NASBench201Space().param_space(),
-                       tune_config=tune.TuneConfig(search_alg=searcher, metric="accuracy", mode="max", num_samples=-1,
-                                                   max_concurrent_trials=2, reuse_actors=True),
-                       run_config=tune.RunConfig(name="restore", storage_path=str(tmp_path), verbose=0,
-                                                 callbacks=[_InterruptAfter(3, str(tmp_path / "interrupted"))]))
+    tuner = tune.Tuner(
+        nasbench201_trainable,
+        param_space=NASBench201Space().param_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            metric="accuracy",
+            mode="max",
+            num_samples=-1,
+            max_concurrent_trials=2,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="restore",
+            storage_path=str(tmp_path),
+            verbose=0,
+            callbacks=[_InterruptAfter(3, str(tmp_path / "interrupted"))],
+        ),
+    )
     tuner.fit()
     assert searcher.queries < 8 and searcher.suggest("t") != FINISHED  # interrupted mid-search
     experiment = str(tmp_path / "restore")
@@ -481,15 +584,22 @@ def diverging_supernet_trainable(job_suffix: str, lr: float):
 
 
 @pytest.mark.slow
-def test_a_diverging_supernet_trial_finishes_and_the_best_architecture_has_a_finite_score(ray_session, tune_run_kwargs,
-                                                                                           caplog):
+def test_a_diverging_supernet_trial_finishes_and_the_best_architecture_has_a_finite_score(
+    ray_session, tune_run_kwargs, caplog
+):
     store = SupernetStore.create("contract-diverging", nb201_spec())
     searcher = SPOSSearcher(train_steps=30, steps_per_trial=10, eval_batch=4, seed=0, evolution=TINY_EVOLUTION)
     try:
         with caplog.at_level(logging.WARNING, logger="tune_spacenas.searchers"):
-            analysis = tune.run(diverging_supernet_trainable("/1", 1e12), config=store.param_space(), metric="accuracy",
-                                mode="max", search_alg=ConcurrencyLimiter(searcher, 2), num_samples=-1,
-                                **tune_run_kwargs)
+            analysis = tune.run(
+                diverging_supernet_trainable("/1", 1e12),
+                config=store.param_space(),
+                metric="accuracy",
+                mode="max",
+                search_alg=ConcurrencyLimiter(searcher, 2),
+                num_samples=-1,
+                **tune_run_kwargs,
+            )
         diverged = [t for t in analysis.trials if t.config.get("job_id", "").endswith("/1")]
         assert [t.status for t in analysis.trials] == ["TERMINATED"] * len(analysis.trials)  # the run finished
         assert len(diverged) == 1 and math.isnan(diverged[0].last_result["loss"])

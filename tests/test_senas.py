@@ -34,17 +34,31 @@ def toy_space() -> SearchSpace:
 # --- Eqs. (5)-(7) ------------------------------------------------------------------------------
 def test_scores_equal_equations_5_to_7_by_hand():
     space = toy_space()
-    samples = [((0, 0), 60.0), ((0, 1), 70.0), ((1, 0), 40.0), ((1, 1), 50.0), ((2, 0), 80.0), ((2, 1), 90.0),
-               ((0, 0), 62.0)]
+    samples = [
+        ((0, 0), 60.0),
+        ((0, 1), 70.0),
+        ((1, 0), 40.0),
+        ((1, 1), 50.0),
+        ((2, 0), 80.0),
+        ((2, 1), 90.0),
+        ((0, 0), 62.0),
+    ]
     si = selection_importance(samples, space)
     # Eq. (5): mean P(a) over the sampled models containing the operator.
-    hand_si = {(0, 0): (60 + 70 + 62) / 3, (0, 1): 45.0, (0, 2): 85.0, (1, 0): (60 + 40 + 80 + 62) / 4, (1, 1): (70 + 50 + 90) / 3}
+    hand_si = {
+        (0, 0): (60 + 70 + 62) / 3,
+        (0, 1): 45.0,
+        (0, 2): 85.0,
+        (1, 0): (60 + 40 + 80 + 62) / 4,
+        (1, 1): (70 + 50 + 90) / 3,
+    }
     assert si == pytest.approx(hand_si)
     # Eq. (6): population variance of SI over the candidates of the operator's layer.
     var_a = np.var([64.0, 45.0, 85.0])
     var_b = np.var([hand_si[(1, 0)], hand_si[(1, 1)]])
-    assert selection_confidence(si) == pytest.approx({(0, 0): var_a, (0, 1): var_a, (0, 2): var_a,
-                                                      (1, 0): var_b, (1, 1): var_b})
+    assert selection_confidence(si) == pytest.approx(
+        {(0, 0): var_a, (0, 1): var_a, (0, 2): var_a, (1, 0): var_b, (1, 1): var_b}
+    )
     # Eq. (7) with mean normalization (divide by the mean over operators).
     mean_si = np.mean(list(hand_si.values()))
     mean_sc = np.mean([var_a] * 3 + [var_b] * 2)
@@ -52,7 +66,8 @@ def test_scores_equal_equations_5_to_7_by_hand():
     assert operator_scores(si) == pytest.approx(hand_s)
     # Table 6's SI-only ablation ranks by normalized importance alone.
     assert operator_scores(si, selection_confidence_term=False) == pytest.approx(
-        {o: v / mean_si for o, v in hand_si.items()})
+        {o: v / mean_si for o, v in hand_si.items()}
+    )
 
 
 def test_confident_layers_lose_their_weak_operators_first():
@@ -78,8 +93,9 @@ def test_min_max_normalization_weighs_importance_and_mean_normalization_ranks_as
     sc = selection_confidence(si)  # slot 0: 225, slot 1: 1, slot 2: 25
     assert min_max_normalize({(0, 0): 2.0, (0, 1): 6.0, (1, 0): 4.0}) == {(0, 0): 0.0, (0, 1): 1.0, (1, 0): 0.5}
     lo, hi, sc_lo, sc_hi = 40.0, 90.0, 1.0, 225.0
-    hand = {o: ((si[o] - lo) / (hi - lo)) / ((sc[o] - sc_lo) / (sc_hi - sc_lo)) if sc[o] > sc_lo else math.inf
-            for o in si}
+    hand = {
+        o: ((si[o] - lo) / (hi - lo)) / ((sc[o] - sc_lo) / (sc_hi - sc_lo)) if sc[o] > sc_lo else math.inf for o in si
+    }
     assert operator_scores(si, normalization="min-max") == pytest.approx(hand)
     # x / mean rescales every score by one constant: the order is SI / SC's, and the variance decides: the
     # confident layer 0 loses its 60 first, though layer 2's 40 is the weakest operator. Min-max drops the 40.
@@ -117,8 +133,11 @@ def test_shrinking_drops_the_lowest_k_and_never_empties_a_slot():
         survivors_of_full_slots = [o for o in kept if len(shrunk.slots[o[0]].allowed) > 1]
         if survivors_of_full_slots:  # every dropped operator scored below every kept one it could have replaced
             assert max(scores[o] for o in dropped) <= min(scores[o] for o in survivors_of_full_slots)
-        assert not any(shrunk.contains(a) for a in itertools.islice(space.enumerate(), 0, None, 97)
-                       if any((i, o) in set(dropped) for i, o in enumerate(a)))
+        assert not any(
+            shrunk.contains(a)
+            for a in itertools.islice(space.enumerate(), 0, None, 97)
+            if any((i, o) in set(dropped) for i, o in enumerate(a))
+        )
 
 
 def test_shrinking_per_slot_and_keeps_unscored_operators():
@@ -157,7 +176,7 @@ def test_merging_groups_exactly_adjacent_slots_within_the_threshold():
         while start < len(sizes):
             group = next((g for g in groups if g[0] == start), [start])
             end = group[-1] + 1
-            assert end == len(sizes) or math.prod(sizes[start:end + 1]) > T
+            assert end == len(sizes) or math.prod(sizes[start : end + 1]) > T
             start = end
     nb = NASBench201Space().restrict([[3, 4], [3], [2, 3], [1, 3], [3], [0, 3]])
     assert merge_layer_spaces(nb, threshold=50) == [[0, 1, 2, 3, 4, 5]]  # 16 <= 50: no sharing left in cells
@@ -206,7 +225,9 @@ def _senas(**fields):
 
 def test_expanded_copies_train_independently_and_serve_their_paths(runner):
     space, store, net = runner.worker.space, runner.store, runner.worker.net
-    a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    a = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
     b = (a[0], 2, *a[2:])  # same op on slot 0, another partial model of the group {0, 1}
     group = {"expanded": [[0, 1]]}
     _train(runner, space, b, 5, seed=1, lr=0.1, **group)
@@ -233,7 +254,9 @@ def test_expanded_copies_train_independently_and_serve_their_paths(runner):
 
 def test_evaluation_reads_copies_without_creating_them_and_regrouping_inherits(runner):
     space, store = runner.worker.space, runner.store
-    a = space.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|")
+    a = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|"
+    )
     _train(runner, space, a, 6, seed=1, lr=0.1, expanded=[[0, 1]])
     keys = set(store.arrays)
     old = _evaluate(runner, space, [a], expanded=[[0, 1]])
@@ -243,13 +266,16 @@ def test_evaluation_reads_copies_without_creating_them_and_regrouping_inherits(r
     _train(runner, space, a, 1, seed=3, lr=1e-9, **regrouped)
     conv0 = runner.worker.net.choice_parameter_names(0, a[0])[0]
     created = variant_key(conv0, f"g0-1-2={a[0]}-{a[1]}-{a[2]}")
-    np.testing.assert_allclose(store.arrays[created], store.arrays[variant_key(conv0, f"g0-1={a[0]}-{a[1]}")],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        store.arrays[created], store.arrays[variant_key(conv0, f"g0-1={a[0]}-{a[1]}")], atol=1e-6
+    )
 
 
 def test_averaged_snapshots_average_the_private_copies_too(runner):
     space, store = runner.worker.space, runner.store
-    a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    a = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
     group = {"expanded": [[0, 1]]}
     _train(runner, space, a, 3, seed=1, lr=0.1, **group)
     key = variant_key(runner.worker.net.choice_parameter_names(0, a[0])[0], f"g0-1={a[0]}-{a[1]}")
@@ -267,7 +293,9 @@ def test_worker_after_an_expanded_job_serves_shared_weights_again(runner, tiny_s
     from tune_spacenas.trainables.worker import SupernetWorker
 
     space, store = runner.worker.space, runner.store
-    a = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    a = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
     _train(runner, space, a, 4, seed=1, lr=0.2, expanded=[[0, 1, 2]])
     conv = runner.worker.net.choice_parameter_names(0, a[0])[0]
     assert not np.allclose(store.arrays[variant_key(conv, f"g0-1-2={a[0]}-{a[1]}-{a[2]}")], store.arrays[conv])
@@ -280,9 +308,18 @@ def test_worker_after_an_expanded_job_serves_shared_weights_again(runner, tiny_s
 
 # --- the searcher -----------------------------------------------------------------------------
 def make_searcher(spec, **kwargs):
-    args = dict(space=spec.space, stage_steps=30, steps_per_trial=10, samples_per_op=3, snapshots=3, eval_batch=40,
-                evolution=EvolutionSettings(population=6, generations=2, parents=3, mutations=3, crossovers=3),
-                metric="accuracy", mode="max", seed=0)
+    args = dict(
+        space=spec.space,
+        stage_steps=30,
+        steps_per_trial=10,
+        samples_per_op=3,
+        snapshots=3,
+        eval_batch=40,
+        evolution=EvolutionSettings(population=6, generations=2, parents=3, mutations=3, crossovers=3),
+        metric="accuracy",
+        mode="max",
+        seed=0,
+    )
     return SENASSearcher(**(args | kwargs))
 
 
@@ -307,7 +344,7 @@ def test_the_whole_loop_two_stages_of_ten_drops_then_the_final_space_trains(tiny
     assert sum(j["steps"] for j in train) == 90  # two stages and the final space, 30 steps each
     # Eq. (4): only each training phase's last trial takes snapshots; all later scoring averages the last ones.
     assert [i for i, j in enumerate(train) if _payload(j).snapshots] == [2, 5, 8]
-    after_training = jobs[jobs.index(train[-1]) + 1:]
+    after_training = jobs[jobs.index(train[-1]) + 1 :]
     assert after_training and all(j["task"] == "evaluate" for j in after_training)
     last = _payload(train[-1]).snapshots
     assert all(list(_payload(j).average) == [f"{last.name}/{k}" for k in range(3)] for j in after_training)
@@ -324,7 +361,9 @@ def test_the_whole_loop_two_stages_of_ten_drops_then_the_final_space_trains(tiny
     assert train[3]["subspace"] == [list(c) for c in shrunk_once.choices]
     assert train[6]["subspace"] == [list(c) for c in searcher.shrunk_space.choices]
     # One cosine over all 90 steps, the schedule SPOS of the same length follows.
-    assert [j["lr"] for j in train] == pytest.approx([0.025 * (1 + math.cos(math.pi * t / 90)) for t in range(0, 90, 10)])
+    assert [j["lr"] for j in train] == pytest.approx(
+        [0.025 * (1 + math.cos(math.pi * t / 90)) for t in range(0, 90, 10)]
+    )
 
 
 def test_without_final_training_the_search_follows_the_last_shrink(tiny_spec, runner):
@@ -336,8 +375,9 @@ def test_without_final_training_the_search_follows_the_last_shrink(tiny_spec, ru
 
 
 def test_ablation_switches(tiny_spec, runner):
-    searcher = make_searcher(tiny_spec, evaluation_stability=False, expanding=False,
-                             selection_confidence=False, stages=1, drop_per_slot=True)
+    searcher = make_searcher(
+        tiny_spec, evaluation_stability=False, expanding=False, selection_confidence=False, stages=1, drop_per_slot=True
+    )
     jobs = record_jobs(searcher, runner)
     assert not any("senas" in j for j in jobs)
     assert [len(s.allowed) for s in searcher.shrunk_space.slots] == [4] * 6
@@ -423,9 +463,15 @@ def test_under_tune_with_concurrency_limiter(tiny_spec, ray_session, tune_run_kw
     store = SupernetStore.create("senas-tune-test", tiny_spec)
     try:
         searcher = make_searcher(tiny_spec, metric=None, mode=None)
-        analysis = tune.run(supernet_trainable, config=store.param_space(), metric="accuracy", mode="max",
-                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=2), num_samples=-1,
-                            **tune_run_kwargs)
+        analysis = tune.run(
+            supernet_trainable,
+            config=store.param_space(),
+            metric="accuracy",
+            mode="max",
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),
+            num_samples=-1,
+            **tune_run_kwargs,
+        )
         assert all(t.status == "TERMINATED" for t in analysis.trials)
         assert [len(r["dropped"]) for r in searcher.stage_log] == [10, 10]
         assert searcher.shrunk_space.contains(searcher.best_architecture())

@@ -22,8 +22,13 @@ from tune_spacenas.spaces.neighbourhood import (
     sample_neighbour,
 )
 
-ALL_SPACES = [NASBench201Space(), MobileNetSpace(), OFASpace(), DARTSSpace(),
-              SearchSpace([Slot("a", ("x", "y")), Slot("b", ("x", "y", "z"))], name="toy")]
+ALL_SPACES = [
+    NASBench201Space(),
+    MobileNetSpace(),
+    OFASpace(),
+    DARTSSpace(),
+    SearchSpace([Slot("a", ("x", "y")), Slot("b", ("x", "y", "z"))], name="toy"),
+]
 
 
 @pytest.mark.parametrize("space", ALL_SPACES, ids=lambda s: s.name)
@@ -62,7 +67,9 @@ def test_nasbench201_string_is_the_benchmarks():
     assert space.to_string(arch) == text
     assert space.size == 5**6
     with pytest.raises(ValueError, match="NAS-Bench-201 string"):
-        space.from_string("|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|")
+        space.from_string(
+            "|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+        )
 
 
 def test_distance_is_eq4():

@@ -8,7 +8,9 @@ from tune_spacenas.store import WeightTable, variant_key
 
 def _table(tmp_path=None, **kw):
     arrays = {"a": np.zeros(4, np.float32), "b": np.ones((2, 2), np.float32)}
-    return WeightTable(arrays, {"spec": {"kind": "x"}}, checkpoint_path=str(tmp_path / "store.npz") if tmp_path else None, **kw)
+    return WeightTable(
+        arrays, {"spec": {"kind": "x"}}, checkpoint_path=str(tmp_path / "store.npz") if tmp_path else None, **kw
+    )
 
 
 def test_pushes_add_deltas_version_and_deduplicate():
@@ -37,6 +39,7 @@ def test_concurrent_pushes_lose_no_update(ray_session, shards):
     arrays = {"w": np.zeros(1000, np.float32), "v": np.zeros(900, np.float32), "x": np.zeros(800, np.float32)}
     store = WeightStore.create("test-concurrent", arrays=arrays, shards=shards)
     try:
+
         def pusher(trial):
             for step in range(1, 21):
                 store.push({k: np.ones_like(a) for k, a in arrays.items()}, trial, step)
@@ -58,7 +61,9 @@ def test_checkpoint_then_new_store_has_identical_tensors(tmp_path):
     table.snapshot("stage1/0")
     table.ensure_variants({variant_key("a", "g0=1"): "a"})
     table.checkpoint()
-    fresh = WeightTable({"a": np.zeros(4), "b": np.zeros((2, 2))}, {"spec": {"kind": "x"}}, checkpoint_path=table.checkpoint_path)
+    fresh = WeightTable(
+        {"a": np.zeros(4), "b": np.zeros((2, 2))}, {"spec": {"kind": "x"}}, checkpoint_path=table.checkpoint_path
+    )
     assert fresh.stats["restored_from"] == table.checkpoint_path
     for key in table.arrays:
         np.testing.assert_array_equal(fresh.arrays[key], table.arrays[key])
@@ -125,9 +130,14 @@ def test_a_pushed_tensor_the_store_kept_is_bitwise_the_stores_and_versions_never
     writers = []
     for _ in range(2):
         incarnation, fresh = table.pull()
-        writers.append({"inc": incarnation, "versions": {k: v for k, (v, _) in fresh.items()},
-                        "params": {k: torch.tensor(a) for k, (_, a) in fresh.items()},
-                        "base": {k: torch.tensor(a) for k, (_, a) in fresh.items()}})
+        writers.append(
+            {
+                "inc": incarnation,
+                "versions": {k: v for k, (v, _) in fresh.items()},
+                "params": {k: torch.tensor(a) for k, (_, a) in fresh.items()},
+                "base": {k: torch.tensor(a) for k, (_, a) in fresh.items()},
+            }
+        )
     kept_total = pulled_total = inexact = 0
     for step in range(1, 61):
         w = writers[step % 2]
@@ -192,7 +202,9 @@ def test_partition_balances_bytes_and_keeps_private_copies_beside_their_paramete
     assert max(load) - min(load) <= max(sizes.values()) + 8000  # within one parameter group
     assert placed["p3#g1=2"] == placed["p3#g1=3"] == placed["p3"]
     routes = ShardMap(4, placed=placed)
-    assert routes.shard_of("p3#new") == placed["p3"] and routes.shard_of("brand-new") == ShardMap(4).shard_of("brand-new")
+    assert routes.shard_of("p3#new") == placed["p3"] and routes.shard_of("brand-new") == ShardMap(4).shard_of(
+        "brand-new"
+    )
 
 
 def test_a_sharded_store_answers_like_one_actor_and_refuses_bad_input_whole(ray_session, tmp_path):
@@ -227,7 +239,10 @@ def test_a_sharded_store_answers_like_one_actor_and_refuses_bad_input_whole(ray_
         assert set(average) == set(arrays) | {"t5#g0=1", "t1#g0=1"}
         np.testing.assert_allclose(average["t0"], arrays["t0"] + 1.5, rtol=1e-6)
         assert store.checkpoint() and sorted(p.name for p in tmp_path.glob("w.shard*")) == [
-            "w.shard0of3.npz", "w.shard1of3.npz", "w.shard2of3.npz"]
+            "w.shard0of3.npz",
+            "w.shard1of3.npz",
+            "w.shard2of3.npz",
+        ]
         with pytest.raises(ValueError, match="has 3 shards, 2 were asked"):
             WeightStore.create("test-sharded", arrays=arrays, shards=2, exist_ok=True)
     finally:

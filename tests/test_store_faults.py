@@ -52,8 +52,9 @@ BOTH = {"u": ONES, "w": ONES}
 
 @SHARDS
 @pytest.mark.parametrize("every, lost", [(1, 0), (3, 2)])
-def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_one(ray_session, tmp_path, shards,
-                                                                                  every, lost):
+def test_a_crashed_store_reloads_its_checkpoint_and_loses_at_most_every_minus_one(
+    ray_session, tmp_path, shards, every, lost
+):
     store = _store(tmp_path, shards, checkpoint_path=str(tmp_path / "w.npz"), checkpoint_every=every)
     try:
         acknowledged = sum(bool(store.push(BOTH, "trial", step)) for step in range(1, 6))
@@ -149,15 +150,22 @@ def test_every_pushed_step_reaches_a_checkpoint_even_between_report_steps(tiny_s
     table = WeightTable(tiny_spec.initial_weights(), {"spec": tiny_spec.to_dict()})
     worker = SupernetWorker(tiny_spec, table, "cpu")
     reports = []
-    worker.run({"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0}, "t",
-               lambda metrics, synced: reports.append((metrics["steps_done"], synced)))
+    worker.run(
+        {"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0},
+        "t",
+        lambda metrics, synced: reports.append((metrics["steps_done"], synced)),
+    )
     assert reports == [(3, None), (6, 5), (9, None), (12, 12)]
     # A crash before Tune saw the last report: Tune retries from the checkpoint at step 5, but the store has
     # every step of the job and its result, so the retry is answered from it and trains nothing again.
     before = {k: v.copy() for k, v in table.arrays.items()}
     resumed = []
-    worker.run({"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0}, "t",
-               lambda metrics, synced: resumed.append((metrics["steps_done"], metrics.get("replayed"))), start_step=5)
+    worker.run(
+        {"task": "train", "steps": 12, "sync_every": 5, "report_every": 3, "seed": 0},
+        "t",
+        lambda metrics, synced: resumed.append((metrics["steps_done"], metrics.get("replayed"))),
+        start_step=5,
+    )
     assert resumed == [(12, True)] and table.stats["duplicates"] == 0 and table.push_counts["t"] == 3
     assert all(np.array_equal(before[k], table.arrays[k]) for k in before)
 

@@ -7,10 +7,14 @@ from tune_spacenas.supernet import build_supernet, recalibrate_batchnorm
 from tune_spacenas.supernet.ops import build_op
 
 
-@pytest.mark.parametrize("space,shape", [
-    (NASBench201Space(channels=8, cells_per_stage=2, input_size=16), (4, 3, 16, 16)),
-    (MobileNetSpace(width_mult=0.25, input_size=32, num_classes=10), (2, 3, 32, 32)),
-], ids=["nasbench201", "mobilenet"])
+@pytest.mark.parametrize(
+    "space,shape",
+    [
+        (NASBench201Space(channels=8, cells_per_stage=2, input_size=16), (4, 3, 16, 16)),
+        (MobileNetSpace(width_mult=0.25, input_size=32, num_classes=10), (2, 3, 32, 32)),
+    ],
+    ids=["nasbench201", "mobilenet"],
+)
 def test_a_path_trains_only_its_own_parameters(space, shape):
     net = build_supernet(space)
     rng = np.random.default_rng(0)
@@ -24,8 +28,11 @@ def test_a_path_trains_only_its_own_parameters(space, shape):
         for name, p in net.named_parameters():
             if name not in used:
                 assert p.grad is None or not p.grad.any(), f"{name} got a gradient outside the path"
-    assert all(p.grad is not None and p.grad.any() for n, p in net.named_parameters()
-               if n in set(net.path_parameter_names(convs)) and p.dim() > 1)
+    assert all(
+        p.grad is not None and p.grad.any()
+        for n, p in net.named_parameters()
+        if n in set(net.path_parameter_names(convs)) and p.dim() > 1
+    )
 
 
 def test_choice_parameters_partition_the_network():

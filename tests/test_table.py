@@ -56,7 +56,15 @@ def test_batch_evaluation_answers_per_architecture_like_the_supernet(table):
     result = evaluate_on_table({"task": "evaluate", "archs": archs, "dataset": "cifar10"})
     assert result["per_arch"]["accuracy"] == [table.query(a) for a in archs]
     assert result["accuracy"] == pytest.approx(sum(result["per_arch"]["accuracy"]) / 2)
-    spos = SPOSSearcher(space=table.space, metric="accuracy", mode="max", train_steps=0, eval_batch=5, seed=0, evolution=EvolutionSettings(population=10, generations=3, parents=3, mutations=5, crossovers=5))
+    spos = SPOSSearcher(
+        space=table.space,
+        metric="accuracy",
+        mode="max",
+        train_steps=0,
+        eval_batch=5,
+        seed=0,
+        evolution=EvolutionSettings(population=10, generations=3, parents=3, mutations=5, crossovers=5),
+    )
     run_in_process(spos, evaluate_on_table)
     assert len(spos.history) >= 20  # every architecture of every batch, one record each
     assert table.query(spos.best_architecture()) == max(h["accuracy"] for h in spos.history)

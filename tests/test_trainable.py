@@ -34,7 +34,8 @@ def test_evaluation_with_averaged_snapshots_restores_live_weights(tiny_spec):
     runner(train_job(12, seed=0, senas=SENASJob(snapshots=SnapshotRequest(name="stage", count=3))))
     assert sorted(runner.store.snapshots) == ["stage/0", "stage/1", "stage/2"]
     arch = tiny_spec.space.from_string(
-        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|")
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+    )
     live = runner(evaluate_job(tiny_spec.space, arch))["accuracy"]
     averaged = runner(evaluate_job(tiny_spec.space, arch, senas=SENASJob(average=["stage/0", "stage/1", "stage/2"])))
     assert runner(evaluate_job(tiny_spec.space, arch))["accuracy"] == live
@@ -48,6 +49,7 @@ def test_a_job_issued_again_trains_only_its_missing_steps_and_a_finished_one_is_
     def killed_after_step_4(metrics, synced):
         if metrics["steps_done"] == 4:
             raise KeyboardInterrupt  # the driver died: steps 2 and 4 are in the store
+
     with pytest.raises(KeyboardInterrupt):
         runner.worker.run(job, "trial-a", killed_after_step_4)
     assert runner.store.progress("search/7") == (4, None)
@@ -91,11 +93,18 @@ def test_train_and_evaluate_trials_under_tune(ray_session, tiny_spec, tune_run_k
     with SupernetStore.temporary(tiny_spec, prefix="test-trainable") as store:
         space = tiny_spec.space
         archs = space.sample_many(np.random.default_rng(0), 4, distinct=True)
-        jobs = [train_job(15, seed=i, sync_every=5) for i in range(4)] + [evaluate_batch_job(space, archs[:2]),
-                                                                          evaluate_job(space, archs[2])]
+        jobs = [train_job(15, seed=i, sync_every=5) for i in range(4)] + [
+            evaluate_batch_job(space, archs[:2]),
+            evaluate_job(space, archs[2]),
+        ]
         searcher, finished = _Jobs(jobs, seed=0), []
-        run_with_tune(searcher, store, max_concurrent=2, on_result=lambda config, _: finished.append(config["task"]),
-                      **tune_run_kwargs)
+        run_with_tune(
+            searcher,
+            store,
+            max_concurrent=2,
+            on_result=lambda config, _: finished.append(config["task"]),
+            **tune_run_kwargs,
+        )
         tasks = [t for t, _ in searcher.results]
         assert tasks.count("train") == 4 and tasks.count("evaluate") == 2
         assert sorted(finished) == sorted(tasks)  # on_result saw every finished trial

@@ -29,9 +29,11 @@ from typing import Any
 from tune_spacenas import storage
 
 CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"
-_AUTH_HINT = ("the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "
-              "head, every node and the driver (RAY_AUTH_MODE=disabled, or RAY_AUTH_MODE=token with the same "
-              "~/.ray/auth_token everywhere)")
+_AUTH_HINT = (
+    "the cluster uses token authentication or this driver does: set RAY_AUTH_MODE the same for the "
+    "head, every node and the driver (RAY_AUTH_MODE=disabled, or RAY_AUTH_MODE=token with the same "
+    "~/.ray/auth_token everywhere)"
+)
 
 
 def connect(address: str | None = None, probe_timeout_s: float = 5.0, **init_kwargs: Any) -> Any:
@@ -58,8 +60,10 @@ def connect(address: str | None = None, probe_timeout_s: float = 5.0, **init_kwa
         text = str(err)
         if any(word in text.lower() for word in ("unauthenticated", "authentication", "auth token", "auth_token")):
             raise RuntimeError(f"Ray at {address} refused this driver ({text.strip()[:300]}): {_AUTH_HINT}") from err
-        raise RuntimeError(f"ray.init(address={address!r}) failed ({text.strip()[:300]}); check that the driver's Ray "
-                           f"and Python versions match the cluster's ({ray.__version__}) and: {_AUTH_HINT}") from err
+        raise RuntimeError(
+            f"ray.init(address={address!r}) failed ({text.strip()[:300]}); check that the driver's Ray "
+            f"and Python versions match the cluster's ({ray.__version__}) and: {_AUTH_HINT}"
+        ) from err
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -89,19 +93,24 @@ def _recorded_cluster() -> str:
         with open(CURRENT_CLUSTER_FILE) as f:
             address = f.read().strip()
     except FileNotFoundError:
-        raise ConnectionError(f"RAY_ADDRESS=auto but no cluster was started on this machine ({CURRENT_CLUSTER_FILE} "
-                              "is missing): run `ray start --head` first, or give the head's HOST:PORT") from None
+        raise ConnectionError(
+            f"RAY_ADDRESS=auto but no cluster was started on this machine ({CURRENT_CLUSTER_FILE} "
+            "is missing): run `ray start --head` first, or give the head's HOST:PORT"
+        ) from None
     try:
         _probe(address, CURRENT_CLUSTER_FILE, 2.0)
     except ConnectionError as err:
-        raise ConnectionError(f"{err} {CURRENT_CLUSTER_FILE} names a cluster that is gone: delete that file "
-                              "(or run `ray stop`) before starting a new one") from err
+        raise ConnectionError(
+            f"{err} {CURRENT_CLUSTER_FILE} names a cluster that is gone: delete that file "
+            "(or run `ray stop`) before starting a new one"
+        ) from err
     return address
 
 
 @contextmanager
-def simulated_cluster(nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 100,
-                      fast_failure_detection: bool = True) -> Iterator[tuple[Any, list[str]]]:
+def simulated_cluster(
+    nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 100, fast_failure_detection: bool = True
+) -> Iterator[tuple[Any, list[str]]]:
     """A multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``) with this driver connected:
     yields ``(cluster, node_ids)``, node ``i`` carrying the custom resource ``node<i>`` for placement.
 
@@ -116,9 +125,15 @@ def simulated_cluster(nodes: int = 2, cpus_per_node: int = 1, object_store_mb: i
     ray.shutdown()
     checks = {"health_check_period_ms": 300, "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
     node_args = {"num_cpus": cpus_per_node, "object_store_memory": object_store_mb * 1024**2}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        **node_args, "resources": {"node0": 1}, "include_dashboard": False,
-        **({"_system_config": checks} if fast_failure_detection else {})})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            **node_args,
+            "resources": {"node0": 1},
+            "include_dashboard": False,
+            **({"_system_config": checks} if fast_failure_detection else {}),
+        },
+    )
     try:
         added = [cluster.add_node(**node_args, resources={f"node{i}": 1}) for i in range(1, nodes)]
         cluster.wait_for_nodes()
@@ -169,10 +184,16 @@ def orphaned_trials(experiment: str, staging_root: str = "/tmp/ray") -> list[str
         return []  # a damaged state file: repair_experiment restores it first
     newest = posixpath.basename(max(states))  # the run's own staging directory holds the same state file
     folders = storage.directories(experiment) + [
-        d for staged in _staging_dirs(experiment, staging_root) if os.path.exists(os.path.join(staged, newest))
-        for d in storage.directories(staged)]
-    return [d for d in folders
-            if (match := _TRIAL_FOLDER.search(posixpath.basename(d.rstrip("/")))) and match.group(1) not in known]
+        d
+        for staged in _staging_dirs(experiment, staging_root)
+        if os.path.exists(os.path.join(staged, newest))
+        for d in storage.directories(staged)
+    ]
+    return [
+        d
+        for d in folders
+        if (match := _TRIAL_FOLDER.search(posixpath.basename(d.rstrip("/")))) and match.group(1) not in known
+    ]
 
 
 def _staging_dirs(experiment: str, staging_root: str) -> list[str]:
@@ -203,8 +224,10 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray", remove_or
         if not found:
             continue
         newest = max(found)  # the file Tune restores from
-        staged = sorted((p for p in (os.path.join(d, posixpath.basename(newest)) for d in staging)
-                         if _read_intact(p) is not None), key=os.path.getmtime)
+        staged = sorted(
+            (p for p in (os.path.join(d, posixpath.basename(newest)) for d in staging) if _read_intact(p) is not None),
+            key=os.path.getmtime,
+        )
         uploaded = _read_intact(newest)
         if not staged:
             if uploaded is None:
@@ -212,7 +235,8 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray", remove_or
                     f"{newest} is damaged (the driver was killed while uploading it) and no staged copy is left "
                     f"under {staging_root}: delete the files of that session ({posixpath.basename(newest)} and "
                     "its siblings with the same timestamp) to resume from the previous session, or start the "
-                    "experiment anew (the weight store keeps its checkpoint)")
+                    "experiment anew (the weight store keeps its checkpoint)"
+                )
             continue
         data = _read_intact(staged[-1])
         if data != uploaded:
@@ -220,10 +244,14 @@ def repair_experiment(experiment: str, staging_root: str = "/tmp/ray", remove_or
             replaced.append(newest)
     orphans = orphaned_trials(experiment, staging_root)
     if orphans:
-        log.warning("%d trial folders in %s belong to trials that ran after Tune's last save (their training steps "
-                    "are in the weight store, and re-issued jobs are answered from it): %s; %s", len(orphans),
-                    experiment, ", ".join(posixpath.basename(o.rstrip("/")) for o in orphans),
-                    "removed" if remove_orphans else "repair_experiment(..., remove_orphans=True) deletes them")
+        log.warning(
+            "%d trial folders in %s belong to trials that ran after Tune's last save (their training steps "
+            "are in the weight store, and re-issued jobs are answered from it): %s; %s",
+            len(orphans),
+            experiment,
+            ", ".join(posixpath.basename(o.rstrip("/")) for o in orphans),
+            "removed" if remove_orphans else "repair_experiment(..., remove_orphans=True) deletes them",
+        )
         for folder in orphans if remove_orphans else ():
             storage.remove_tree(folder)
     return replaced

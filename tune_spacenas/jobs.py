@@ -262,9 +262,7 @@ class ProxylessJob(Payload):
     madds_penalty: float = 0.0
 
 
-PAYLOADS: dict[str, type[Payload]] = {
-    p.namespace: p for p in (SENASJob, NSEJob, AutoSpaceJob, ASEJob, ProxylessJob)
-}
+PAYLOADS: dict[str, type[Payload]] = {p.namespace: p for p in (SENASJob, NSEJob, AutoSpaceJob, ASEJob, ProxylessJob)}
 
 
 # ----------------------------------------------------------------------------------------------

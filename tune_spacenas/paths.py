@@ -52,13 +52,17 @@ def data_file(name: str, path: str | os.PathLike | None = None, how_to_get: str 
     if path is not None:
         file = Path(path).expanduser()
         if not file.exists():
-            raise FileNotFoundError(f"data file {file} not found. Pass an existing path, or set {DATA_ENV} to "
-                                    f"the folder that holds {name!r}. {how_to_get}".strip())
+            raise FileNotFoundError(
+                f"data file {file} not found. Pass an existing path, or set {DATA_ENV} to "
+                f"the folder that holds {name!r}. {how_to_get}".strip()
+            )
         return file
     found = find_data_file(name)
     if found is None:
-        raise FileNotFoundError(f"data file {name!r} not found (looked in {describe_data_dirs()}). Set {DATA_ENV} "
-                                f"to the folder that holds it or pass its path explicitly. {how_to_get}".strip())
+        raise FileNotFoundError(
+            f"data file {name!r} not found (looked in {describe_data_dirs()}). Set {DATA_ENV} "
+            f"to the folder that holds it or pass its path explicitly. {how_to_get}".strip()
+        )
     return found
 
 

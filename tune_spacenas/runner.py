@@ -135,9 +135,15 @@ def run_with_tune(
     callbacks = list(run_kwargs.pop("callbacks", None) or []) + ([result_callback(on_result)] if on_result else [])
     run_kwargs.setdefault("num_samples", -1)
     run_kwargs.setdefault("reuse_actors", True)
-    return tune.run(supernet_trainable, config={**store.param_space(), **(constants or {})}, metric=metric,
-                    mode=mode, search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                    callbacks=callbacks, **run_kwargs)
+    return tune.run(
+        supernet_trainable,
+        config={**store.param_space(), **(constants or {})},
+        metric=metric,
+        mode=mode,
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+        callbacks=callbacks,
+        **run_kwargs,
+    )
 
 
 class ProgressPrinter:

@@ -95,8 +95,11 @@ def glob(directory: str, pattern: str) -> list[str]:
     import fnmatch
 
     if not is_uri(directory):
-        return sorted(os.path.join(directory, n) for n in os.listdir(directory) if fnmatch.fnmatch(n, pattern)) \
-            if os.path.isdir(directory) else []
+        return (
+            sorted(os.path.join(directory, n) for n in os.listdir(directory) if fnmatch.fnmatch(n, pattern))
+            if os.path.isdir(directory)
+            else []
+        )
     from pyarrow import fs
 
     directory = directory.rstrip("/")

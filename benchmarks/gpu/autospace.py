@@ -33,13 +33,60 @@ def _args(smoke: bool):
     from benchmarks.autospace import parser
 
     if smoke:
-        return parser().parse_args(["--resolution", "16", "--train-size", "2000", "--widths", "8", "16",
-                                    "--strides", "1", "2", "--stem", "8", "--batch-size", "64", "--eval-images", "200",
-                                    "--test-images", "500", "--cells", "2", "--population", "4",
-                                    "--target-madds", str(TARGET_MADDS[True]), "--window", "0.3"])
-    return parser().parse_args(["--resolution", "32", "--widths", "32", "48", "48", "64", "64", "--batch-size", "256",
-                                "--lr", "0.1", "--eval-images", "2000", "--madds-penalty", "2e-9",
-                                "--target-madds", str(TARGET_MADDS[False]), "--proxyless-lr", "0.02"])
+        return parser().parse_args(
+            [
+                "--resolution",
+                "16",
+                "--train-size",
+                "2000",
+                "--widths",
+                "8",
+                "16",
+                "--strides",
+                "1",
+                "2",
+                "--stem",
+                "8",
+                "--batch-size",
+                "64",
+                "--eval-images",
+                "200",
+                "--test-images",
+                "500",
+                "--cells",
+                "2",
+                "--population",
+                "4",
+                "--target-madds",
+                str(TARGET_MADDS[True]),
+                "--window",
+                "0.3",
+            ]
+        )
+    return parser().parse_args(
+        [
+            "--resolution",
+            "32",
+            "--widths",
+            "32",
+            "48",
+            "48",
+            "64",
+            "64",
+            "--batch-size",
+            "256",
+            "--lr",
+            "0.1",
+            "--eval-images",
+            "2000",
+            "--madds-penalty",
+            "2e-9",
+            "--target-madds",
+            str(TARGET_MADDS[False]),
+            "--proxyless-lr",
+            "0.02",
+        ]
+    )
 
 
 def _seconds_per_step(runner, job: dict, steps: int) -> float:
@@ -67,8 +114,11 @@ def _common_target(args, spaces) -> float:
     window_low, window_high = args.target_madds * (1 - args.window), args.target_madds * (1 + args.window)
     if low <= window_low and window_high <= high or low > high:
         return args.target_madds
-    print(f"[target] {args.target_madds:.3g} MAdds +- {args.window:.0%} is outside the generated or the manual "
-          f"space's costs ({low:.3g}-{high:.3g}): target {(low + high) / 2:.3g}", flush=True)
+    print(
+        f"[target] {args.target_madds:.3g} MAdds +- {args.window:.0%} is outside the generated or the manual "
+        f"space's costs ({low:.3g}-{high:.3g}): target {(low + high) / 2:.3g}",
+        flush=True,
+    )
     return (low + high) / 2
 
 
@@ -117,14 +167,23 @@ def _run(budget_s: float, smoke: bool) -> dict:
     # Evolution: probe one generation's step with the gated supernet, then size the generations.
     space = OpenCellSpace(**plan(args))
     runner = InProcessSupernet(spec_for(args, space, 0), args.device)
-    job = AutoSpaceSearcher(space=space, metric="loss", mode="min", cells_per_layer=args.cells,
-                            population_size=args.population, max_cell_madds=cell_limits(args)).suggest("probe")
+    job = AutoSpaceSearcher(
+        space=space,
+        metric="loss",
+        mode="min",
+        cells_per_layer=args.cells,
+        population_size=args.population,
+        max_cell_madds=cell_limits(args),
+    ).suggest("probe")
     per_step = _seconds_per_step(runner, job, probe)
     args.iterations = 5 if smoke else 50
     args.generations = max(2, int(EVOLUTION * budget_s / (per_step * args.iterations)))
     evolution = evolve(args, True, runner=runner)
-    specs = {"autospace": evolution["generated_space"], "manual": IRBSpace(**plan(args)).to_spec(),
-             "full": OpenCellSpace(**plan(args)).to_spec()}
+    specs = {
+        "autospace": evolution["generated_space"],
+        "manual": IRBSpace(**plan(args)).to_spec(),
+        "full": OpenCellSpace(**plan(args)).to_spec(),
+    }
     requested = args.target_madds
     args.target_madds = _common_target(args, [space_from_spec(specs[label]) for label in ("autospace", "manual")])
 
@@ -161,15 +220,21 @@ def _run(budget_s: float, smoke: bool) -> dict:
     low, high = cost_window(args)
     return {
         "claim": "at matched MAdds the generated space beats the manual IRB and the full open space under every "
-                 "searcher (ProxylessNAS, SPOS + evolution, random); standalone test accuracy, one seed",
+        "searcher (ProxylessNAS, SPOS + evolution, random); standalone test accuracy, one seed",
         "setting": f"CIFAR-10 {args.resolution}x{args.resolution}, plan {plan(args)}, batch {args.batch_size}, "
-                   f"window {low / 1e6:.1f}-{high / 1e6:.1f}M MAdds",
-        "evolution": {k: evolution[k] for k in ("loss", "seconds", "generated_cells", "evaluations", "cost_range",
-                                                "distance_to_reference")}
-                     | {"generations": args.generations, "iterations": args.iterations},
-        "searches": searches, "standalone_steps": steps, "rates": rates, "window": [low, high],
+        f"window {low / 1e6:.1f}-{high / 1e6:.1f}M MAdds",
+        "evolution": {
+            k: evolution[k]
+            for k in ("loss", "seconds", "generated_cells", "evaluations", "cost_range", "distance_to_reference")
+        }
+        | {"generations": args.generations, "iterations": args.iterations},
+        "searches": searches,
+        "standalone_steps": steps,
+        "rates": rates,
+        "window": [low, high],
         "requested_target_madds": requested,
-        "accuracy": accuracy, "madds": madds,
+        "accuracy": accuracy,
+        "madds": madds,
         "generated_minus_manual": {n: _difference(accuracy[n], "manual") for n in SEARCHERS},
         "generated_minus_full": {n: _difference(accuracy[n], "full") for n in SEARCHERS},
     }
@@ -198,7 +263,8 @@ def plot(section: dict, folder: Path) -> None:
     right.set_xticks(range(len(SEARCHERS)), [SEARCHER_NAMES[n].split(" (")[0] for n in SEARCHERS], fontsize=8)
     right.set_ylabel("standalone test accuracy (%)")
     low, high = section["window"]
-    right.set_title(f"{low / 1e6:.1f}-{high / 1e6:.1f}M MAdds, {section['standalone_steps']} standalone steps",
-                    fontsize=9)
+    right.set_title(
+        f"{low / 1e6:.1f}-{high / 1e6:.1f}M MAdds, {section['standalone_steps']} standalone steps", fontsize=9
+    )
     right.legend(fontsize=8)
     save_figure(fig, folder / "gpu_autospace.png")

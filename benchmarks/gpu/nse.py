@@ -37,10 +37,28 @@ TRAINING, STANDALONE = 0.6, 0.4  # shares of a seed's budget after the candidate
 
 def _settings(smoke: bool) -> dict:
     if smoke:
-        return {"width": 0.25, "resolution": 16, "batch": 64, "eval_images": 200, "test_images": 500,
-                "samples": 3, "edge": 1, "population": 4, "generations": 1}
-    return {"width": 0.5, "resolution": 32, "batch": 256, "eval_images": 1000, "test_images": None,
-            "samples": 12, "edge": 3, "population": 10, "generations": 2}
+        return {
+            "width": 0.25,
+            "resolution": 16,
+            "batch": 64,
+            "eval_images": 200,
+            "test_images": 500,
+            "samples": 3,
+            "edge": 1,
+            "population": 4,
+            "generations": 1,
+        }
+    return {
+        "width": 0.5,
+        "resolution": 32,
+        "batch": 256,
+        "eval_images": 1000,
+        "test_images": None,
+        "samples": 12,
+        "edge": 3,
+        "population": 10,
+        "generations": 2,
+    }
 
 
 def _timed(fn) -> float:
@@ -68,10 +86,12 @@ def _step_times(multi, single, dev: str, fitness: dict, smoke: bool) -> tuple[fl
     spos(train_job(2, seed=1, lr=1e-3))
     nse(evaluate_batch_job(space, archs[:1]))
     n = 4 if smoke else 20
-    return (_timed(lambda: nse(train_job(n, subset, seed=1, lr=1e-3, nse=fitness))) / n,
-            _timed(lambda: spos(train_job(n, seed=1, lr=1e-3))) / n,
-            _timed(lambda: nse(evaluate_batch_job(space, archs))) / len(archs),
-            _timed(lambda: nse(train_job(n, seed=1, lr=1e-3, arch=space.to_string(archs[0])))) / n)
+    return (
+        _timed(lambda: nse(train_job(n, subset, seed=1, lr=1e-3, nse=fitness))) / n,
+        _timed(lambda: spos(train_job(n, seed=1, lr=1e-3))) / n,
+        _timed(lambda: nse(evaluate_batch_job(space, archs))) / len(archs),
+        _timed(lambda: nse(train_job(n, seed=1, lr=1e-3, arch=space.to_string(archs[0])))) / n,
+    )
 
 
 def run(budget_s: float, smoke: bool) -> dict:
@@ -84,8 +104,9 @@ def run(budget_s: float, smoke: bool) -> dict:
     start = time.perf_counter()
     cfg = _settings(smoke)
     space = MultiBranchSpace(width_mult=cfg["width"], input_size=cfg["resolution"], num_classes=10, stages=SMALL_STAGES)
-    single = MultiBranchSpace(width_mult=cfg["width"], input_size=cfg["resolution"], num_classes=10,
-                              stages=SMALL_STAGES, max_branches=1)
+    single = MultiBranchSpace(
+        width_mult=cfg["width"], input_size=cfg["resolution"], num_classes=10, stages=SMALL_STAGES, max_branches=1
+    )
     costs = [single.cost(a).madds / 1e6 for a in single.sample_many(np.random.default_rng(0), 2000)]
     tau = float(np.quantile(costs, 0.7))
     low, high = (1 - WINDOW) * tau, (1 + WINDOW) * tau
@@ -113,43 +134,82 @@ def run(budget_s: float, smoke: bool) -> dict:
     runs = []
     for seed in range(seeds):
         t = time.perf_counter()
-        nse = NSESearcher(space=space, ops_per_layer=K, steps_per_round=steps_per_round,
-                          steps_per_trial=steps_per_round, lr=0.1, alpha=alpha_for(tau), tau=tau, constraint=(low, high),
-                          samples=cfg["samples"], edge_samples=cfg["edge"], eval_batch=25, metric="accuracy",
-                          mode="max", seed=seed)
+        nse = NSESearcher(
+            space=space,
+            ops_per_layer=K,
+            steps_per_round=steps_per_round,
+            steps_per_trial=steps_per_round,
+            lr=0.1,
+            alpha=alpha_for(tau),
+            tau=tau,
+            constraint=(low, high),
+            samples=cfg["samples"],
+            edge_samples=cfg["edge"],
+            eval_batch=25,
+            metric="accuracy",
+            mode="max",
+            seed=seed,
+        )
         run_in_process(nse, InProcessSupernet(spec(space, seed), dev))
         nse_seconds, t = time.perf_counter() - t, time.perf_counter()
-        spos = SPOSSearcher(space=single, train_steps=ROUNDS * steps_per_round, steps_per_trial=steps_per_round,
-                            lr=0.1, min_madds=low * 1e6, max_madds=high * 1e6, eval_batch=25, metric="accuracy",
-                            mode="max", seed=seed,
-                            evolution=EvolutionSettings(population=cfg["population"], generations=cfg["generations"],
-                                                        parents=max(1, cfg["population"] // 4),
-                                                        mutations=cfg["population"] // 2,
-                                                        crossovers=cfg["population"] // 2))
+        spos = SPOSSearcher(
+            space=single,
+            train_steps=ROUNDS * steps_per_round,
+            steps_per_trial=steps_per_round,
+            lr=0.1,
+            min_madds=low * 1e6,
+            max_madds=high * 1e6,
+            eval_batch=25,
+            metric="accuracy",
+            mode="max",
+            seed=seed,
+            evolution=EvolutionSettings(
+                population=cfg["population"],
+                generations=cfg["generations"],
+                parents=max(1, cfg["population"] // 4),
+                mutations=cfg["population"] // 2,
+                crossovers=cfg["population"] // 2,
+            ),
+        )
         run_in_process(spos, InProcessSupernet(spec(single, seed), dev))
         spos_seconds = time.perf_counter() - t
-        row = {"seed": seed, "nse_seconds": nse_seconds, "spos_seconds": spos_seconds,
-               "front_supernet_accuracy": [r["front_accuracy"] for r in nse.rounds]}
+        row = {
+            "seed": seed,
+            "nse_seconds": nse_seconds,
+            "spos_seconds": spos_seconds,
+            "front_supernet_accuracy": [r["front_accuracy"] for r in nse.rounds],
+        }
         for name, best in (("nse", nse.best_architecture()), ("spos", spos.best_architecture())):
             row[name] = best
             if best is None:
                 continue
-            alone = standalone(spec(space, 10_000 + seed), best, standalone_steps, seed, images=cfg["test_images"],
-                               device=dev)
+            alone = standalone(
+                spec(space, 10_000 + seed), best, standalone_steps, seed, images=cfg["test_images"], device=dev
+            )
             row[f"{name}_accuracy"], row[f"{name}_madds"] = alone["accuracy"], alone["madds"] / 1e6
         runs.append(row)
     per = {m: [r[f"{m}_accuracy"] for r in runs if f"{m}_accuracy" in r] for m in ("nse", "spos")}
     both = min(len(per["nse"]), len(per["spos"]))
-    return {"supernet": f"Table 5, two layers per stage, width {cfg['width']}, {cfg['resolution']}x{cfg['resolution']}, "
-                        "27-op pool", "distinct_operations_per_layer": distinct_operations(space),
-            "tau_madds_millions": tau, "window_millions": [low, high], "seeds": seeds,
-            "steps_per_round": steps_per_round, "supernet_steps_per_method": ROUNDS * steps_per_round,
-            "epochs_per_method": ROUNDS * steps_per_round * cfg["batch"] / 45_000, "standalone_steps": standalone_steps,
-            "seconds_per_step": {"nse": per_nse, "spos": per_spos, "standalone": per_alone}, "seconds_per_candidate": per_eval,
-            "nse": per["nse"], "spos": per["spos"],
-            "nse_mean": float(np.mean(per["nse"])) if per["nse"] else None,
-            "spos_mean": float(np.mean(per["spos"])) if per["spos"] else None,
-            "welch_p": welch_p(per["nse"], per["spos"]) if both > 1 else None, "runs": runs}
+    return {
+        "supernet": f"Table 5, two layers per stage, width {cfg['width']}, {cfg['resolution']}x{cfg['resolution']}, "
+        "27-op pool",
+        "distinct_operations_per_layer": distinct_operations(space),
+        "tau_madds_millions": tau,
+        "window_millions": [low, high],
+        "seeds": seeds,
+        "steps_per_round": steps_per_round,
+        "supernet_steps_per_method": ROUNDS * steps_per_round,
+        "epochs_per_method": ROUNDS * steps_per_round * cfg["batch"] / 45_000,
+        "standalone_steps": standalone_steps,
+        "seconds_per_step": {"nse": per_nse, "spos": per_spos, "standalone": per_alone},
+        "seconds_per_candidate": per_eval,
+        "nse": per["nse"],
+        "spos": per["spos"],
+        "nse_mean": float(np.mean(per["nse"])) if per["nse"] else None,
+        "spos_mean": float(np.mean(per["spos"])) if per["spos"] else None,
+        "welch_p": welch_p(per["nse"], per["spos"]) if both > 1 else None,
+        "runs": runs,
+    }
 
 
 def plot(section: dict, folder: Path) -> None:
@@ -161,7 +221,9 @@ def plot(section: dict, folder: Path) -> None:
     ax.set_xticks([0, 1], ["NSE (multi-branch)", "SPOS (single path)"])
     low, high = section["window_millions"]
     p = section["welch_p"]
-    ax.set(ylabel="standalone CIFAR-10 test accuracy (%)",
-           title=f"GPU, matched MAdds {low:.1f}-{high:.1f}M, {section['seeds']} seeds"
-                 + ("" if p is None else f", Welch p {p:.2f}"))
+    ax.set(
+        ylabel="standalone CIFAR-10 test accuracy (%)",
+        title=f"GPU, matched MAdds {low:.1f}-{high:.1f}M, {section['seeds']} seeds"
+        + ("" if p is None else f", Welch p {p:.2f}"),
+    )
     save_figure(fig, folder / "gpu_nse.png")

@@ -31,15 +31,34 @@ PHASES = 5  # training phases of equal length per seed: stage 1 (shared), SE-NAS
 def config(smoke: bool) -> dict:
     data = cifar10(smoke)
     batch = 256
-    train_images = (data.train_size or 50_000 - data.val_size)
-    return {"data": data.to_dict(), "resolution": data.resolution or 32, "channels": 8 if smoke else 16,
-            "cells": 1 if smoke else 5, "batch_size": batch, "lr": 0.1, "stages": 2,
-            "steps_per_epoch": train_images // batch, "snapshots": 5, "samples_per_op": 2 if smoke else 10,
-            "drop": 7, "threshold": 50, "archs": 10 if smoke else 100, "final_archs": 5 if smoke else 50,
-            "sample_seed": 0, "eval_images": 200 if smoke else 500, "recalibration_batches": 4, "eval_batch": 100,
-            "threads": 4,
-            "device": device(), "normalizations": [NORMALIZATION], "evaluation_stability": True,
-            "selection_confidence": True, "expanding": True, "merge_only_shrunk": True}
+    train_images = data.train_size or 50_000 - data.val_size
+    return {
+        "data": data.to_dict(),
+        "resolution": data.resolution or 32,
+        "channels": 8 if smoke else 16,
+        "cells": 1 if smoke else 5,
+        "batch_size": batch,
+        "lr": 0.1,
+        "stages": 2,
+        "steps_per_epoch": train_images // batch,
+        "snapshots": 5,
+        "samples_per_op": 2 if smoke else 10,
+        "drop": 7,
+        "threshold": 50,
+        "archs": 10 if smoke else 100,
+        "final_archs": 5 if smoke else 50,
+        "sample_seed": 0,
+        "eval_images": 200 if smoke else 500,
+        "recalibration_batches": 4,
+        "eval_batch": 100,
+        "threads": 4,
+        "device": device(),
+        "normalizations": [NORMALIZATION],
+        "evaluation_stability": True,
+        "selection_confidence": True,
+        "expanding": True,
+        "merge_only_shrunk": True,
+    }
 
 
 def cells_scored(cfg: dict) -> int:
@@ -63,10 +82,18 @@ def run(budget_s: float, smoke: bool) -> dict:
     steps = max(10, int(TRAINING_SHARE * left / (PHASES * per_step)))
     per_job = min(cfg["steps_per_epoch"], steps)
     stage_steps = per_job * max(1, steps // per_job)
-    cfg |= {"stage_steps": stage_steps, "final_steps": stage_steps, "steps_per_job": per_job,
-            "epochs_per_stage": stage_steps / cfg["steps_per_epoch"], "final_epochs": stage_steps / cfg["steps_per_epoch"]}
-    print(f"senas: {per_step * 1e3:.1f} ms/step, {per_cell * 1e3:.0f} ms/cell -> {stage_steps} steps per phase "
-          f"({cfg['epochs_per_stage']:.2f} epochs), seeds {seeds}", flush=True)
+    cfg |= {
+        "stage_steps": stage_steps,
+        "final_steps": stage_steps,
+        "steps_per_job": per_job,
+        "epochs_per_stage": stage_steps / cfg["steps_per_epoch"],
+        "final_epochs": stage_steps / cfg["steps_per_epoch"],
+    }
+    print(
+        f"senas: {per_step * 1e3:.1f} ms/step, {per_cell * 1e3:.0f} ms/cell -> {stage_steps} steps per phase "
+        f"({cfg['epochs_per_stage']:.2f} epochs), seeds {seeds}",
+        flush=True,
+    )
     first, senas, spos, same = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="senas_gpu_") as workdir:
         for seed in seeds:
@@ -75,9 +102,12 @@ def run(budget_s: float, smoke: bool) -> dict:
             spos[seed] = spos_rest(cfg, seed, workdir, first[seed])
             same[(seed, NORMALIZATION)] = spos_on_cells(cfg, seed, workdir, senas[(seed, NORMALIZATION)]["S"])
     payload = summarise(cfg, list(seeds), first, senas, spos, same)
-    payload |= {"supernet": f"NAS-Bench-201 C={cfg['channels']} N={cfg['cells']}, {cfg['resolution']}x{cfg['resolution']}",
-                "ms_per_step": per_step * 1e3, "ms_per_cell": per_cell * 1e3,
-                "within_budget": time.perf_counter() - start <= budget_s}
+    payload |= {
+        "supernet": f"NAS-Bench-201 C={cfg['channels']} N={cfg['cells']}, {cfg['resolution']}x{cfg['resolution']}",
+        "ms_per_step": per_step * 1e3,
+        "ms_per_cell": per_cell * 1e3,
+        "within_budget": time.perf_counter() - start <= budget_s,
+    }
     return payload
 
 

@@ -23,8 +23,9 @@ def run(budget_s: float, smoke: bool) -> dict:
     from tune_spacenas.spaces import NASBench201Space
     from tune_spacenas.supernet.spec import SupernetSpec
 
-    space = NASBench201Space(channels=8 if smoke else 16, cells_per_stage=1 if smoke else 5,
-                             input_size=16 if smoke else 32)
+    space = NASBench201Space(
+        channels=8 if smoke else 16, cells_per_stage=1 if smoke else 5, input_size=16 if smoke else 32
+    )
     archs = rank_sample(20 if smoke else ARCHS)
     truth, params = table_truth(archs), parameter_counts(space, archs)
     runs = []
@@ -35,15 +36,29 @@ def run(budget_s: float, smoke: bool) -> dict:
         steps, per_step = steps_for_seconds(runner, 0.72 * budget_s / SEEDS)
         seconds = train(runner, steps, max(1, steps // 10), spec.lr, seed)
         scores = score(runner, archs, batch=100)
-        runs.append({"seed": seed, "steps": steps, "epochs": steps * spec.batch_size / runner.worker.data.size("train"),
-                     "train_seconds": seconds, "images_per_s": spec.batch_size / per_step, "scores": scores,
-                     **rank_report(scores, truth, params)})
+        runs.append(
+            {
+                "seed": seed,
+                "steps": steps,
+                "epochs": steps * spec.batch_size / runner.worker.data.size("train"),
+                "train_seconds": seconds,
+                "images_per_s": spec.batch_size / per_step,
+                "scores": scores,
+                **rank_report(scores, truth, params),
+            }
+        )
     taus = [r["kendall_tau"] for r in runs]
-    return {"supernet": f"NAS-Bench-201 C={space.channels} N={space.cells_per_stage}, {space.input_size}x{space.input_size}",
-            "architectures": len(archs), "ground_truth": "NAS-Bench-201 CIFAR-10 test accuracy (200 epochs)",
-            "kendall_tau": taus, "kendall_tau_mean": float(np.mean(taus)), "runs": runs,
-            "params_tau": runs[0]["params_tau"], "params_tau_top_half": runs[0]["params_tau_top_half"],
-            "truth": truth}
+    return {
+        "supernet": f"NAS-Bench-201 C={space.channels} N={space.cells_per_stage}, {space.input_size}x{space.input_size}",
+        "architectures": len(archs),
+        "ground_truth": "NAS-Bench-201 CIFAR-10 test accuracy (200 epochs)",
+        "kendall_tau": taus,
+        "kendall_tau_mean": float(np.mean(taus)),
+        "runs": runs,
+        "params_tau": runs[0]["params_tau"],
+        "params_tau_top_half": runs[0]["params_tau_top_half"],
+        "truth": truth,
+    }
 
 
 def plot(section: dict, folder: Path) -> None:

@@ -54,7 +54,16 @@ def run(budget_s: float, smoke: bool) -> dict:
         synchronize()
         unchanged.append(1000 * (time.perf_counter() - start))
     p50 = float(np.median(new_version))
-    return {"device": where, "path_params": int(nbytes // 4), "path_tensors": len(path), "path_bytes": nbytes,
-            "first_sync_tensors": first, "rounds": step, "tensors_copied_per_new_version": sorted(set(copied)),
-            "sync_new_version_ms_p50": p50, "sync_new_version_ms_p90": float(np.percentile(new_version, 90)),
-            "sync_unchanged_ms_p50": float(np.median(unchanged)), "effective_GB_per_s": nbytes / p50 / 1e6}
+    return {
+        "device": where,
+        "path_params": int(nbytes // 4),
+        "path_tensors": len(path),
+        "path_bytes": nbytes,
+        "first_sync_tensors": first,
+        "rounds": step,
+        "tensors_copied_per_new_version": sorted(set(copied)),
+        "sync_new_version_ms_p50": p50,
+        "sync_new_version_ms_p90": float(np.percentile(new_version, 90)),
+        "sync_unchanged_ms_p50": float(np.median(unchanged)),
+        "effective_GB_per_s": nbytes / p50 / 1e6,
+    }

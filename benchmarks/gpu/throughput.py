@@ -28,9 +28,18 @@ def run(budget_s: float, smoke: bool) -> dict:
     result = runner(train_job(steps, seed=2, sync_every=SYNC_EVERY, report_every=steps))
     step_ms = 1e3 * spec.batch_size / result["images_per_s"]  # one step, its share of syncs included
     sync_ms = result["store_push_ms"] + result["store_pull_ms"]
-    return {"device": where, "supernet": f"MobileNet-like width {space.width_mult}, {space.input_size}x{space.input_size}",
-            "batch_size": spec.batch_size, "plain_images_per_s": plain["images_per_s"],
-            "worker_images_per_s": result["images_per_s"], "ratio": result["images_per_s"] / plain["images_per_s"],
-            "sync_every": SYNC_EVERY, "store_push_ms": result["store_push_ms"], "store_pull_ms": result["store_pull_ms"],
-            "steps": steps, "step_ms": step_ms, "sync_ms": sync_ms,
-            "sync_share_of_step_time": sync_ms / (SYNC_EVERY * step_ms)}
+    return {
+        "device": where,
+        "supernet": f"MobileNet-like width {space.width_mult}, {space.input_size}x{space.input_size}",
+        "batch_size": spec.batch_size,
+        "plain_images_per_s": plain["images_per_s"],
+        "worker_images_per_s": result["images_per_s"],
+        "ratio": result["images_per_s"] / plain["images_per_s"],
+        "sync_every": SYNC_EVERY,
+        "store_push_ms": result["store_push_ms"],
+        "store_pull_ms": result["store_pull_ms"],
+        "steps": steps,
+        "step_ms": step_ms,
+        "sync_ms": sync_ms,
+        "sync_share_of_step_time": sync_ms / (SYNC_EVERY * step_ms),
+    }

@@ -20,8 +20,14 @@ def best_so_far(values: Sequence[float], length: int | None = None, mode: str = 
     return running[:length] if length is not None else running
 
 
-def plot_curves(curves: Mapping[str, np.ndarray], path: str | os.PathLike, xlabel: str = "queries",
-                ylabel: str = "best test accuracy (%)", title: str = "", band: str = "std") -> None:
+def plot_curves(
+    curves: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    xlabel: str = "queries",
+    ylabel: str = "best test accuracy (%)",
+    title: str = "",
+    band: str = "std",
+) -> None:
     """One line per method (mean over runs) with a band (std, or 'sem'); ``curves[name]`` is runs x steps."""
     import matplotlib
 

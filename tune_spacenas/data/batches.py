@@ -23,7 +23,10 @@ class DeviceData:
         self.num_classes = data.num_classes
         self.augment = augment
         self.splits = {
-            name: (self._images(getattr(data, f"x_{name}")), torch.as_tensor(getattr(data, f"y_{name}"), device=self.device))
+            name: (
+                self._images(getattr(data, f"x_{name}")),
+                torch.as_tensor(getattr(data, f"y_{name}"), device=self.device),
+            )
             for name in ("train", "val", "test")
         }
         shape = (1, 3, 1, 1)
@@ -50,19 +53,20 @@ class DeviceData:
         while True:
             order = torch.randperm(n, generator=gen).to(self.device)
             for start in range(0, n - batch_size + 1, batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 x = self.normalise(x_all[idx])
                 yield (self._augment(x, gen) if self.augment else x), y_all[idx]
 
-    def fixed_batches(self, split: str, batch_size: int, count: int | None = None,
-                      seed: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def fixed_batches(
+        self, split: str, batch_size: int, count: int | None = None, seed: int | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``count`` batches of ``split`` (all of it when ``None``), in order or in a seeded random order."""
         x_all, y_all = self.splits[split]
         n = len(y_all)
         order = torch.arange(n) if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         order = order.to(self.device)
         starts = list(range(0, n, batch_size))[: count if count is not None else None]
-        return [(self.normalise(x_all[order[s:s + batch_size]]), y_all[order[s:s + batch_size]]) for s in starts]
+        return [(self.normalise(x_all[order[s : s + batch_size]]), y_all[order[s : s + batch_size]]) for s in starts]
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -70,11 +70,20 @@ def how_to_provide() -> str:
 
 
 def load_cifar10(spec: DataSpec) -> SplitData:
-    x_train, y_train, x_test, y_test = _torchvision_arrays(spec) if spec.source == "torchvision" else _cached_arrays(spec)
+    x_train, y_train, x_test, y_test = (
+        _torchvision_arrays(spec) if spec.source == "torchvision" else _cached_arrays(spec)
+    )
     x_train, y_train, x_val, y_val = split_train_val(x_train, y_train, spec)
     return SplitData(
-        downsample(x_train, spec.resolution), y_train, downsample(x_val, spec.resolution), y_val,
-        downsample(x_test, spec.resolution), y_test, 10, CIFAR10_MEAN, CIFAR10_STD,
+        downsample(x_train, spec.resolution),
+        y_train,
+        downsample(x_val, spec.resolution),
+        y_val,
+        downsample(x_test, spec.resolution),
+        y_test,
+        10,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
     )
 
 
@@ -107,8 +116,10 @@ def find_cifar10(path: str | os.PathLike | None = None) -> Path | None:
         given = Path(path).expanduser()
         found = _source_in(given) if given.is_dir() and given.name != EXTRACTED_DIR else given
         if found is None or not found.exists():
-            raise FileNotFoundError(f"no CIFAR-10 at {given} (DataSpec.path): expected {' or '.join(SOURCE_NAMES)} "
-                                    f"there. {how_to_provide()}")
+            raise FileNotFoundError(
+                f"no CIFAR-10 at {given} (DataSpec.path): expected {' or '.join(SOURCE_NAMES)} "
+                f"there. {how_to_provide()}"
+            )
         return found
     return next((found for d in data_dirs() if (found := _source_in(d)) is not None), None)
 
@@ -131,8 +142,10 @@ def _download_into(cached: Path, md5: str) -> None:
 
 
 def _not_found(reason: str) -> str:
-    return (f"CIFAR-10 not found, and {reason}. Looked in: {describe_data_dirs()}, and the cache {cache_dir()}. "
-            f"{how_to_provide()}")
+    return (
+        f"CIFAR-10 not found, and {reason}. Looked in: {describe_data_dirs()}, and the cache {cache_dir()}. "
+        f"{how_to_provide()}"
+    )
 
 
 def _cached_arrays(spec: DataSpec) -> tuple[np.ndarray, ...]:
@@ -153,8 +166,10 @@ def _decode(source: Path) -> dict[str, np.ndarray]:
         train = [batches[name] for name in TRAIN_BATCHES]
         test = batches[TEST_BATCH]
     except (OSError, EOFError, KeyError, pickle.UnpicklingError, tarfile.TarError) as err:
-        raise ValueError(f"cannot read {source} as CIFAR-10's python version (a {ARCHIVE_FILE} or "
-                         f"{EXTRACTED_DIR} holding {', '.join(TRAIN_BATCHES)} and {TEST_BATCH}): {err!r}") from err
+        raise ValueError(
+            f"cannot read {source} as CIFAR-10's python version (a {ARCHIVE_FILE} or "
+            f"{EXTRACTED_DIR} holding {', '.join(TRAIN_BATCHES)} and {TEST_BATCH}): {err!r}"
+        ) from err
     x_train, y_train = _batch_arrays(train)
     x_test, y_test = _batch_arrays([test])
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
@@ -167,8 +182,10 @@ def _decode_parquet(path: Path) -> dict[str, np.ndarray]:
     try:
         table = pq.read_table(path, columns=["split", "label", "jpeg"])
     except Exception as err:  # a truncated or foreign file: say which and what is expected
-        raise ValueError(f"cannot read {path} as the CIFAR-10 Parquet file ({err}). It packs CIFAR-10's images "
-                         f"as JPEG with columns split, label, index, jpeg (see ../shared/data/README.md).") from err
+        raise ValueError(
+            f"cannot read {path} as the CIFAR-10 Parquet file ({err}). It packs CIFAR-10's images "
+            f"as JPEG with columns split, label, index, jpeg (see ../shared/data/README.md)."
+        ) from err
     split = np.asarray(table.column("split").to_pylist())
     labels = table.column("label").to_numpy().astype(np.int64)
     images = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column("jpeg").to_pylist()])
@@ -202,8 +219,15 @@ class _BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR-10 batches and nothing else: a pickle can run code, so only numpy's array
     reconstruction is allowed (the batches are dicts of bytes, lists and one uint8 array)."""
 
-    allowed = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})  # encode: bytes in protocol 2
+    allowed = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )  # encode: bytes in protocol 2
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.allowed:
@@ -226,9 +250,12 @@ def write_official_archive(arrays: dict[str, np.ndarray], path: Path) -> None:
     def write(out: BinaryIO) -> None:
         with tarfile.open(fileobj=out, mode="w:gz") as tar:
             for name, x, y in batches:
-                batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in y],
-                         b"data": np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1),
-                         b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(x))]}
+                batch = {
+                    b"batch_label": name.encode(),
+                    b"labels": [int(v) for v in y],
+                    b"data": np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1),
+                    b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(x))],
+                }
                 payload = pickle.dumps(batch, protocol=2)  # the protocol of the official files
                 info = tarfile.TarInfo(f"{EXTRACTED_DIR}/{name}")
                 info.size = len(payload)
@@ -242,5 +269,9 @@ def _torchvision_arrays(spec: DataSpec) -> tuple[np.ndarray, ...]:
 
     root = spec.path or str(cache_dir() / "torchvision")
     train, test = CIFAR10(root, train=True, download=True), CIFAR10(root, train=False, download=True)
-    return (np.asarray(train.data), np.asarray(train.targets, np.int64),
-            np.asarray(test.data), np.asarray(test.targets, np.int64))
+    return (
+        np.asarray(train.data),
+        np.asarray(train.targets, np.int64),
+        np.asarray(test.data),
+        np.asarray(test.targets, np.int64),
+    )

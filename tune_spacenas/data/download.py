@@ -60,8 +60,10 @@ def downloaded(url: str, md5: str, folder: Path, desc: str = "download") -> Iter
         if expected is not None and received != expected:
             raise DownloadError(f"download of {url} was interrupted after {received:,} of {expected:,} bytes")
         if digest.hexdigest() != md5.lower():
-            raise ChecksumError(f"{url} gave {received:,} bytes with MD5 {digest.hexdigest()}, not the expected "
-                                f"{md5}: the file is damaged or not the one expected; nothing was kept")
+            raise ChecksumError(
+                f"{url} gave {received:,} bytes with MD5 {digest.hexdigest()}, not the expected "
+                f"{md5}: the file is damaged or not the one expected; nothing was kept"
+            )
         yield part
     finally:
         part.unlink(missing_ok=True)
@@ -89,8 +91,9 @@ def _open(url: str, timeout: float) -> Any:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise DownloadError(f"no answer from {urlsplit(url).netloc} within {timeout:g} s "
-                            f"(set {TIMEOUT_ENV} to wait longer)")
+        raise DownloadError(
+            f"no answer from {urlsplit(url).netloc} within {timeout:g} s (set {TIMEOUT_ENV} to wait longer)"
+        )
     if "error" in box:
         err = box["error"]
         reason = getattr(err, "reason", err) if isinstance(err, urllib.error.URLError) else err

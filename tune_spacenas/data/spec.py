@@ -70,7 +70,7 @@ def split_train_val(x: np.ndarray, y: np.ndarray, spec: DataSpec) -> tuple[np.nd
     if spec.val_size >= len(x):
         raise ValueError(f"val_size {spec.val_size} leaves no training images out of {len(x)}")
     order = np.random.default_rng(spec.seed).permutation(len(x))
-    val, train = order[: spec.val_size], order[spec.val_size:]
+    val, train = order[: spec.val_size], order[spec.val_size :]
     if spec.train_size is not None:
         train = train[: spec.train_size]
     return x[train], y[train], x[val], y[val]

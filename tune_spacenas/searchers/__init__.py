@@ -12,6 +12,18 @@ from tune_spacenas.searchers.reinforce import REINFORCESearcher
 from tune_spacenas.searchers.senas import SENASSearcher
 from tune_spacenas.searchers.spos import SPOSSearcher
 
-__all__ = ["FINISHED", "ArchSearcher", "ASESearcher", "AutoSpaceSearcher", "EvolutionSettings", "NSESearcher",
-           "ProxylessSearcher", "RandomSearcher", "REINFORCESearcher", "RegularizedEvolutionSearcher", "SearchProgress", "SENASSearcher",
-           "SPOSSearcher"]
+__all__ = [
+    "FINISHED",
+    "ArchSearcher",
+    "ASESearcher",
+    "AutoSpaceSearcher",
+    "EvolutionSettings",
+    "NSESearcher",
+    "ProxylessSearcher",
+    "RandomSearcher",
+    "REINFORCESearcher",
+    "RegularizedEvolutionSearcher",
+    "SearchProgress",
+    "SENASSearcher",
+    "SPOSSearcher",
+]

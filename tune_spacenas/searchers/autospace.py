@@ -120,12 +120,31 @@ class AutoSpaceSearcher(ArchSearcher):
 
     PHASES = ("evolution", DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, num_layers: int | None = None, cells_per_layer: int = 4, population_size: int = 16, tournament_size: int = 3,
-                 generations: int = 20, iterations_per_generation: int = 100, epsilon: float = 0.5,
-                 offspring: int = 2, reference: str = REFERENCE_IRB, use_reference: bool = True, tau: float = 0.12,
-                 reference_fraction: float = 0.5, initial_fitness_std: float = 1e-3, alpha_lr: float = 0.05,
-                 gate_paths: int = 2, compensation: bool = True, madds_penalty: float = 0.0,
-                 max_cell_madds: float | Sequence[float] | None = None, lr: float = 0.05, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        num_layers: int | None = None,
+        cells_per_layer: int = 4,
+        population_size: int = 16,
+        tournament_size: int = 3,
+        generations: int = 20,
+        iterations_per_generation: int = 100,
+        epsilon: float = 0.5,
+        offspring: int = 2,
+        reference: str = REFERENCE_IRB,
+        use_reference: bool = True,
+        tau: float = 0.12,
+        reference_fraction: float = 0.5,
+        initial_fitness_std: float = 1e-3,
+        alpha_lr: float = 0.05,
+        gate_paths: int = 2,
+        compensation: bool = True,
+        madds_penalty: float = 0.0,
+        max_cell_madds: float | Sequence[float] | None = None,
+        lr: float = 0.05,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(space, **kwargs)
         if not 1 <= cells_per_layer <= population_size:
@@ -138,7 +157,11 @@ class AutoSpaceSearcher(ArchSearcher):
             raise ValueError(f"offspring must lie in [0, cells_per_layer={cells_per_layer}], got {offspring}")
         self.reference = cell_string(canonical_cell(reference))
         self.num_layers, self.cells_per_layer, self.population_size = num_layers, cells_per_layer, population_size
-        self.tournament_size, self.generations, self.iterations_per_generation = tournament_size, generations, iterations_per_generation
+        self.tournament_size, self.generations, self.iterations_per_generation = (
+            tournament_size,
+            generations,
+            iterations_per_generation,
+        )
         self.epsilon, self.offspring, self.use_reference = epsilon, offspring, use_reference
         self.tau, self.reference_fraction, self.initial_fitness_std = tau, reference_fraction, initial_fitness_std
         self.alpha_lr, self.gate_paths, self.compensation = alpha_lr, gate_paths, compensation
@@ -153,8 +176,10 @@ class AutoSpaceSearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     def setup(self) -> None:
         if not isinstance(self.space, OpenCellSpace):
-            raise ValueError(f"AutoSpaceSearcher evolves the cells of an OpenCellSpace, got {self.space!r}; create the "
-                             "store with SupernetSpec(OpenCellSpace(...)) and pass config=store.param_space()")
+            raise ValueError(
+                f"AutoSpaceSearcher evolves the cells of an OpenCellSpace, got {self.space!r}; create the "
+                "store with SupernetSpec(OpenCellSpace(...)) and pass config=store.param_space()"
+            )
         if self.num_layers is not None and self.num_layers != self.space.num_layers:
             raise ValueError(f"num_layers={self.num_layers} but the space has {self.space.num_layers} layers")
         self.num_layers = self.space.num_layers
@@ -169,16 +194,23 @@ class AutoSpaceSearcher(ArchSearcher):
         for _ in range(_MAX_TRIES * self.population_size):
             if len(members) >= self.population_size:
                 break
-            cell = (sample_neighbour(_CELLS, parse_cell(self.reference), radius, self.rng) if self.use_reference
-                    else _CELLS.sample(self.rng))
+            cell = (
+                sample_neighbour(_CELLS, parse_cell(self.reference), radius, self.rng)
+                if self.use_reference
+                else _CELLS.sample(self.rng)
+            )
             text = cell_string(canonical_cell(cell))
             if self._acceptable(layer, text, constrained=self.use_reference):
                 members.setdefault(text)
         if len(members) < self.cells_per_layer:
-            raise ValueError(f"layer {layer + 1}: only {len(members)} cells satisfy the constraints (tau, max_cell_madds); "
-                             f"K={self.cells_per_layer} are needed")
-        return [Member(text, float(self.rng.normal(0.0, self.initial_fitness_std)) if self.initial_fitness_std else 0.0)
-                for text in members]
+            raise ValueError(
+                f"layer {layer + 1}: only {len(members)} cells satisfy the constraints (tau, max_cell_madds); "
+                f"K={self.cells_per_layer} are needed"
+            )
+        return [
+            Member(text, float(self.rng.normal(0.0, self.initial_fitness_std)) if self.initial_fitness_std else 0.0)
+            for text in members
+        ]
 
     def _affordable(self, layer: int, cell: str) -> bool:
         """Eq. (1)'s constraint ``MAdds(d) < MAdds_max`` (the layer's own limit where one is given per layer)."""
@@ -204,10 +236,13 @@ class AutoSpaceSearcher(ArchSearcher):
         job = self.training.next_job(seed=int(self.rng.integers(2**31)))
         picks = [self.tournament(layer) for layer in range(self.num_layers)]
         generation = AutoSpaceGeneration(
-            generation=self.issued_generations, cells=[[m.cell for m in members] for members in picks],
+            generation=self.issued_generations,
+            cells=[[m.cell for m in members] for members in picks],
             alpha=[[m.fitness for m in members] for members in picks],
             compensation=[[self.compensation_factor(m) for m in members] for members in picks],
-            alpha_lr=self.alpha_lr, gate_paths=self.gate_paths)
+            alpha_lr=self.alpha_lr,
+            gate_paths=self.gate_paths,
+        )
         job[AUTOSPACE_KEY] = AutoSpaceJob(madds_penalty=self.madds_penalty, generation=generation).to_dict()
         self.issued_generations += 1
         return job
@@ -245,8 +280,10 @@ class AutoSpaceSearcher(ArchSearcher):
         value = self._value(result)  # recorded with the population; a result without it is kept as NaN
         value = math.nan if value is None else float(value)
         if ALPHA not in result:
-            raise ValueError(f"the generation's trial reported no {ALPHA!r} (learned fitness scores): train AutoSpace "
-                             f"on an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}")
+            raise ValueError(
+                f"the generation's trial reported no {ALPHA!r} (learned fitness scores): train AutoSpace "
+                f"on an OpenCellSpace store with supernet_trainable; it reported {sorted(result)}"
+            )
         generation = AutoSpaceJob.from_dict(job[AUTOSPACE_KEY]).generation
         steps = int(result.get(STEPS_DONE, job[STEPS_KEY]))
         self.completed_generations += 1
@@ -254,8 +291,15 @@ class AutoSpaceSearcher(ArchSearcher):
             updated = self._update_fitness(layer, cells, alpha_star, steps, generation, value)
             self._reproduce(layer, updated)
 
-    def _update_fitness(self, layer: int, cells: list[str], alpha_star: list[float], steps: int,
-                        generation: AutoSpaceGeneration, value: float) -> list[Member]:
+    def _update_fitness(
+        self,
+        layer: int,
+        cells: list[str],
+        alpha_star: list[float],
+        steps: int,
+        generation: AutoSpaceGeneration,
+        value: float,
+    ) -> list[Member]:
         """Eq. (5) for the generation's cells still in the population; returns them."""
         by_cell = {m.cell: m for m in self.populations[layer]}
         updated = []
@@ -268,11 +312,21 @@ class AutoSpaceSearcher(ArchSearcher):
             member.trained += steps
             member.evaluations += 1
             updated.append(member)
-            self.population_history.append({
-                "generation": int(generation.generation), "completed": self.completed_generations, "layer": layer,
-                "cell": cell, "alpha_start": float(generation.alpha[layer][k]), "alpha_star": float(learned),
-                "fitness_before": before, "fitness": member.fitness, "trained": member.trained,
-                MADDS: self.space.layer_cost(layer, cell).madds, self._metric: value})
+            self.population_history.append(
+                {
+                    "generation": int(generation.generation),
+                    "completed": self.completed_generations,
+                    "layer": layer,
+                    "cell": cell,
+                    "alpha_start": float(generation.alpha[layer][k]),
+                    "alpha_star": float(learned),
+                    "fitness_before": before,
+                    "fitness": member.fitness,
+                    "trained": member.trained,
+                    MADDS: self.space.layer_cost(layer, cell).madds,
+                    self._metric: value,
+                }
+            )
         return updated
 
     def reference_active(self) -> bool:
@@ -290,7 +344,7 @@ class AutoSpaceSearcher(ArchSearcher):
                 population.append(Member(child, parent.fitness, born=self.completed_generations, parent=parent.cell))
         # Stable sort: among equal fitness the oldest members go first.
         population.sort(key=lambda m: -m.fitness)
-        del population[self.population_size:]
+        del population[self.population_size :]
 
     def mutate(self, layer: int, cell: str, exclude: set[str]) -> str | None:
         """Change one edge operation, the ratio or the aggregation; repeated until the child is a new
@@ -318,8 +372,12 @@ class AutoSpaceSearcher(ArchSearcher):
         top = [self.ranked(layer)[:k] for layer in range(len(self.populations))]
         unevaluated = sum(m.evaluations == 0 for members in top for m in members)
         if unevaluated:
-            log.warning("%d of the top cells were never evaluated (too few generations completed): they fill layers "
-                        "with fewer than %d evaluated cells", unevaluated, k)
+            log.warning(
+                "%d of the top cells were never evaluated (too few generations completed): they fill layers "
+                "with fewer than %d evaluated cells",
+                unevaluated,
+                k,
+            )
         return [[m.cell for m in members] for members in top]
 
     def generated_space(self, k: int | None = None) -> GeneratedSpace:
@@ -330,8 +388,9 @@ class AutoSpaceSearcher(ArchSearcher):
             raise ValueError("no populations yet: the evolution has not started (call suggest first)")
         cells = self.top_cells(k)
         counts = [{m.cell: m.evaluations for m in pop} for pop in self.populations]
-        return self.space.generated_space(cells, evaluations=[[c[cell] for cell in layer]
-                                                              for c, layer in zip(counts, cells)])
+        return self.space.generated_space(
+            cells, evaluations=[[c[cell] for cell in layer] for c, layer in zip(counts, cells)]
+        )
 
     def best_architecture(self) -> str | None:
         """The fittest cell of every layer, as an architecture of the open space."""
@@ -341,9 +400,12 @@ class AutoSpaceSearcher(ArchSearcher):
 
     def current_progress(self) -> SearchProgress:
         fittest = self.top_cells(1)[0][0] if self.populations else ""
-        return self.make_progress((self.training.done, self.training.total_steps), (0, 0), best=None,
-                                  note=f"generation {self.completed_generations}/{self.generations}, fittest cell of "
-                                       f"layer 1: {fittest}")
+        return self.make_progress(
+            (self.training.done, self.training.total_steps),
+            (0, 0),
+            best=None,
+            note=f"generation {self.completed_generations}/{self.generations}, fittest cell of layer 1: {fittest}",
+        )
 
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the population history (one row per cell per generation: alphas before, learned and

@@ -226,13 +226,9 @@ class ArchSearcher(Searcher):
         self._refuse_repeater()
         problems = []
         if not self._metric or not self._mode:
-            problems.append(
-                "no metric/mode: pass metric= and mode= to the searcher or to tune.run / TuneConfig"
-            )
+            problems.append("no metric/mode: pass metric= and mode= to the searcher or to tune.run / TuneConfig")
         if self.space is None:
-            problems.append(
-                "no search space: pass space= to the searcher or config=space.param_space() to tune.run"
-            )
+            problems.append("no search space: pass space= to the searcher or config=space.param_space() to tune.run")
         elif self.needs_one_choice_per_slot and not self.space.one_choice_per_slot:
             problems.append(
                 f"space {self.space.name!r} selects a set of operations per layer and this method picks one "
@@ -260,7 +256,8 @@ class ArchSearcher(Searcher):
                 "the searcher only {metric: mean over the repeats} of the first trial. To average out evaluation "
                 "noise, score on more images (SupernetSpec(eval_images=...)) or run the search with several seeds; "
                 "Repeater works with RandomSearcher, RegularizedEvolutionSearcher, REINFORCESearcher and "
-                "ASESearcher(train_steps=0), whose trials each evaluate one architecture")
+                "ASESearcher(train_steps=0), whose trials each evaluate one architecture"
+            )
 
     # ------------------------------------------------------------------------------------------
     # Method hooks
@@ -293,8 +290,10 @@ class ArchSearcher(Searcher):
         details = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" for metric {self._metric!r}"
         if failed == len(self.history):
             return f"all {failed} evaluations failed ({details})"
-        return (f"{failed} of {len(self.history)} evaluations failed ({details}), among them every one the answer "
-                "is picked from")
+        return (
+            f"{failed} of {len(self.history)} evaluations failed ({details}), among them every one the answer "
+            "is picked from"
+        )
 
     # ------------------------------------------------------------------------------------------
     # Results
@@ -305,11 +304,15 @@ class ArchSearcher(Searcher):
 
     def arch_values(self, job: Mapping[str, Any], result: Mapping[str, Any]) -> list[tuple[Architecture, float]]:
         """(architecture, metric value) for every architecture an evaluation job named whose value is finite."""
-        return [(arch, value) for arch, value in self._reported_values(job, result)
-                if value is not None and math.isfinite(value)]
+        return [
+            (arch, value)
+            for arch, value in self._reported_values(job, result)
+            if value is not None and math.isfinite(value)
+        ]
 
-    def _reported_values(self, job: Mapping[str, Any], result: Mapping[str, Any]
-                         ) -> list[tuple[Architecture, float | None]]:
+    def _reported_values(
+        self, job: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> list[tuple[Architecture, float | None]]:
         """(architecture, reported value) for every architecture of an evaluation job; None where the metric
         is missing (ValueError naming what the trainable reports if no result of this search carried it)."""
         if ARCHS_KEY not in job:
@@ -319,17 +322,19 @@ class ArchSearcher(Searcher):
         prefix = f"{PER_ARCH_KEY}/"
         per_arch = result.get(PER_ARCH_KEY)
         if not isinstance(per_arch, Mapping):
-            per_arch = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+            per_arch = {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
         if not per_arch:
             raise ValueError(
                 f"a batch evaluation must report {PER_ARCH_KEY!r}: {{metric: [one value per architecture]}}, got "
                 f"keys {sorted(result)}; a result of only {{{self._metric!r}: mean}} is what Tune's Repeater hands "
-                "on, and Repeater cannot drive searchers that evaluate in batches")
+                "on, and Repeater cannot drive searchers that evaluate in batches"
+            )
         values = self._value(per_arch)
         values = [values] * len(archs) if values is None else values
         if len(values) != len(archs):
-            raise ValueError(f"a batch evaluation must report {PER_ARCH_KEY!r}: "
-                             "{metric: [one value per architecture]}")
+            raise ValueError(
+                f"a batch evaluation must report {PER_ARCH_KEY!r}: {{metric: [one value per architecture]}}"
+            )
         return [(arch, _as_float(v)) for arch, v in zip(archs, values)]
 
     def _value(self, result: Mapping[str, Any]) -> Any:
@@ -341,8 +346,9 @@ class ArchSearcher(Searcher):
             return None
         return self._metric_of(result)
 
-    def batch_scores(self, job: Mapping[str, Any], result: Mapping[str, Any] | None
-                     ) -> tuple[list[Architecture], dict[Architecture, float]]:
+    def batch_scores(
+        self, job: Mapping[str, Any], result: Mapping[str, Any] | None
+    ) -> tuple[list[Architecture], dict[Architecture, float]]:
         """An evaluation job's architectures, and the scores to maximise of those with a finite value (none
         when the trial failed): what every method that evaluates in batches learns from."""
         archs = self._job_archs(job)
@@ -370,16 +376,29 @@ class ArchSearcher(Searcher):
         for arch, value in reported:
             text = self.space.to_string(arch)
             status = ERROR if result is None else _status(value)
-            self.history.append({"order": len(self.history), "trial_id": trial_id or "cache", ARCH_KEY: text,
-                                 self._metric: value if status == OK else math.nan, "status": status})
+            self.history.append(
+                {
+                    "order": len(self.history),
+                    "trial_id": trial_id or "cache",
+                    ARCH_KEY: text,
+                    self._metric: value if status == OK else math.nan,
+                    "status": status,
+                }
+            )
             if status != OK:
                 failures.append(status)
             elif self.cache_evaluations and ARCHS_KEY not in job:
                 self._cache[text] = result
         if result is not None and failures:
-            log.warning("trial %s: metric %r is %s for %d of %d architectures: recorded as failed evaluations "
-                        "(never a best, a reward or a centre)", trial_id or "cache", self._metric,
-                        "/".join(sorted(set(failures))), len(failures), len(reported))
+            log.warning(
+                "trial %s: metric %r is %s for %d of %d architectures: recorded as failed evaluations "
+                "(never a best, a reward or a centre)",
+                trial_id or "cache",
+                self._metric,
+                "/".join(sorted(set(failures))),
+                len(failures),
+                len(reported),
+            )
             if len(failures) == len(reported):
                 result = None
         self.observe(job, result)
@@ -391,9 +410,15 @@ class ArchSearcher(Searcher):
             self._metric_seen = True
         if DIVERGED_KEY not in result and (value is None or math.isfinite(value)):
             return True
-        where = f"diverged at step {result[DIVERGED_KEY]}" if DIVERGED_KEY in result else f"reported {self._metric}={value}"
-        log.warning("trial %s: training job %s %s: counted as failed (its steps before that stay in the store)",
-                    trial_id, job.get(JOB_ID_KEY, ""), where)
+        where = (
+            f"diverged at step {result[DIVERGED_KEY]}" if DIVERGED_KEY in result else f"reported {self._metric}={value}"
+        )
+        log.warning(
+            "trial %s: training job %s %s: counted as failed (its steps before that stay in the store)",
+            trial_id,
+            job.get(JOB_ID_KEY, ""),
+            where,
+        )
         return False
 
     def _job_archs(self, job: Mapping[str, Any]) -> list[Architecture]:
@@ -427,8 +452,13 @@ class ArchSearcher(Searcher):
         """``progress()`` once the search has started (metric, mode and space known): methods override it."""
         return self.make_progress()
 
-    def make_progress(self, steps: tuple[int, int] = (0, 0), evaluations: tuple[int, int | None] | None = None,
-                      best: tuple[float, str] | None = None, note: str = "") -> SearchProgress:
+    def make_progress(
+        self,
+        steps: tuple[int, int] = (0, 0),
+        evaluations: tuple[int, int | None] | None = None,
+        best: tuple[float, str] | None = None,
+        note: str = "",
+    ) -> SearchProgress:
         """``SearchProgress`` with this searcher's phase and defaults: evaluations are the queries spent of
         ``max_queries``, the best is the best evaluation in the history."""
         if evaluations is None:
@@ -436,8 +466,16 @@ class ArchSearcher(Searcher):
         if best is None:
             record = self.best_record()
             best = None if record is None else (float(record[self._metric]), record[ARCH_KEY])
-        return SearchProgress(self.phase, int(steps[0]), int(steps[1]), int(evaluations[0]), evaluations[1],
-                              None if best is None else best[0], None if best is None else best[1], note)
+        return SearchProgress(
+            self.phase,
+            int(steps[0]),
+            int(steps[1]),
+            int(evaluations[0]),
+            evaluations[1],
+            None if best is None else best[0],
+            None if best is None else best[1],
+            note,
+        )
 
     def export_history(self, path: str | os.PathLike) -> None:
         """Write the (architecture, metric) history to Parquet."""

@@ -14,8 +14,13 @@ class CostConstraint:
     space's cost range: such a search could only end without a result.
     """
 
-    def __init__(self, space: SearchSpace, max_madds: float | None = None, max_params: float | None = None,
-                 min_madds: float | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        max_madds: float | None = None,
+        max_params: float | None = None,
+        min_madds: float | None = None,
+    ):
         if not space.has_cost_model:
             raise ValueError(f"space {space.name!r} has no cost model, so it cannot take a MAdds/params constraint")
         self.space, self.max_madds, self.max_params, self.min_madds = space, max_madds, max_params, min_madds
@@ -43,7 +48,9 @@ class CostConstraint:
         span = space.cost_range()
         if span is None:
             return True
-        return (self.max_madds is None or span[0] <= self.max_madds) and (self.min_madds is None or span[1] >= self.min_madds)
+        return (self.max_madds is None or span[0] <= self.max_madds) and (
+            self.min_madds is None or span[1] >= self.min_madds
+        )
 
     def __call__(self, arch: Architecture) -> bool:
         cost = self.space.cost(arch)

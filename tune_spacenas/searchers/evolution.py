@@ -39,8 +39,10 @@ class EvolutionSettings:
 
     def __post_init__(self):
         if min(self.population, self.generations, self.parents) < 1 or min(self.mutations, self.crossovers) < 0:
-            raise ValueError(f"evolution needs population, generations and parents >= 1 and no negative "
-                             f"mutations or crossovers, got {asdict(self)}")
+            raise ValueError(
+                f"evolution needs population, generations and parents >= 1 and no negative "
+                f"mutations or crossovers, got {asdict(self)}"
+            )
 
 
 class EvolutionPhase:
@@ -50,8 +52,14 @@ class EvolutionPhase:
     exhaustive (every architecture once). Candidates failing ``constraint`` are never evaluated.
     """
 
-    def __init__(self, space: SearchSpace, settings: EvolutionSettings = EvolutionSettings(), batch_size: int = 25,
-                 constraint: Constraint | None = None, max_tries: int = 10_000):
+    def __init__(
+        self,
+        space: SearchSpace,
+        settings: EvolutionSettings = EvolutionSettings(),
+        batch_size: int = 25,
+        constraint: Constraint | None = None,
+        max_tries: int = 10_000,
+    ):
         self.space, self.settings, self.constraint, self.max_tries = space, settings, constraint, max_tries
         self.queue = EvaluationQueue(batch_size)
         self.scores: dict[Architecture, float] = {}
@@ -74,8 +82,9 @@ class EvolutionPhase:
         s = self.settings
         return self.space.size if self.exhaustive else s.population + (s.generations - 1) * (s.mutations + s.crossovers)
 
-    def next_job(self, rng: np.random.Generator,
-                 make_job: Callable[[list[Architecture]], dict[str, Any]]) -> dict[str, Any] | str | None:
+    def next_job(
+        self, rng: np.random.Generator, make_job: Callable[[list[Architecture]], dict[str, Any]]
+    ) -> dict[str, Any] | str | None:
         """A searcher's ``propose`` during the search: the job ``make_job`` builds for the next batch,
         ``FINISHED`` once every generation is scored, or None while a generation waits for its scores."""
         if self.finished:
@@ -109,8 +118,9 @@ class EvolutionPhase:
         children += self._fill(rng, lambda: self._crossover(ranked, rng), s.crossovers, exclude=children)
         return children
 
-    def _fill(self, rng: np.random.Generator, make: Callable[[], Architecture], count: int,
-              exclude: list[Architecture] = ()) -> list[Architecture]:
+    def _fill(
+        self, rng: np.random.Generator, make: Callable[[], Architecture], count: int, exclude: list[Architecture] = ()
+    ) -> list[Architecture]:
         out: list[Architecture] = []
         seen = set(self.scores) | set(exclude)
         for _ in range(self.max_tries):
@@ -123,8 +133,10 @@ class EvolutionPhase:
         return out
 
     def _mutate(self, parent: Architecture, rng: np.random.Generator) -> Architecture:
-        child = [self.space.sample_slot(i, rng) if rng.random() < self.settings.mutation_prob else c
-                 for i, c in enumerate(parent)]
+        child = [
+            self.space.sample_slot(i, rng) if rng.random() < self.settings.mutation_prob else c
+            for i, c in enumerate(parent)
+        ]
         return self.space.canonicalize(tuple(child))
 
     def _crossover(self, parents: list[Architecture], rng: np.random.Generator) -> Architecture:
@@ -145,9 +157,16 @@ class EvolutionSearcher(CostLimited, ArchSearcher):
         **kwargs: ``ArchSearcher`` arguments (metric, mode, seed, ...).
     """
 
-    def __init__(self, space: SearchSpace | None = None, *, evolution: EvolutionSettings = EvolutionSettings(),
-                 max_madds: float | None = None, min_madds: float | None = None, eval_batch: int = 25,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        evolution: EvolutionSettings = EvolutionSettings(),
+        max_madds: float | None = None,
+        min_madds: float | None = None,
+        eval_batch: int = 25,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(space, **kwargs)
         if not isinstance(evolution, EvolutionSettings):

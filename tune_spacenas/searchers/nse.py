@@ -69,18 +69,22 @@ def resource_table(space: SearchSpace, unit: float = 1e6) -> tuple[float, np.nda
         fixed, table = full.cost_table()
         return fixed.madds / unit, np.array([[c.madds / unit for c in row] for row in table])
     if not full.has_cost_model:
-        raise ValueError(f"space {full.name!r} has no cost model; give NSESearcher cost_table=(fixed, table) "
-                         "(e.g. a latency lookup table: a fixed cost and one cost per slot and operation)")
+        raise ValueError(
+            f"space {full.name!r} has no cost model; give NSESearcher cost_table=(fixed, table) "
+            "(e.g. a latency lookup table: a fixed cost and one cost per slot and operation)"
+        )
     reference = tuple(0 for _ in full.slots)
     base = full.cost(reference).madds
     table = np.zeros((len(full.slots), max(len(s.ops) for s in full.slots)))
     for i, slot in enumerate(full.slots):
         for o in range(1, len(slot.ops)):
-            table[i, o] = full.cost(reference[:i] + (o,) + reference[i + 1:]).madds - base
+            table[i, o] = full.cost(reference[:i] + (o,) + reference[i + 1 :]).madds - base
     rng = np.random.default_rng(0)
     for arch in full.sample_many(rng, 5):
         if not np.isclose(base + sum(table[i, o] for i, o in enumerate(arch)), full.cost(arch).madds):
-            raise ValueError(f"space {full.name!r} has no additive cost model; give NSESearcher cost_table=(fixed, table)")
+            raise ValueError(
+                f"space {full.name!r} has no additive cost model; give NSESearcher cost_table=(fixed, table)"
+            )
     return base / unit, table / unit
 
 
@@ -103,8 +107,13 @@ def resource_range(space: SearchSpace, fixed: float, table: np.ndarray) -> tuple
 # --------------------------------------------------------------------------------------------------
 # The paper's steps as functions of plain data
 # --------------------------------------------------------------------------------------------------
-def simplify(subsets: Sequence[Sequence[int]], theta: np.ndarray, threshold: float, reduction: Sequence[bool],
-             locked: Sequence[Sequence[int]] = ()) -> list[list[int]]:
+def simplify(
+    subsets: Sequence[Sequence[int]],
+    theta: np.ndarray,
+    threshold: float,
+    reduction: Sequence[bool],
+    locked: Sequence[Sequence[int]] = (),
+) -> list[list[int]]:
     """Section 3.3.1: drop each path whose fitness indicator is below ``threshold``, except the last
     remaining path of a reduction layer (the one with the highest theta stays) and the ``locked``
     operations inherited from the previous round (Lock and Rehearse)."""
@@ -124,8 +133,9 @@ def aggregate(front: Sequence[Sequence[Sequence[int]]], layers: int) -> list[lis
     return [sorted({o for arch in front for o in arch[layer]}) for layer in range(layers)]
 
 
-def replenish(aggregated: Sequence[Sequence[int]], pending: Sequence[Sequence[int]], k: int
-              ) -> tuple[list[list[int]], list[list[int]]] | None:
+def replenish(
+    aggregated: Sequence[Sequence[int]], pending: Sequence[Sequence[int]], k: int
+) -> tuple[list[list[int]], list[list[int]]] | None:
     """Section 3.3.3: ``A'_s = Â_s U A_r``, each layer refilled to ``k`` operations with the next unused
     ones of its (shuffled) pool; ``None`` when some layer's pool cannot fill it (the search ends, 4.1)."""
     subsets, left = [], []
@@ -194,17 +204,37 @@ class NSESearcher(ArchSearcher):
 
     PHASES = (TRAINING, EVALUATION, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, ops_per_layer: int = 5, steps_per_round: int = 2000,
-                 steps_per_trial: int = 200, lr: float = 0.05, theta_lr: float = 0.1,
-                 theta_betas: tuple[float, float] = (0.0, 0.999), update_every: int = 2, alpha: float = 1e-5,
-                 beta: float = 2.0, tau: float | None = None,
-                 resource_unit: float = 1e6, cost_table: tuple[float, Sequence[Sequence[float]]] | None = None,
-                 drop_threshold: float = -2.0, lock_and_rehearse: bool = True, samples: int = 2000,
-                 edge_samples: int = 100, constraint: tuple[float, float] | None = None,
-                 edge_band: float | None = None, eval_batch: int = 50, eval_images: int | None = None,
-                 reinit_weights: bool = True, max_rounds: int | None = None,
-                 pool: Sequence[str] | None = None, inherit: Sequence[Sequence[str]] | None = None,
-                 rehearse: Sequence[str] = (), **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        ops_per_layer: int = 5,
+        steps_per_round: int = 2000,
+        steps_per_trial: int = 200,
+        lr: float = 0.05,
+        theta_lr: float = 0.1,
+        theta_betas: tuple[float, float] = (0.0, 0.999),
+        update_every: int = 2,
+        alpha: float = 1e-5,
+        beta: float = 2.0,
+        tau: float | None = None,
+        resource_unit: float = 1e6,
+        cost_table: tuple[float, Sequence[Sequence[float]]] | None = None,
+        drop_threshold: float = -2.0,
+        lock_and_rehearse: bool = True,
+        samples: int = 2000,
+        edge_samples: int = 100,
+        constraint: tuple[float, float] | None = None,
+        edge_band: float | None = None,
+        eval_batch: int = 50,
+        eval_images: int | None = None,
+        reinit_weights: bool = True,
+        max_rounds: int | None = None,
+        pool: Sequence[str] | None = None,
+        inherit: Sequence[Sequence[str]] | None = None,
+        rehearse: Sequence[str] = (),
+        **kwargs: Any,
+    ):
         # The constructor's arguments, so ``continue_on`` can start a follow-up search with the same settings.
         self.settings = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
         self.settings |= {k: kwargs[k] for k in ("metric", "mode", "seed") if k in kwargs}
@@ -216,7 +246,12 @@ class NSESearcher(ArchSearcher):
             raise ValueError(f"theta_lr must be >= 0 (0: no fitness learning, the thetas stay 0), got {theta_lr}")
         if steps_per_round < 1 or samples < 1:
             raise ValueError(f"need steps_per_round >= 1 and samples >= 1, got {steps_per_round}, {samples}")
-        self.k, self.steps_per_round, self.steps_per_trial, self.lr = ops_per_layer, steps_per_round, steps_per_trial, lr
+        self.k, self.steps_per_round, self.steps_per_trial, self.lr = (
+            ops_per_layer,
+            steps_per_round,
+            steps_per_trial,
+            lr,
+        )
         # Eq. (5)-(8)'s update as the training jobs carry it (``tau``, ``costs`` are set once the space is known).
         self.fitness = NSEJob(every=update_every, lr=theta_lr, betas=list(theta_betas), alpha=alpha, beta=beta)
         self.target: float | None = None  # Eq. (5)'s tau in use
@@ -262,24 +297,35 @@ class NSESearcher(ArchSearcher):
                     f"NSESearcher's constraint window {low:.4g}-{high:.4g} (tau={self.target}, in MAdds / "
                     f"{self.resource_unit:.0e}) holds no architecture of space {full!r}, whose costs range "
                     f"{cheapest:.4g}-{dearest:.4g}: pass tau= (and constraint=) inside that range, or leave tau unset "
-                    "to derive it from the space")
+                    "to derive it from the space"
+                )
 
     def setup(self) -> None:
         full = self.space.full_space()
         self.reduction = list(full.reduction) if isinstance(full, MultiBranchSpace) else [True] * len(full.slots)
         names = [set(s.ops) if self.pool is None else set(self.pool) for s in full.slots]
         if self.inherit and len(self.inherit) != len(full.slots):
-            raise ValueError(f"inherit= has {len(self.inherit)} layers but space {full.name!r} has {len(full.slots)}: "
-                             "give one list of operations per layer (e.g. a finished search's final subsets)")
-        inherited = ([[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)] if self.inherit
-                     else [[] for _ in full.slots])
+            raise ValueError(
+                f"inherit= has {len(self.inherit)} layers but space {full.name!r} has {len(full.slots)}: "
+                "give one list of operations per layer (e.g. a finished search's final subsets)"
+            )
+        inherited = (
+            [[full.slots[i].index(op) for op in ops] for i, ops in enumerate(self.inherit)]
+            if self.inherit
+            else [[] for _ in full.slots]
+        )
         # Section 4.1: each layer's pool in a fixed, layer-wise shuffled order (a MultiBranchSpace's slots are
         # already shuffled by its seed; other spaces by this searcher's), so the first subset is a random one.
-        order = [list(range(len(s.ops))) if isinstance(full, MultiBranchSpace)
-                 else np.random.default_rng([self.seed, i]).permutation(len(s.ops)).tolist()
-                 for i, s in enumerate(full.slots)]
-        pending = [[o for o in order[i] if full.slots[i].ops[o] in names[i] and o not in inherited[i]]
-                   for i in range(len(full.slots))]
+        order = [
+            list(range(len(s.ops)))
+            if isinstance(full, MultiBranchSpace)
+            else np.random.default_rng([self.seed, i]).permutation(len(s.ops)).tolist()
+            for i, s in enumerate(full.slots)
+        ]
+        pending = [
+            [o for o in order[i] if full.slots[i].ops[o] in names[i] and o not in inherited[i]]
+            for i in range(len(full.slots))
+        ]
         filled = replenish(inherited, pending, self.k)
         if filled is None:
             raise ValueError(f"a layer's pool holds fewer than K={self.k} operations; lower ops_per_layer")
@@ -287,7 +333,9 @@ class NSESearcher(ArchSearcher):
         if self.target is None:
             self._set_target(self._default_tau())
         self.locked = inherited if self.lock_and_rehearse else [[] for _ in full.slots]
-        self.previous_front = [self.space.to_string(full.validate(a)) for a in self.rehearse] if self.lock_and_rehearse else []
+        self.previous_front = (
+            [self.space.to_string(full.validate(a)) for a in self.rehearse] if self.lock_and_rehearse else []
+        )
         pool_size = max(len(p) + len(s) for p, s in zip(self.pending, self.subsets))
         if self.max_rounds is None:
             self.max_rounds = max(1, (pool_size - 1) // max(1, self.k - 1))
@@ -301,8 +349,13 @@ class NSESearcher(ArchSearcher):
         if paper is not None and cheapest <= 0.9 * paper and 1.1 * paper <= dearest:
             tau, why = paper, "the paper's target"
         else:
-            _, costs = self.sample_architectures(np.zeros(self.costs.shape), 1000, np.random.default_rng([self.seed, 8]))
-            tau, why = float(np.median(costs)), f"the median cost of round one's samples (the space costs {cheapest:.3g}-{dearest:.3g})"
+            _, costs = self.sample_architectures(
+                np.zeros(self.costs.shape), 1000, np.random.default_rng([self.seed, 8])
+            )
+            tau, why = (
+                float(np.median(costs)),
+                f"the median cost of round one's samples (the space costs {cheapest:.3g}-{dearest:.3g})",
+            )
         log.info("NSESearcher: tau=%.4g (%s), constraint window %.4g-%.4g", tau, why, 0.9 * tau, 1.1 * tau)
         return tau
 
@@ -317,9 +370,11 @@ class NSESearcher(ArchSearcher):
         ``reinit_weights``); the other trials wait for it, so none trains on the previous round's values."""
         settings = replace(self.fitness, tau=self.target, costs=self.costs.tolist(), fixed_cost=self.fixed_cost)
         self.training = TrainingPhase(self.steps_per_round, self.steps_per_trial, self.lr, extra={NSE_KEY: settings})
-        self.reset: NSEReset | None = NSEReset(seed=1000 * (self.seed + 1) + self.round,
-                                               ops=[list(op) for op in fresh_ops],
-                                               all=bool(self.reinit_weights and self.round))
+        self.reset: NSEReset | None = NSEReset(
+            seed=1000 * (self.seed + 1) + self.round,
+            ops=[list(op) for op in fresh_ops],
+            all=bool(self.reinit_weights and self.round),
+        )
         self.reset_in_flight = False
         self.thetas = np.zeros((len(self.subsets), self.costs.shape[1]))
         self.phase = TRAINING
@@ -366,9 +421,11 @@ class NSESearcher(ArchSearcher):
                 self.reset = self.reset if result is None else None  # a failed reset goes out with the next trial
             if result is not None:
                 if FITNESS_INDICATORS not in result:
-                    raise ValueError(f"training results carry no {FITNESS_INDICATORS!r}: NSE needs a supernet with "
-                                     "fitness indicators (a MultiBranchSpace, or SupernetSpec(..., "
-                                     "skeleton='nasbench201+fitness'))")
+                    raise ValueError(
+                        f"training results carry no {FITNESS_INDICATORS!r}: NSE needs a supernet with "
+                        "fitness indicators (a MultiBranchSpace, or SupernetSpec(..., "
+                        "skeleton='nasbench201+fitness'))"
+                    )
                 self.thetas = np.asarray(result[FITNESS_INDICATORS], float)  # the store's values after this push
             self.subsets = simplify(self.subsets, self.thetas, self.drop_threshold, self.reduction, self.locked)
             return
@@ -380,8 +437,9 @@ class NSESearcher(ArchSearcher):
     # ------------------------------------------------------------------------------------------
     # Pareto front retrieval (3.3.2)
     # ------------------------------------------------------------------------------------------
-    def sample_architectures(self, theta: np.ndarray, n: int, rng: np.random.Generator | None = None
-                             ) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    def sample_architectures(
+        self, theta: np.ndarray, n: int, rng: np.random.Generator | None = None
+    ) -> tuple[list[tuple[int, ...]], np.ndarray]:
         """``n`` architectures from ``P(Theta)``: per layer a configuration with Eq. (4)'s probability,
         renormalised over the configurations the subset allows (reduction layers: non-empty); with their
         resource costs (Eq. 8's ``C``)."""
@@ -439,16 +497,23 @@ class NSESearcher(ArchSearcher):
         accuracy = [c["score"] for _, c in scored]
         cost = [c["cost"] for _, c in scored]
         front = [scored[i] for i in retrieve_front(accuracy, cost, [c["role"] == EDGE for _, c in scored])]
-        self.front = [{ARCH_KEY: a, self._metric: self.score(c["score"]), "cost": c["cost"], "role": c["role"]}
-                      for a, c in front]
+        self.front = [
+            {ARCH_KEY: a, self._metric: self.score(c["score"]), "cost": c["cost"], "role": c["role"]} for a, c in front
+        ]
         archs = [self.space.from_string(a) for a, _ in front]
         ops = [[self.space.branches(l, v) for l, v in enumerate(a)] for a in archs]
         aggregated = aggregate(ops, len(self.subsets)) if front else [list(s) for s in self.subsets]
-        self.record.update(front=[f[ARCH_KEY] for f in self.front], front_accuracy=[f[self._metric] for f in self.front],
-                           front_cost=[f["cost"] for f in self.front], aggregated=self._names(aggregated),
-                           evaluated=len(scored), evaluated_archs=[a for a, _ in scored],
-                           evaluated_accuracy=[self.score(c["score"]) for _, c in scored], evaluated_cost=cost,
-                           evaluated_role=[c["role"] for _, c in scored])
+        self.record.update(
+            front=[f[ARCH_KEY] for f in self.front],
+            front_accuracy=[f[self._metric] for f in self.front],
+            front_cost=[f["cost"] for f in self.front],
+            aggregated=self._names(aggregated),
+            evaluated=len(scored),
+            evaluated_archs=[a for a, _ in scored],
+            evaluated_accuracy=[self.score(c["score"]) for _, c in scored],
+            evaluated_cost=cost,
+            evaluated_role=[c["role"] for _, c in scored],
+        )
         self.rounds.append(self.record)
         refilled = replenish(aggregated, self.pending, self.k)
         if refilled is None or self.round + 1 >= self.max_rounds:
@@ -473,21 +538,31 @@ class NSESearcher(ArchSearcher):
         ran three more rounds: ``max_rounds=3``). It needs its own weight store, built for ``space``."""
         if self.final_subsets is None:
             raise ValueError("this search has not finished yet; continue_on starts from its final subset and front")
-        settings = {**self.settings, "space": space, "pool": list(pool), "inherit": self.final_subsets,
-                    "rehearse": [f[ARCH_KEY] for f in self.front], "max_rounds": None}
+        settings = {
+            **self.settings,
+            "space": space,
+            "pool": list(pool),
+            "inherit": self.final_subsets,
+            "rehearse": [f[ARCH_KEY] for f in self.front],
+            "max_rounds": None,
+        }
         return NSESearcher(**{**settings, **overrides})
 
     def repeat_refusal(self) -> str | None:
-        return ("it trains the supernet with fitness indicators in training trials and scores architectures in "
-                "batches (per_arch lists)")
+        return (
+            "it trains the supernet with fitness indicators in training trials and scores architectures in "
+            "batches (per_arch lists)"
+        )
 
     def why_no_result(self) -> str:
         inside = sum(r.get("sampled", 0) for r in self.rounds)
         if self.rounds and not inside:
             low, high = self.constraint
-            return (f"no sampled architecture fell inside the constraint window {low:.4g}-{high:.4g} (tau="
-                    f"{self.target:.4g}, MAdds / {self.resource_unit:.0e}) in {len(self.rounds)} rounds, on a "
-                    f"space costing {self.cost_span[0]:.4g}-{self.cost_span[1]:.4g}: widen constraint= or move tau")
+            return (
+                f"no sampled architecture fell inside the constraint window {low:.4g}-{high:.4g} (tau="
+                f"{self.target:.4g}, MAdds / {self.resource_unit:.0e}) in {len(self.rounds)} rounds, on a "
+                f"space costing {self.cost_span[0]:.4g}-{self.cost_span[1]:.4g}: widen constraint= or move tau"
+            )
         return super().why_no_result()
 
     def best_architecture(self) -> str | None:
@@ -497,14 +572,18 @@ class NSESearcher(ArchSearcher):
         return max(self.front, key=lambda f: self.score(f[self._metric]))[ARCH_KEY]
 
     def current_progress(self) -> SearchProgress:
-        done = self.round * self.steps_per_round + (self.training.done if self.phase == TRAINING else self.steps_per_round)
+        done = self.round * self.steps_per_round + (
+            self.training.done if self.phase == TRAINING else self.steps_per_round
+        )
         evaluated = sum(c["score"] is not None for c in self.candidates.values())
         best = None if not self.front else max(self.front, key=lambda f: self.score(f[self._metric]))
         ops = sum(len(o) for o in self.subsets)
-        return self.make_progress((done, self.max_rounds * self.steps_per_round), (evaluated, len(self.candidates)),
-                                  None if best is None else (best[self._metric], best[ARCH_KEY]),
-                                  note=f"round {self.round + 1}/{self.max_rounds}, {ops} operations in the subset, "
-                                       f"{len(self.rounds)} fronts")
+        return self.make_progress(
+            (done, self.max_rounds * self.steps_per_round),
+            (evaluated, len(self.candidates)),
+            None if best is None else (best[self._metric], best[ARCH_KEY]),
+            note=f"round {self.round + 1}/{self.max_rounds}, {ops} operations in the subset, {len(self.rounds)} fronts",
+        )
 
     def export_rounds(self, path: str | os.PathLike) -> None:
         """Per-round history to Parquet: subsets, locked, simplified and aggregated operations per layer,

@@ -66,11 +66,24 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
     needs_one_choice_per_slot = True
     PHASES = (WARMUP, SEARCH, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, warmup_steps: int = 1000, search_steps: int = 2000,
-                 steps_per_trial: int = 200, lr: float = 0.05, arch_lr: float = 1e-3,
-                 arch_betas: Sequence[float] = (0.0, 0.999), update_every: int = 5, gate_paths: int = 2,
-                 madds_penalty: float = 0.0, max_madds: float | None = None, min_madds: float | None = None,
-                 derive_samples: int = 2000, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        warmup_steps: int = 1000,
+        search_steps: int = 2000,
+        steps_per_trial: int = 200,
+        lr: float = 0.05,
+        arch_lr: float = 1e-3,
+        arch_betas: Sequence[float] = (0.0, 0.999),
+        update_every: int = 5,
+        gate_paths: int = 2,
+        madds_penalty: float = 0.0,
+        max_madds: float | None = None,
+        min_madds: float | None = None,
+        derive_samples: int = 2000,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("cache_evaluations", False)
         super().__init__(space, **kwargs)
         if warmup_steps < 0 or search_steps < 1:
@@ -78,13 +91,21 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         if update_every < 1 or gate_paths < 1 or derive_samples < 0:
             raise ValueError("update_every and gate_paths must be positive and derive_samples non-negative")
         if arch_lr <= 0 or len(arch_betas) != 2 or not all(0 <= b < 1 for b in arch_betas):
-            raise ValueError(f"arch_lr must be positive and arch_betas two numbers in [0, 1), got {arch_lr}, {arch_betas}")
+            raise ValueError(
+                f"arch_lr must be positive and arch_betas two numbers in [0, 1), got {arch_lr}, {arch_betas}"
+            )
         total = warmup_steps + search_steps
         self.warmup = TrainingPhase(warmup_steps, steps_per_trial, lr, schedule_steps=total)
-        self.search = TrainingPhase(search_steps, steps_per_trial, lr, schedule_offset=warmup_steps, schedule_steps=total)
-        self.arch = ProxylessJob(arch_lr=float(arch_lr), betas=tuple(float(b) for b in arch_betas),
-                                 update_every=int(update_every), gate_paths=int(gate_paths),
-                                 madds_penalty=float(madds_penalty))
+        self.search = TrainingPhase(
+            search_steps, steps_per_trial, lr, schedule_offset=warmup_steps, schedule_steps=total
+        )
+        self.arch = ProxylessJob(
+            arch_lr=float(arch_lr),
+            betas=tuple(float(b) for b in arch_betas),
+            update_every=int(update_every),
+            gate_paths=int(gate_paths),
+            madds_penalty=float(madds_penalty),
+        )
         self.max_madds, self.min_madds, self.derive_samples = max_madds, min_madds, int(derive_samples)
         self.alpha: list[list[float]] = []
         self.curve: list[dict[str, Any]] = []  # per training trial: phase, steps, the reported metric
@@ -120,28 +141,39 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         if result is None:
             return  # a failed trial teaches alpha nothing; its pushed weight steps stay applied
         value = self._value(result)
-        self.curve.append({"phase": SEARCH if searching else WARMUP, STEPS_DONE: phase.done,
-                           self._metric: math.nan if value is None else float(value)})
+        self.curve.append(
+            {
+                "phase": SEARCH if searching else WARMUP,
+                STEPS_DONE: phase.done,
+                self._metric: math.nan if value is None else float(value),
+            }
+        )
         if not searching:
             return
         if ARCH_PARAMETERS not in result:
-            raise ValueError(f"the search trial reported no {ARCH_PARAMETERS!r} (architecture parameters): train on a "
-                             f"supernet store with supernet_trainable; it reported {sorted(result)}")
+            raise ValueError(
+                f"the search trial reported no {ARCH_PARAMETERS!r} (architecture parameters): train on a "
+                f"supernet store with supernet_trainable; it reported {sorted(result)}"
+            )
         sent = ProxylessJob.from_dict(job[PROXYLESS_KEY]).alpha
         learned = result[ARCH_PARAMETERS]
         if not all(math.isfinite(float(a)) for slot in learned for a in slot):
             return
         # What this trial changed, added to alpha as it is now (other trials may have changed it meanwhile).
-        self.alpha = [[a + float(new) - float(old) for a, new, old in zip(now, l, s)]
-                      for now, l, s in zip(self.alpha, learned, sent)]
+        self.alpha = [
+            [a + float(new) - float(old) for a, new, old in zip(now, l, s)]
+            for now, l, s in zip(self.alpha, learned, sent)
+        ]
 
     # ------------------------------------------------------------------------------------------
     # The derived architecture
     # ------------------------------------------------------------------------------------------
     def probabilities(self) -> list[dict[str, float]]:
         """Per slot, ``p = softmax(alpha)`` by operation name."""
-        return [dict(zip((slot.ops[o] for o in slot.allowed), _softmax(a).tolist()))
-                for slot, a in zip(self.space.slots, self.alpha)]
+        return [
+            dict(zip((slot.ops[o] for o in slot.allowed), _softmax(a).tolist()))
+            for slot, a in zip(self.space.slots, self.alpha)
+        ]
 
     def derive(self) -> Architecture | None:
         """The most probable architecture, ``argmax alpha`` per slot; with a cost window, the most probable one
@@ -161,8 +193,10 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         if self.constraint is None or self.constraint(self._arch(argmax)):
             return self._arch(argmax)
         rng = np.random.default_rng(self.seed)  # the same alpha, the same answer
-        draws = [[int(rng.choice(len(lp), p=np.exp(lp) / np.exp(lp).sum())) for lp in logp]
-                 for _ in range(self.derive_samples)]
+        draws = [
+            [int(rng.choice(len(lp), p=np.exp(lp) / np.exp(lp).sum())) for lp in logp]
+            for _ in range(self.derive_samples)
+        ]
         starts = [picks for picks in draws if self.constraint(self._arch(picks))]
         moved = self._into_window(argmax, logp)
         starts += [moved] if moved is not None else []
@@ -176,7 +210,7 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
                 for k in np.argsort(-lp):
                     if lp[k] <= lp[picks[s]]:
                         break
-                    trial = picks[:s] + [int(k)] + picks[s + 1:]
+                    trial = picks[:s] + [int(k)] + picks[s + 1 :]
                     if self.constraint(self._arch(trial)):
                         picks, improved = trial, True
                         break
@@ -188,12 +222,15 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
         distance = self._window_distance(picks)
         while distance > 0:
             moves = [(float(lp[k]), s, int(k)) for s, lp in enumerate(logp) for k in range(len(lp)) if k != picks[s]]
-            closer = [(score, s, k) for score, s, k in moves
-                      if self._window_distance(picks[:s] + [k] + picks[s + 1:]) < distance]
+            closer = [
+                (score, s, k)
+                for score, s, k in moves
+                if self._window_distance(picks[:s] + [k] + picks[s + 1 :]) < distance
+            ]
             if not closer:
                 return None
             _, s, k = max(closer)
-            picks = picks[:s] + [k] + picks[s + 1:]
+            picks = picks[:s] + [k] + picks[s + 1 :]
             distance = self._window_distance(picks)
         return picks
 
@@ -212,9 +249,11 @@ class ProxylessSearcher(CostLimited, ArchSearcher):
 
     def why_no_result(self) -> str:
         if self.alpha and self.constraint is not None:
-            return (f"no architecture inside the cost window [{self.min_madds}, {self.max_madds}] MAdds among "
-                    f"{self.derive_samples} drawn from the learned probabilities: widen the window or raise "
-                    "derive_samples")
+            return (
+                f"no architecture inside the cost window [{self.min_madds}, {self.max_madds}] MAdds among "
+                f"{self.derive_samples} drawn from the learned probabilities: widen the window or raise "
+                "derive_samples"
+            )
         return super().why_no_result()
 
     def current_progress(self) -> SearchProgress:

@@ -24,8 +24,14 @@ class RandomSearcher(CostLimited, ArchSearcher):
         **kwargs: ``ArchSearcher`` arguments (metric, mode, seed, max_queries).
     """
 
-    def __init__(self, space: SearchSpace | None = None, *, max_madds: float | None = None,
-                 min_madds: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        max_madds: float | None = None,
+        min_madds: float | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(space, **kwargs)
         self.max_madds, self.min_madds = max_madds, min_madds
         self.window_missed = False
@@ -43,6 +49,8 @@ class RandomSearcher(CostLimited, ArchSearcher):
 
     def why_no_result(self) -> str:
         if self.window_missed:
-            return (f"{_MAX_DRAWS} random architectures in a row fell outside the cost window [{self.min_madds}, "
-                    f"{self.max_madds}] MAdds: widen it")
+            return (
+                f"{_MAX_DRAWS} random architectures in a row fell outside the cost window [{self.min_madds}, "
+                f"{self.max_madds}] MAdds: widen it"
+            )
         return super().why_no_result()

@@ -27,8 +27,16 @@ class RegularizedEvolutionSearcher(ArchSearcher):
     several tournaments. A failed trial is dropped without entering the population.
     """
 
-    def __init__(self, space: SearchSpace | None = None, *, population_size: int = 10, tournament_size: int = 3,
-                 num_edits: int = 1, initial_population: Sequence[Any] = (), **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        population_size: int = 10,
+        tournament_size: int = 3,
+        num_edits: int = 1,
+        initial_population: Sequence[Any] = (),
+        **kwargs: Any,
+    ):
         super().__init__(space, **kwargs)
         if num_edits < 1:
             raise ValueError(f"num_edits must be at least 1 (a mutation changes that many slots), got {num_edits}")

@@ -43,8 +43,15 @@ class REINFORCESearcher(ArchSearcher):
 
     needs_one_choice_per_slot = True
 
-    def __init__(self, space: SearchSpace | None = None, *, learning_rate: float = 0.01, baseline_decay: float = 0.9,
-                 entropy_weight: float = 0.0, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        learning_rate: float = 0.01,
+        baseline_decay: float = 0.9,
+        entropy_weight: float = 0.0,
+        **kwargs: Any,
+    ):
         super().__init__(space, **kwargs)
         self.learning_rate, self.baseline_decay, self.entropy_weight = learning_rate, baseline_decay, entropy_weight
         self.baseline: float | None = None
@@ -71,8 +78,11 @@ class REINFORCESearcher(ArchSearcher):
             return
         for arch, value in self.arch_values(job, result):
             reward = self.score(value)
-            self.baseline = reward if self.baseline is None else (
-                self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward)
+            self.baseline = (
+                reward
+                if self.baseline is None
+                else (self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward)
+            )
             self._update(arch, reward - self.baseline)
 
     def _update(self, arch: tuple[int, ...], advantage: float) -> None:

@@ -29,8 +29,15 @@ class SPOSSearcher(EvolutionSearcher):
 
     PHASES = (TRAINING, SEARCH, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, train_steps: int = 2000, steps_per_trial: int = 200,
-                 lr: float = 0.05, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        train_steps: int = 2000,
+        steps_per_trial: int = 200,
+        lr: float = 0.05,
+        **kwargs: Any,
+    ):
         super().__init__(space, **kwargs)
         self.training = TrainingPhase(train_steps, steps_per_trial, lr)
 
@@ -51,5 +58,9 @@ class SPOSSearcher(EvolutionSearcher):
 
     def current_progress(self) -> SearchProgress:
         evaluations, best = self.search_progress()
-        return self.make_progress((self.training.done, self.training.total_steps), evaluations, best,
-                                  note=f"generation {self.evolution.generation}")
+        return self.make_progress(
+            (self.training.done, self.training.total_steps),
+            evaluations,
+            best,
+            note=f"generation {self.evolution.generation}",
+        )

@@ -42,7 +42,9 @@ class TrainingPhase:
 
     def __post_init__(self):
         if self.total_steps < 0 or self.steps_per_trial < 1:
-            raise ValueError(f"need total_steps >= 0 and steps_per_trial >= 1, got {self.total_steps}, {self.steps_per_trial}")
+            raise ValueError(
+                f"need total_steps >= 0 and steps_per_trial >= 1, got {self.total_steps}, {self.steps_per_trial}"
+            )
 
     @property
     def all_issued(self) -> bool:

@@ -20,7 +20,23 @@ from tune_spacenas.spaces.nasbench201 import NASBench201Space
 from tune_spacenas.spaces.ofa import OFASpace
 
 __all__ = [
-    "ARCH_KEY", "OPS_KEY", "SPACE_KEY", "Architecture", "CellSpace", "Cost", "DARTSSpace", "GeneratedSpace",
-    "IRBSpace", "MobileNetSpace", "MultiBranchSpace", "NASBench201Space", "OFASpace", "OpenCellSpace", "SearchSpace",
-    "Slot", "register_space", "space_from_config", "space_from_spec",
+    "ARCH_KEY",
+    "OPS_KEY",
+    "SPACE_KEY",
+    "Architecture",
+    "CellSpace",
+    "Cost",
+    "DARTSSpace",
+    "GeneratedSpace",
+    "IRBSpace",
+    "MobileNetSpace",
+    "MultiBranchSpace",
+    "NASBench201Space",
+    "OFASpace",
+    "OpenCellSpace",
+    "SearchSpace",
+    "Slot",
+    "register_space",
+    "space_from_config",
+    "space_from_spec",
 ]

@@ -255,8 +255,11 @@ class SearchSpace:
         sub.slots = tuple(slots)
         return sub
 
-    def _restriction(self, allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]],
-                     current: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    def _restriction(
+        self,
+        allowed: Sequence[Sequence[int | str]] | Mapping[str, Sequence[int | str]],
+        current: Sequence[Sequence[int]],
+    ) -> list[tuple[int, ...]]:
         """``restrict``'s argument as sorted operation indices per slot; slots a mapping leaves out keep
         ``current``. ValueError for unknown slot names, a wrong slot count or unknown operations."""
         if isinstance(allowed, Mapping):
@@ -289,14 +292,20 @@ class SearchSpace:
         if sum(len(s.allowed) for s in self.slots) <= max_evaluations:
             reference = tuple(s.allowed[0] for s in self.slots)
             base = self.cost(reference).madds
-            deltas = [{o: self.cost(reference[:i] + (o,) + reference[i + 1:]).madds - base for o in slot.allowed}
-                      for i, slot in enumerate(self.slots)]
+            deltas = [
+                {o: self.cost(reference[:i] + (o,) + reference[i + 1 :]).madds - base for o in slot.allowed}
+                for i, slot in enumerate(self.slots)
+            ]
             cheapest = tuple(min(d, key=d.get) for d in deltas)
             dearest = tuple(max(d, key=d.get) for d in deltas)
             rng = np.random.default_rng(0)
             checks = [cheapest, dearest, *self.sample_many(rng, 8)]
-            if all(math.isclose(self.cost(a).madds, base + sum(d[o] for d, o in zip(deltas, a)), rel_tol=1e-9, abs_tol=1e-3)
-                   for a in checks):
+            if all(
+                math.isclose(
+                    self.cost(a).madds, base + sum(d[o] for d, o in zip(deltas, a)), rel_tol=1e-9, abs_tol=1e-3
+                )
+                for a in checks
+            ):
                 return self.cost(cheapest).madds, self.cost(dearest).madds
         if self.size <= max_evaluations:
             madds = [self.cost(a).madds for a in self.enumerate()]
@@ -341,7 +350,9 @@ class SearchSpace:
 def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
     """Rebuild a (sub)space from ``SearchSpace.to_spec()``; ValueError for a malformed spec."""
     if not isinstance(spec, Mapping) or "kind" not in spec:
-        raise ValueError(f"malformed space spec {spec!r}: expected {{'kind': ..., 'kwargs': {{...}}}} from space.to_spec()")
+        raise ValueError(
+            f"malformed space spec {spec!r}: expected {{'kind': ..., 'kwargs': {{...}}}} from space.to_spec()"
+        )
     kind = spec["kind"]
     if kind == SearchSpace.kind:
         cls = SearchSpace

@@ -40,8 +40,13 @@ from tune_spacenas.spaces.costs import Cost
 
 EDGE_OPS = ("conv1x1", "conv3x3", "dwconv3x3", "dwconv5x5", "dwconv7x7", "identity", "zero")
 # The edge operations that hold weights: (kernel size, depth-wise).
-EDGE_CONVS = {"conv1x1": (1, False), "conv3x3": (3, False), "dwconv3x3": (3, True), "dwconv5x5": (5, True),
-              "dwconv7x7": (7, True)}
+EDGE_CONVS = {
+    "conv1x1": (1, False),
+    "conv3x3": (3, False),
+    "dwconv3x3": (3, True),
+    "dwconv5x5": (5, True),
+    "dwconv7x7": (7, True),
+}
 RATIOS = ("r1", "r3", "r6")
 AGGREGATIONS = ("add", "dot")
 # (source, destination) among the inner nodes 0..3, in topological order.
@@ -179,8 +184,9 @@ class CellSpace(SearchSpace):
 _CELL_SPACE = CellSpace()
 
 
-def plan_layers(widths: Sequence[int], strides: Sequence[int], stem_channels: int,
-                input_size: int) -> list[tuple[int, int, int, int]]:
+def plan_layers(
+    widths: Sequence[int], strides: Sequence[int], stem_channels: int, input_size: int
+) -> list[tuple[int, int, int, int]]:
     """(in channels, out channels, stride, input resolution) of each searchable layer of a plan."""
     plan, cin, size = [], stem_channels, costs.out_size(input_size, costs.stem_stride(input_size))
     for cout, stride in zip(widths, strides):
@@ -198,8 +204,16 @@ class CellNetworkSpace(SearchSpace):
 
     separator = ","
 
-    def __init__(self, slots: Sequence[Slot], name: str, widths: Sequence[int], strides: Sequence[int],
-                 stem_channels: int, input_size: int, num_classes: int):
+    def __init__(
+        self,
+        slots: Sequence[Slot],
+        name: str,
+        widths: Sequence[int],
+        strides: Sequence[int],
+        stem_channels: int,
+        input_size: int,
+        num_classes: int,
+    ):
         if not widths or len(widths) != len(strides):
             raise ValueError(f"need one stride per layer width, got widths {list(widths)} and strides {list(strides)}")
         if any(s not in (1, 2) for s in strides):
@@ -213,8 +227,13 @@ class CellNetworkSpace(SearchSpace):
         return len(self.widths)
 
     def plan_kwargs(self) -> dict[str, Any]:
-        return {"widths": list(self.widths), "strides": list(self.strides), "stem_channels": self.stem_channels,
-                "input_size": self.input_size, "num_classes": self.num_classes}
+        return {
+            "widths": list(self.widths),
+            "strides": list(self.strides),
+            "stem_channels": self.stem_channels,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+        }
 
     @property
     def stem_stride(self) -> int:
@@ -248,8 +267,13 @@ class CellNetworkSpace(SearchSpace):
 
 def _plan_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The CPU-sized default plan: 5 layers, two reductions, widths 16-32 (small images, 16 or 32 px)."""
-    return {"widths": (16, 24, 24, 32, 32), "strides": (1, 2, 1, 2, 1), "stem_channels": 16, "input_size": 32,
-            "num_classes": 10} | kwargs
+    return {
+        "widths": (16, 24, 24, 32, 32),
+        "strides": (1, 2, 1, 2, 1),
+        "stem_channels": 16,
+        "input_size": 32,
+        "num_classes": 10,
+    } | kwargs
 
 
 @register_space("autospace_open")
@@ -271,7 +295,7 @@ class OpenCellSpace(CellNetworkSpace):
     def cells(self, arch: Sequence[int]) -> list[Cell]:
         """The architecture's cell per layer."""
         n = len(CELL_SLOTS)
-        return [tuple(arch[i:i + n]) for i in range(0, len(arch), n)]
+        return [tuple(arch[i : i + n]) for i in range(0, len(arch), n)]
 
     def from_cells(self, cells: Sequence[Sequence[int | str]]) -> Architecture:
         if len(cells) != self.num_layers:
@@ -290,8 +314,12 @@ class OpenCellSpace(CellNetworkSpace):
             raise ValueError(f"{text!r} names {len(parts)} cells but space {self.name!r} has {self.num_layers} layers")
         return self.from_cells(parts)
 
-    def generated_space(self, cells: Sequence[Sequence[str]], evaluations: Sequence[Sequence[int]] | None = None,
-                        skip_layers: bool = True) -> GeneratedSpace:
+    def generated_space(
+        self,
+        cells: Sequence[Sequence[str]],
+        evaluations: Sequence[Sequence[int]] | None = None,
+        skip_layers: bool = True,
+    ) -> GeneratedSpace:
         """The space of ``cells[l]`` (K cell strings) at each layer, on this plan (``GeneratedSpace``)."""
         return GeneratedSpace(cells=cells, evaluations=evaluations, skip_layers=skip_layers, **self.plan_kwargs())
 
@@ -309,15 +337,24 @@ class GeneratedSpace(CellNetworkSpace):
     JSON; ``GeneratedSpace.load(path)`` reads it back.
     """
 
-    def __init__(self, cells: Sequence[Sequence[str]], evaluations: Sequence[Sequence[int]] | None = None,
-                 skip_layers: bool = True, **plan: Any):
+    def __init__(
+        self,
+        cells: Sequence[Sequence[str]],
+        evaluations: Sequence[Sequence[int]] | None = None,
+        skip_layers: bool = True,
+        **plan: Any,
+    ):
         plan = _plan_defaults(plan)
         if len(cells) != len(plan["widths"]):
-            raise ValueError(f"a generated space needs one list of cells per layer: got {len(cells)} lists "
-                             f"for {len(plan['widths'])} layers")
+            raise ValueError(
+                f"a generated space needs one list of cells per layer: got {len(cells)} lists "
+                f"for {len(plan['widths'])} layers"
+            )
         if evaluations is not None and [len(c) for c in evaluations] != [len(c) for c in cells]:
-            raise ValueError("evaluations must give one count per cell of every layer, got "
-                             f"{[len(c) for c in evaluations]} counts for {[len(c) for c in cells]} cells")
+            raise ValueError(
+                "evaluations must give one count per cell of every layer, got "
+                f"{[len(c) for c in evaluations]} counts for {[len(c) for c in cells]} cells"
+            )
         layers = plan_layers(plan["widths"], plan["strides"], plan["stem_channels"], plan["input_size"])
         slots, counts = [], []
         for layer, (layer_cells, (cin, cout, stride, _)) in enumerate(zip(cells, layers)):
@@ -354,8 +391,10 @@ class GeneratedSpace(CellNetworkSpace):
         from tune_spacenas.spaces.base import space_from_spec
 
         if not storage.exists(str(path)):
-            raise FileNotFoundError(f"no generated space at {path}: write one with GeneratedSpace.save(path) "
-                                    "(AutoSpaceSearcher.generated_space().save(path))")
+            raise FileNotFoundError(
+                f"no generated space at {path}: write one with GeneratedSpace.save(path) "
+                "(AutoSpaceSearcher.generated_space().save(path))"
+            )
         try:
             spec = storage.read_json(path)
         except json.JSONDecodeError as err:
@@ -378,8 +417,10 @@ class IRBSpace(CellNetworkSpace):
     def __init__(self, **plan: Any):
         plan = _plan_defaults(plan)
         layers = plan_layers(plan["widths"], plan["strides"], plan["stem_channels"], plan["input_size"])
-        slots = [Slot(f"l{layer + 1}", IRB_OPS + ((SKIP,) if stride == 1 and cin == cout else ()))
-                 for layer, (cin, cout, stride, _) in enumerate(layers)]
+        slots = [
+            Slot(f"l{layer + 1}", IRB_OPS + ((SKIP,) if stride == 1 and cin == cout else ()))
+            for layer, (cin, cout, stride, _) in enumerate(layers)
+        ]
         super().__init__(slots, "irb", **plan)
 
     def spec_kwargs(self) -> dict[str, Any]:

@@ -32,8 +32,9 @@ def effective_kernel(kernel: int, size: int, dilation: int = 1) -> int:
     return 2 * min(kernel // 2, (size - 1) // dilation) + 1
 
 
-def conv(cin: int, cout: int, kernel: int | tuple[int, int], size: int, stride: int = 1, groups: int = 1,
-         bias: bool = False) -> Cost:
+def conv(
+    cin: int, cout: int, kernel: int | tuple[int, int], size: int, stride: int = 1, groups: int = 1, bias: bool = False
+) -> Cost:
     """A (grouped) convolution on a ``size`` x ``size`` input; MAdds counted at the output resolution."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     weights = kh * kw * (cin // groups) * cout
@@ -59,8 +60,9 @@ def conv_bn(cin: int, cout: int, kernel: int | tuple[int, int], size: int, strid
     return conv(cin, cout, kernel, size, stride, groups) + batchnorm(cout)
 
 
-def mbconv(cin: int, cout: int, kernel: int, expand: float, size: int, stride: int = 1,
-           squeeze_excite: bool = False) -> Cost:
+def mbconv(
+    cin: int, cout: int, kernel: int, expand: float, size: int, stride: int = 1, squeeze_excite: bool = False
+) -> Cost:
     """MobileNetV2 inverted residual: 1x1 expand (skipped at ratio 1), k x k depthwise, 1x1 project."""
     mid = int(round(cin * expand))
     total = Cost()

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from tune_spacenas.spaces.base import SearchSpace, Slot, register_space
 
-DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+DARTS_OPS = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
 # Node j (2..5) takes an edge from every earlier node i: the two cell inputs (0, 1) and nodes 2..j-1.
 DARTS_EDGES = tuple((j, i) for j in range(2, 6) for i in range(j))
 

@@ -38,8 +38,9 @@ NSE27_POOL = tuple(
 )
 # A.1's second space: depthwise convolutions with grouped 1x1 projections, groups (G_in, G_out) in
 # {(1,2), (2,1), (2,2)} (Figure 6; the official code's 45 operations).
-SECOND_POOL = tuple(f"gdw_k{k}_e{e}_g{gi}{go}" for k in (3, 5, 7, 9, 11) for e in (1, 3, 6)
-                    for gi, go in ((1, 2), (2, 1), (2, 2)))
+SECOND_POOL = tuple(
+    f"gdw_k{k}_e{e}_g{gi}{go}" for k in (3, 5, 7, 9, 11) for e in (1, 3, 6) for gi, go in ((1, 2), (2, 1), (2, 2))
+)
 POOLS = {"nse27": NSE27_POOL, "second": SECOND_POOL}
 # Table 5 (FLOPs setting): stem 3x3 conv 16 stride 2; multi-branch layers (channels, layers, stride of
 # the first); 1x1 conv to 1024, pooling, classifier. 22 layers: 16 normal, 6 reduction.
@@ -111,9 +112,16 @@ class MultiBranchSpace(SearchSpace):
     separator = ","
     one_choice_per_slot = False
 
-    def __init__(self, pool: str | Sequence[str] = "nse27", width_mult: float = 1.0, input_size: int = 224,
-                 num_classes: int = 1000, stages: Sequence[Sequence[int]] = TABLE5_STAGES,
-                 shuffle_seed: int | None = 0, max_branches: int | None = None):
+    def __init__(
+        self,
+        pool: str | Sequence[str] = "nse27",
+        width_mult: float = 1.0,
+        input_size: int = 224,
+        num_classes: int = 1000,
+        stages: Sequence[Sequence[int]] = TABLE5_STAGES,
+        shuffle_seed: int | None = 0,
+        max_branches: int | None = None,
+    ):
         parts = _pool_parts(pool)
         rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
         self.pool = pool if isinstance(pool, str) else list(pool)
@@ -127,7 +135,9 @@ class MultiBranchSpace(SearchSpace):
         self.reduction = tuple(cin != cout or stride != 1 for cin, cout, stride, _ in self.layer_plan(1.0))
         slots = []
         for index, reduction in enumerate(self.reduction):
-            ops = [op for part in parts for op in (part if rng is None else [part[i] for i in rng.permutation(len(part))])]
+            ops = [
+                op for part in parts for op in (part if rng is None else [part[i] for i in rng.permutation(len(part))])
+            ]
             slots.append(Slot(f"l{index + 1:02d}{'r' if reduction else 'n'}", tuple(ops)))
         super().__init__(slots, name="multibranch")
         self.subsets: tuple[tuple[int, ...], ...] = tuple(tuple(range(len(s.ops))) for s in self.slots)
@@ -135,9 +145,15 @@ class MultiBranchSpace(SearchSpace):
 
     # --- identity and subspaces ----------------------------------------------------------------
     def spec_kwargs(self) -> dict[str, Any]:
-        return {"pool": self.pool, "width_mult": self.width_mult, "input_size": self.input_size,
-                "num_classes": self.num_classes, "stages": [list(s) for s in self.stages],
-                "shuffle_seed": self.shuffle_seed, "max_branches": self.max_branches}
+        return {
+            "pool": self.pool,
+            "width_mult": self.width_mult,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "stages": [list(s) for s in self.stages],
+            "shuffle_seed": self.shuffle_seed,
+            "max_branches": self.max_branches,
+        }
 
     def to_spec(self) -> dict[str, Any]:
         spec = {"kind": self.kind, "kwargs": self.spec_kwargs()}
@@ -160,8 +176,10 @@ class MultiBranchSpace(SearchSpace):
         subsets = []
         for i, (slot, idx) in enumerate(zip(self.slots, self._restriction(allowed, self.subsets))):
             if not idx and self.reduction[i]:
-                raise ValueError(f"reduction layer {slot.name!r} restricted to no operation; it has no identity "
-                                 "path, so keep at least one")
+                raise ValueError(
+                    f"reduction layer {slot.name!r} restricted to no operation; it has no identity "
+                    "path, so keep at least one"
+                )
             subsets.append(idx)
         sub = self.full_space()
         sub.subsets = tuple(subsets)
@@ -204,8 +222,10 @@ class MultiBranchSpace(SearchSpace):
             ops = [] if value == IDENTITY else [layer.index(op) for op in value.split(BRANCH_SEP)]
         elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             if value < 0 or value >> len(layer.ops):
-                raise ValueError(f"layer {layer.name!r}: configuration {value} is not a subset of its "
-                                 f"{len(layer.ops)} operations (0 <= c < 2**{len(layer.ops)})")
+                raise ValueError(
+                    f"layer {layer.name!r}: configuration {value} is not a subset of its "
+                    f"{len(layer.ops)} operations (0 <= c < 2**{len(layer.ops)})"
+                )
             return int(value)
         else:
             raise ValueError(f"layer {layer.name!r}: cannot read a configuration from {value!r}")
@@ -223,20 +243,28 @@ class MultiBranchSpace(SearchSpace):
             chosen = self.branches(i, config)
             outside = [slot.ops[n] for n in chosen if n not in self.subsets[i]]
             if outside:
-                raise ValueError(f"layer {slot.name!r}: operations {outside} are outside this subspace; allowed "
-                                 f"are {[slot.ops[n] for n in self.subsets[i]]}")
+                raise ValueError(
+                    f"layer {slot.name!r}: operations {outside} are outside this subspace; allowed "
+                    f"are {[slot.ops[n] for n in self.subsets[i]]}"
+                )
             if not chosen and self.reduction[i]:
-                raise ValueError(f"reduction layer {slot.name!r} needs at least one operation (it has no identity path)")
+                raise ValueError(
+                    f"reduction layer {slot.name!r} needs at least one operation (it has no identity path)"
+                )
             if self.max_branches is not None and len(chosen) > self.max_branches:
-                raise ValueError(f"layer {slot.name!r} selects {len(chosen)} operations; this space allows at "
-                                 f"most {self.max_branches} per layer")
+                raise ValueError(
+                    f"layer {slot.name!r} selects {len(chosen)} operations; this space allows at "
+                    f"most {self.max_branches} per layer"
+                )
             out.append(config)
         return tuple(out)
 
     def op_names(self, arch: Architecture) -> list[str]:
         """Per layer, its selected operations joined by ``+`` (``identity`` when none is selected)."""
-        return [BRANCH_SEP.join(slot.ops[n] for n in self.branches(i, c)) or IDENTITY
-                for i, (slot, c) in enumerate(zip(self.slots, arch))]
+        return [
+            BRANCH_SEP.join(slot.ops[n] for n in self.branches(i, c)) or IDENTITY
+            for i, (slot, c) in enumerate(zip(self.slots, arch))
+        ]
 
     # --- sampling ------------------------------------------------------------------------------
     def sample_slot(self, slot: int, rng: np.random.Generator) -> int:
@@ -293,8 +321,10 @@ class MultiBranchSpace(SearchSpace):
             last_size = costs.out_size(plan[-1][3], plan[-1][2])
             fixed = costs.conv_bn(3, stem, 3, self.input_size, self.stem_stride)
             fixed += costs.conv_bn(plan[-1][1], head, 1, last_size) + costs.linear(head, self.num_classes)
-            table = [[branch_cost(op, cin, cout, size, stride) for op in slot.ops]
-                     for slot, (cin, cout, stride, size) in zip(self.slots, plan)]
+            table = [
+                [branch_cost(op, cin, cout, size, stride) for op in slot.ops]
+                for slot, (cin, cout, stride, size) in zip(self.slots, plan)
+            ]
             self._costs = (fixed, table)
         return self._costs
 
@@ -325,16 +355,20 @@ class MultiBranchSpace(SearchSpace):
         Tune's own searchers can search the multi-branch space too (``arch_from_config`` reads them)."""
         from ray import tune
 
-        return {SPACE_KEY: self.to_spec(),
-                OPS_KEY: {s.name: {s.ops[n]: tune.choice([0, 1]) for n in sub} for s, sub in zip(self.slots, self.subsets)}}
+        return {
+            SPACE_KEY: self.to_spec(),
+            OPS_KEY: {s.name: {s.ops[n]: tune.choice([0, 1]) for n in sub} for s, sub in zip(self.slots, self.subsets)},
+        }
 
 
 def _pool_parts(pool: str | Sequence[str]) -> list[tuple[str, ...]]:
     if isinstance(pool, str):
         unknown = [p for p in pool.split("+") if p not in POOLS]
         if unknown:
-            raise ValueError(f"unknown operation pools {unknown}; named pools are {sorted(POOLS)} (join with '+'), "
-                             "or pass a list of operation names")
+            raise ValueError(
+                f"unknown operation pools {unknown}; named pools are {sorted(POOLS)} (join with '+'), "
+                "or pass a list of operation names"
+            )
         parts = [POOLS[p] for p in pool.split("+")]
     else:
         parts = [tuple(pool)]
@@ -345,6 +379,7 @@ def _pool_parts(pool: str | Sequence[str]) -> list[tuple[str, ...]]:
 
 
 # --- Eq. (4) over any space: multi-branch, or one choice per slot (N_l = 1) -------------------------
+
 
 def configuration_selectors(space: SearchSpace, slot: int, subset: Sequence[int]) -> tuple[list[int], np.ndarray]:
     """The configurations slot ``slot`` may take and their selectors over ``subset`` (NSE Eq. 4's binary

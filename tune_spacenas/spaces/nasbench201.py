@@ -30,8 +30,12 @@ class NASBench201Space(SearchSpace):
         self.input_size, self.num_classes = input_size, num_classes
 
     def spec_kwargs(self) -> dict[str, Any]:
-        return {"channels": self.channels, "cells_per_stage": self.cells_per_stage,
-                "input_size": self.input_size, "num_classes": self.num_classes}
+        return {
+            "channels": self.channels,
+            "cells_per_stage": self.cells_per_stage,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+        }
 
     def to_string(self, arch: Sequence[int | str]) -> str:
         ops = self.op_names(self.validate(arch))

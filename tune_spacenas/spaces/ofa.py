@@ -46,8 +46,11 @@ class OFASpace(SearchSpace):
         return int(OFA_DEPTHS[choice][1:])
 
     def inactive_slots(self, arch: Architecture) -> frozenset[int]:
-        return frozenset(u * (MAX_DEPTH + 1) + 1 + l for u in range(len(OFA_UNITS))
-                         for l in range(self.depth(arch[u * (MAX_DEPTH + 1)]), MAX_DEPTH))
+        return frozenset(
+            u * (MAX_DEPTH + 1) + 1 + l
+            for u in range(len(OFA_UNITS))
+            for l in range(self.depth(arch[u * (MAX_DEPTH + 1)]), MAX_DEPTH)
+        )
 
     @property
     def size(self) -> int:

@@ -75,7 +75,9 @@ class _ObjectGroups:
         self.live: dict[ray.ObjectRef, dict[str, int]] = {}  # object -> {current tensor: bytes}
         self.size: dict[ray.ObjectRef, int] = {}
 
-    def refs_for(self, table: WeightTable, wanted: Mapping[str, tuple[int, np.ndarray]]) -> dict[str, tuple[int, ray.ObjectRef]]:
+    def refs_for(
+        self, table: WeightTable, wanted: Mapping[str, tuple[int, np.ndarray]]
+    ) -> dict[str, tuple[int, ray.ObjectRef]]:
         fresh = {k: a for k, (v, a) in wanted.items() if self.refs.get(k, (None,))[0] != v}
         if fresh:
             for key in fresh:
@@ -102,17 +104,28 @@ class _ObjectGroups:
                     self.server.retire(ref)
 
     def stats(self) -> dict[str, int]:
-        return {"objects": len(self.live), "object_bytes": sum(self.size.values()),
-                "object_live_bytes": sum(sum(live.values()) for live in self.live.values())}
+        return {
+            "objects": len(self.live),
+            "object_bytes": sum(self.size.values()),
+            "object_live_bytes": sum(sum(live.values()) for live in self.live.values()),
+        }
 
 
 class _StoreActor:
     """The actor's body: a ``WeightTable`` (of shard ``shard`` of ``shards``: its part of the tensors) plus
     the object-store copies of the tensor versions handed out, and the time it spends serving."""
 
-    def __init__(self, meta: Mapping[str, Any], checkpoint_path: str | None, checkpoint_every: int, name: str = "",
-                 rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
-                 shard: int = 0, shards: int = 1, direct_reads: bool = True):
+    def __init__(
+        self,
+        meta: Mapping[str, Any],
+        checkpoint_path: str | None,
+        checkpoint_every: int,
+        name: str = "",
+        rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
+        shard: int = 0,
+        shards: int = 1,
+        direct_reads: bool = True,
+    ):
         context = ray.get_runtime_context()
         arrays: Mapping[str, np.ndarray] = {}  # a fresh store's tensors come by ``assign`` (or its checkpoint)
         if context.was_current_actor_reconstructed and not (checkpoint_path and storage.exists(checkpoint_path)):
@@ -124,8 +137,12 @@ class _StoreActor:
         self._server = TensorServer() if direct_reads else None
         self._objects = _ObjectGroups(self._server)
         self.shard, self.shards = shard, shards
-        self.place = {NODE_ID: context.get_node_id(), "pid": os.getpid(),
-                      "restarted": bool(context.was_current_actor_reconstructed), "started": time.time()}
+        self.place = {
+            NODE_ID: context.get_node_id(),
+            "pid": os.getpid(),
+            "restarted": bool(context.was_current_actor_reconstructed),
+            "started": time.time(),
+        }
         # calls, seconds of this thread's CPU and wall seconds inside push and pull: the service time a
         # shard spends per sync, which the scaling benchmark extrapolates from
         self.service = {kind: [0, 0.0, 0.0] for kind in ("push", "pull")}
@@ -134,23 +151,42 @@ class _StoreActor:
 
     def info(self) -> dict[str, Any]:
         service = {kind: {"calls": n, "cpu_s": cpu, "wall_s": wall} for kind, (n, cpu, wall) in self.service.items()}
-        return {**self.table.info(), **self.place, "rss": _rss_bytes(), **self._objects.stats(), "shard": self.shard,
-                "shards": self.shards, "service": service}
+        return {
+            **self.table.info(),
+            **self.place,
+            "rss": _rss_bytes(),
+            **self._objects.stats(),
+            "shard": self.shard,
+            "shards": self.shards,
+            "service": service,
+        }
 
     def layout(self) -> dict[str, Any]:
         """This shard's place in the store, the shapes of the tensors it holds (the client's routing) and
         where clients on other nodes reach its socket (``store.transport``; None: through Ray only)."""
         direct = None if self._server is None else [*self._server.address, self._server.token]
-        return {"shard": self.shard, "shards": self.shards, NODE_ID: self.place[NODE_ID], "direct": direct,
-                "shapes": {k: a.shape for k, a in self.table.arrays.items()}}
+        return {
+            "shard": self.shard,
+            "shards": self.shards,
+            NODE_ID: self.place[NODE_ID],
+            "direct": direct,
+            "shapes": {k: a.shape for k, a in self.table.arrays.items()},
+        }
 
     def pull(self, known: Mapping[str, int] | None, keys: list[str] | None, incarnation: str | None):
         with self._serving("pull"):
             incarnation, arrays = self.table.pull(known, keys, incarnation)
             return incarnation, self._objects.refs_for(self.table, arrays)
 
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
-             incarnation: str | None = None, upload: str | None = None) -> PushReceipt | None:
+    def push(
+        self,
+        deltas: Mapping[str, np.ndarray],
+        writer: str,
+        step: int,
+        known: Mapping[str, int] | None = None,
+        incarnation: str | None = None,
+        upload: str | None = None,
+    ) -> PushReceipt | None:
         """``WeightTable.push``; with ``upload``, the deltas a client on another node sent to this shard's
         socket first (None: no such upload here, this process restarted since: the client sends them again)."""
         with self._serving("push"):
@@ -219,14 +255,26 @@ def _log_restart(name: str, table: WeightTable) -> None:
     stats, every = table.stats, table.checkpoint_every
     if stats["restored_from"] is None:
         held = "its initial weights again" if table.arrays else "no tensors (it was created from raw arrays)"
-        log.error("weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds %s "
-                  "and every change since creation is lost; pass checkpoint_path= (and checkpoint_every=1 to "
-                  "lose nothing)", name, table.checkpoint_path, held)
+        log.error(
+            "weight store %r restarted with no checkpoint to reload (checkpoint_path=%r): it holds %s "
+            "and every change since creation is lost; pass checkpoint_path= (and checkpoint_every=1 to "
+            "lose nothing)",
+            name,
+            table.checkpoint_path,
+            held,
+        )
         return
     bound = f"at most {every - 1}" if every else "every change since the last checkpoint() call"
-    log.warning("weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
-                "applied after it are lost (%s, checkpoint_every=%d); trials re-fetch the weights",
-                name, stats["restored_from"], time.time() - stats["checkpoint_time"], stats["applied"], bound, every)
+    log.warning(
+        "weight store %r restarted: reloaded %s, written %.1f s ago with %d pushes applied; changes "
+        "applied after it are lost (%s, checkpoint_every=%d); trials re-fetch the weights",
+        name,
+        stats["restored_from"],
+        time.time() - stats["checkpoint_time"],
+        stats["applied"],
+        bound,
+        every,
+    )
 
 
 class WeightStore:
@@ -269,12 +317,23 @@ class WeightStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, arrays: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]], *,
-               meta: Mapping[str, Any] | None = None,
-               rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
-               checkpoint_path: str | None = None, checkpoint_every: int = 0, namespace: str = NAMESPACE,
-               detached: bool = False, exist_ok: bool = False, node_id: str | Sequence[str] | None = None,
-               shards: int = 1, direct_reads: bool = True, **actor_options: Any) -> WeightStore:
+    def create(
+        cls,
+        name: str,
+        arrays: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]],
+        *,
+        meta: Mapping[str, Any] | None = None,
+        rebuild: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None,
+        checkpoint_path: str | None = None,
+        checkpoint_every: int = 0,
+        namespace: str = NAMESPACE,
+        detached: bool = False,
+        exist_ok: bool = False,
+        node_id: str | Sequence[str] | None = None,
+        shards: int = 1,
+        direct_reads: bool = True,
+        **actor_options: Any,
+    ) -> WeightStore:
         """Start the store ``name`` holding ``arrays`` (or what calling it returns: computed only when no
         checkpoint is there to resume from), described by ``meta`` (plain data).
 
@@ -309,8 +368,10 @@ class WeightStore:
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: on demand only), got {checkpoint_every}")
         if not (callable(arrays) or isinstance(arrays, Mapping)):
-            raise ValueError(f"WeightStore.create takes tensors (a mapping of name to array, or a function returning "
-                             f"one), got {type(arrays).__name__}; a supernet's store is SupernetStore.create(name, spec)")
+            raise ValueError(
+                f"WeightStore.create takes tensors (a mapping of name to array, or a function returning "
+                f"one), got {type(arrays).__name__}; a supernet's store is SupernetStore.create(name, spec)"
+            )
         if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
             raise ValueError(f"shards must be a whole number >= 1 (actors the tensors are split over), got {shards!r}")
         shards = int(shards)
@@ -319,13 +380,17 @@ class WeightStore:
         running = [i for i in range(shards) if _lookup(shard_name(name, i), namespace) is not None]
         if running:
             if not exist_ok or 0 not in running:
-                raise ValueError(f"a weight store named {name!r} already runs; connect to it with "
-                                 f"{cls.__name__}.connect({name!r}), pass exist_ok=True, or kill it first")
+                raise ValueError(
+                    f"a weight store named {name!r} already runs; connect to it with "
+                    f"{cls.__name__}.connect({name!r}), pass exist_ok=True, or kill it first"
+                )
             store = cls.connect(name, namespace)
             check_same_contents(store.info()["meta"], meta, f"the running store {name!r}")
             if store.shards != shards:
-                raise ValueError(f"the running store {name!r} has {store.shards} shards, {shards} were asked for: "
-                                 f"pass shards={store.shards}, or kill it first")
+                raise ValueError(
+                    f"the running store {name!r} has {store.shards} shards, {shards} were asked for: "
+                    f"pass shards={store.shards}, or kill it first"
+                )
             return store
         paths = [None] * shards
         late = None
@@ -347,11 +412,21 @@ class WeightStore:
             late = _split(initial(), shards)
         actors = []
         for i in range(shards):
-            options = {"name": shard_name(name, i), "namespace": namespace, "max_restarts": -1,
-                       "max_task_retries": -1, "num_cpus": 0, **({"lifetime": "detached"} if detached else {}),
-                       **_placement(node_id, i, shards, actor_options), **actor_options}
-            actors.append(ray.remote(_StoreActor).options(**options).remote(
-                meta, paths[i], checkpoint_every, name, rebuild, i, shards, direct_reads))
+            options = {
+                "name": shard_name(name, i),
+                "namespace": namespace,
+                "max_restarts": -1,
+                "max_task_retries": -1,
+                "num_cpus": 0,
+                **({"lifetime": "detached"} if detached else {}),
+                **_placement(node_id, i, shards, actor_options),
+                **actor_options,
+            }
+            actors.append(
+                ray.remote(_StoreActor)
+                .options(**options)
+                .remote(meta, paths[i], checkpoint_every, name, rebuild, i, shards, direct_reads)
+            )
         _CREATED[(namespace, name)] = actors
         store = cls(name, actors, namespace)
         store.info()  # fail here, not in a trial, if an actor cannot start
@@ -365,8 +440,11 @@ class WeightStore:
         _require_ray()
         actor = _lookup(name, namespace)
         if actor is None:
-            running = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                             if a["namespace"] == namespace and "/shard" not in a["name"])
+            running = sorted(
+                a["name"]
+                for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == namespace and "/shard" not in a["name"]
+            )
             raise ValueError(
                 f"no weight store named {name!r} in namespace {namespace!r} (running: {running or 'none'}): "
                 f"create it before tune.run with SupernetStore.create({name!r}, SupernetSpec(...)) and pass "
@@ -378,8 +456,10 @@ class WeightStore:
             others = [_lookup(shard_name(name, i), namespace) for i in range(1, shards)]
             missing = [shard_name(name, i) for i, a in enumerate(others, start=1) if a is None]
             if missing:
-                raise ValueError(f"weight store {name!r} has {shards} shards but {missing} are not running: kill it "
-                                 f"and create it again with shards={shards} and its checkpoint_path to resume")
+                raise ValueError(
+                    f"weight store {name!r} has {shards} shards but {missing} are not running: kill it "
+                    f"and create it again with shards={shards} and its checkpoint_path to resume"
+                )
             store = cls(name, [actor, *others], namespace)
         return store
 
@@ -518,8 +598,10 @@ class WeightStore:
     def _joined(self, incarnations: Mapping[int, str]) -> str:
         for i, incarnation in incarnations.items():
             if self._incarnations[i] not in (None, incarnation):
-                log.warning("weight store %r restarted since this client's last pull: fetched every tensor again",
-                            shard_name(self.name, i))
+                log.warning(
+                    "weight store %r restarted since this client's last pull: fetched every tensor again",
+                    shard_name(self.name, i),
+                )
             self._incarnations[i] = incarnation
         return join_incarnations(self._incarnations)
 
@@ -541,24 +623,35 @@ class WeightStore:
         out["shard_info"] = shards
         return out
 
-    def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
-             incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
+    def pull(
+        self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None, incarnation: str | None = None
+    ) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
         """Tensors whose version differs from ``known`` (of this ``incarnation``; all of them otherwise)."""
         parts = split_incarnation(incarnation, self.shards)
         routed = {i: None for i in range(self.shards)} if keys is None else self._split(keys)
         known = known or {}
 
         def calls():
-            return self._on_shards("pull", {
-                i: ({k: known[k] for k in ks if k in known} if ks is not None else dict(known), ks, parts[i])
-                for i, ks in routed.items()})
+            return self._on_shards(
+                "pull",
+                {
+                    i: ({k: known[k] for k in ks if k in known} if ks is not None else dict(known), ks, parts[i])
+                    for i, ks in routed.items()
+                },
+            )
 
         replies, arrays = self._fetch("pull", calls, self._read)
         out = {k: (v, arrays[k]) for _, refs in replies.values() for k, (v, _) in refs.items()}
         return self._joined({i: reply[0] for i, reply in replies.items()}), out
 
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
-             incarnation: str | None = None) -> PushReceipt:
+    def push(
+        self,
+        deltas: Mapping[str, np.ndarray],
+        writer: str,
+        step: int,
+        known: Mapping[str, int] | None = None,
+        incarnation: str | None = None,
+    ) -> PushReceipt:
         """Add ``deltas`` (only the tensors that changed travel); the receipt is False if (writer, step) was
         applied before. ``writer`` is the training job's id (``jobs.writer_of``). ``known``/``incarnation``
         (what the client's last pull returned): the receipt's ``kept`` names the pushed tensors no other
@@ -575,11 +668,15 @@ class WeightStore:
         sent = {i: self._uploaded(i, call) for i, call in calls.items()}
         receipts = self._on_shards("push", sent)
         lost = {i: calls[i] for i, receipt in receipts.items() if receipt is None}  # uploads a restart lost
-        self.transfers["direct_upload_bytes"] += sum(sum(np.asarray(d).nbytes for d in calls[i][0].values())
-                                                     for i, call in sent.items() if call[5] and i not in lost)
+        self.transfers["direct_upload_bytes"] += sum(
+            sum(np.asarray(d).nbytes for d in calls[i][0].values())
+            for i, call in sent.items()
+            if call[5] and i not in lost
+        )
         receipts |= self._on_shards("push", lost) if lost else {}
-        return PushReceipt(any(r.applied for r in receipts.values()),
-                           {k: v for r in receipts.values() for k, v in r.kept.items()})
+        return PushReceipt(
+            any(r.applied for r in receipts.values()), {k: v for r in receipts.values() for k, v in r.kept.items()}
+        )
 
     def _uploaded(self, shard: int, call: tuple) -> tuple:
         """A push call whose deltas went to the shard's socket first (a shard on another node, a large push),
@@ -614,8 +711,11 @@ class WeightStore:
             candidates = [key, *([sources] if isinstance(sources, str) else sources)]
             shards = set(self._split(candidates))
             (by_shard.setdefault(shards.pop(), {}) if len(shards) == 1 else across)[key] = sources
-        created = [k for reply in self._on_shards("ensure_variants", {i: (m,) for i, m in by_shard.items()}).values()
-                   for k in reply]
+        created = [
+            k
+            for reply in self._on_shards("ensure_variants", {i: (m,) for i, m in by_shard.items()}).values()
+            for k in reply
+        ]
         if across:
             copies = {k: src for k, src in self.resolve(across).items() if src != k}
             if copies:
@@ -643,8 +743,9 @@ class WeightStore:
 
     def average(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         names = list(names)
-        _, averages = self._fetch("average", lambda: self._on_all("average", names),
-                                  lambda out: ray.get([out[i] for i in sorted(out)]))
+        _, averages = self._fetch(
+            "average", lambda: self._on_all("average", names), lambda out: ray.get([out[i] for i in sorted(out)])
+        )
         return {k: v for average in averages for k, v in average.items()}
 
     def drop_snapshots(self, names: Iterable[str]) -> None:
@@ -697,13 +798,17 @@ def _check_checkpoint_layout(path: str, shards: int) -> None:
     some of this layout's shard files are there."""
     layouts = checkpoint_layouts(path) - {shards}
     if layouts:
-        raise ValueError(f"the checkpoint at {path} was written by a store of {sorted(layouts)} shard(s), not {shards}: "
-                         f"pass shards={min(layouts)} to resume it, or move its files away to start afresh")
+        raise ValueError(
+            f"the checkpoint at {path} was written by a store of {sorted(layouts)} shard(s), not {shards}: "
+            f"pass shards={min(layouts)} to resume it, or move its files away to start afresh"
+        )
     paths = [shard_checkpoint_path(path, i, shards) for i in range(shards)]
     missing = [p for p in paths if not storage.exists(p)]
     if 0 < len(missing) < shards:
-        raise ValueError(f"the checkpoint at {path} lacks shard files {missing}: restore them, or move the other "
-                         "shard files away to start afresh")
+        raise ValueError(
+            f"the checkpoint at {path} lacks shard files {missing}: restore them, or move the other "
+            "shard files away to start afresh"
+        )
 
 
 def _lookup(name: str, namespace: str) -> Any:

@@ -47,8 +47,9 @@ class ShardMap:
     """Which shard holds which tensor, and the shapes the client knows (to refuse a bad push before any
     shard applies part of it)."""
 
-    def __init__(self, shards: int, shapes: Mapping[str, tuple[int, ...]] | None = None,
-                 placed: Mapping[str, int] | None = None):
+    def __init__(
+        self, shards: int, shapes: Mapping[str, tuple[int, ...]] | None = None, placed: Mapping[str, int] | None = None
+    ):
         self.shards = shards
         self.shapes: dict[str, tuple[int, ...]] = dict(shapes or {})
         self.placed: dict[str, int] = dict(placed or {})

@@ -85,8 +85,13 @@ class WeightTable:
             change is written before it is acknowledged, so a crash loses nothing).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
-                 checkpoint_path: str | None = None, checkpoint_every: int = 0):
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+        checkpoint_path: str | None = None,
+        checkpoint_every: int = 0,
+    ):
         self.checkpoint_path, self.checkpoint_every = checkpoint_path, checkpoint_every
         self.incarnation = uuid.uuid4().hex
         self.meta = dict(meta or {})
@@ -96,30 +101,46 @@ class WeightTable:
         self.push_counts: dict[str, int] = {}  # applied pushes per writer: the ledger a sum check reads
         self.results: dict[str, dict[str, Any]] = {}  # finished jobs' results, oldest first (KEPT_RESULTS)
         self.snapshots: dict[str, dict[str, np.ndarray]] = {}
-        self.stats = {"pushes": 0, "applied": 0, "duplicates": 0, "resumed_jobs": 0, "checkpoints": 0,
-                      "restored_from": None}
+        self.stats = {
+            "pushes": 0,
+            "applied": 0,
+            "duplicates": 0,
+            "resumed_jobs": 0,
+            "checkpoints": 0,
+            "restored_from": None,
+        }
         self._since_checkpoint = 0
         if checkpoint_path and storage.exists(checkpoint_path):
             self.load(checkpoint_path)
 
     # --- reading -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return {"meta": self.meta, "incarnation": self.incarnation, "keys": len(self.arrays),
-                "bytes": int(sum(a.nbytes for a in self.arrays.values())), "stats": dict(self.stats),
-                "snapshots": sorted(self.snapshots), "checkpoint_path": self.checkpoint_path,
-                "checkpoint_every": self.checkpoint_every, "last_step": dict(self.last_step),
-                "push_counts": dict(self.push_counts), "finished_jobs": len(self.results)}
+        return {
+            "meta": self.meta,
+            "incarnation": self.incarnation,
+            "keys": len(self.arrays),
+            "bytes": int(sum(a.nbytes for a in self.arrays.values())),
+            "stats": dict(self.stats),
+            "snapshots": sorted(self.snapshots),
+            "checkpoint_path": self.checkpoint_path,
+            "checkpoint_every": self.checkpoint_every,
+            "last_step": dict(self.last_step),
+            "push_counts": dict(self.push_counts),
+            "finished_jobs": len(self.results),
+        }
 
-    def pull(self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None,
-             incarnation: str | None = None) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
+    def pull(
+        self, known: Mapping[str, int] | None = None, keys: Iterable[str] | None = None, incarnation: str | None = None
+    ) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
         """Tensors whose version differs from ``known`` (all of them for another incarnation)."""
         known = known if incarnation == self.incarnation and known else {}
         wanted = self.arrays.keys() if keys is None else keys
         missing = [k for k in wanted if k not in self.arrays]
         if missing:
             raise KeyError(f"weight store has no tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        return self.incarnation, {k: (self.versions[k], self.arrays[k]) for k in wanted
-                                  if known.get(k) != self.versions[k]}
+        return self.incarnation, {
+            k: (self.versions[k], self.arrays[k]) for k in wanted if known.get(k) != self.versions[k]
+        }
 
     # --- writing -------------------------------------------------------------------------------
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]:
@@ -129,8 +150,14 @@ class WeightTable:
             self.stats["resumed_jobs"] += 1
         return self.last_step.get(writer, 0), self.results.get(writer)
 
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
-             incarnation: str | None = None) -> PushReceipt:
+    def push(
+        self,
+        deltas: Mapping[str, np.ndarray],
+        writer: str,
+        step: int,
+        known: Mapping[str, int] | None = None,
+        incarnation: str | None = None,
+    ) -> PushReceipt:
         """Add ``deltas``; nothing is applied if (writer, step) was applied before (the receipt is False).
 
         ``known``/``incarnation``: the versions (of this incarnation) the deltas were measured from; the
@@ -209,8 +236,10 @@ class WeightTable:
             raise KeyError(f"unknown snapshots {missing or names}; taken: {sorted(self.snapshots)}")
         # A key created between snapshots (a partial model first trained late) averages over those holding it.
         keys = dict.fromkeys(k for n in names for k in self.snapshots[n])
-        return {k: np.mean([self.snapshots[n][k] for n in names if k in self.snapshots[n]], axis=0).astype(np.float32)
-                for k in keys}
+        return {
+            k: np.mean([self.snapshots[n][k] for n in names if k in self.snapshots[n]], axis=0).astype(np.float32)
+            for k in keys
+        }
 
     def drop_snapshots(self, names: Iterable[str]) -> None:
         for name in names:
@@ -223,9 +252,16 @@ class WeightTable:
         path = path or self.checkpoint_path
         if not path:
             raise ValueError("no checkpoint path: pass one here or to the store at creation")
-        state = {"meta": self.meta, "versions": self.versions, "last_step": self.last_step,
-                 "push_counts": self.push_counts, "results": self.results, "applied": self.stats["applied"],
-                 "snapshots": sorted(self.snapshots), "time": time.time()}
+        state = {
+            "meta": self.meta,
+            "versions": self.versions,
+            "last_step": self.last_step,
+            "push_counts": self.push_counts,
+            "results": self.results,
+            "applied": self.stats["applied"],
+            "snapshots": sorted(self.snapshots),
+            "time": time.time(),
+        }
         payload = {f"w:{k}": v for k, v in self.arrays.items()}
         for name, arrays in self.snapshots.items():
             payload.update({f"s:{name}:{k}": v for k, v in arrays.items()})
@@ -240,8 +276,9 @@ class WeightTable:
         state, payload = _read_checkpoint(path)
         check_same_contents(state["meta"], self.meta, f"checkpoint {path}")
         self.arrays = {k[2:]: v for k, v in payload.items() if k.startswith("w:")}
-        self.snapshots = {n: {k[len(n) + 3:]: v for k, v in payload.items() if k.startswith(f"s:{n}:")}
-                          for n in state["snapshots"]}
+        self.snapshots = {
+            n: {k[len(n) + 3 :]: v for k, v in payload.items() if k.startswith(f"s:{n}:")} for n in state["snapshots"]
+        }
         self.meta = state["meta"] or self.meta
         self.versions = {k: int(v) for k, v in state["versions"].items()}
         self.last_step = {k: int(v) for k, v in state["last_step"].items()}
@@ -279,8 +316,12 @@ def check_same_contents(saved: Mapping[str, Any], current: Mapping[str, Any], wh
     saved, current = ({k: v for k, v in m.items() if k != LINEAGE} for m in (saved, current))
     if not (saved and current) or saved == current:
         return
-    differs = sorted(f"{k}.{sub}" if sub else k for k in set(saved) | set(current) if saved.get(k) != current.get(k)
-                     for sub in _differing(saved.get(k), current.get(k)))
+    differs = sorted(
+        f"{k}.{sub}" if sub else k
+        for k in set(saved) | set(current)
+        if saved.get(k) != current.get(k)
+        for sub in _differing(saved.get(k), current.get(k))
+    )
     raise ValueError(
         f"{where} holds another supernet than the one asked for (its {', '.join(differs)} differ): use the "
         "SupernetSpec it was created with (SupernetStore.connect(name).spec, or the original run's script), or "

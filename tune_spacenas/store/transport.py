@@ -141,6 +141,7 @@ class TensorLink:
 
     def read(self, address: Sequence, token: str, wanted: Sequence[tuple[Any, Sequence[str]]]) -> dict[Any, dict]:
         """``{ref: {key: array}}`` for the (ref, keys) pairs the server still holds; {} if it cannot be reached."""
+
         def exchange(conn: socket.socket) -> tuple[list, np.ndarray]:
             _send_message(conn, json.dumps({"read": [[ref.hex(), list(keys)] for ref, keys in wanted]}).encode())
             headers = json.loads(_receive_message(conn))
@@ -153,6 +154,7 @@ class TensorLink:
 
     def upload(self, address: Sequence, token: str, deltas: Mapping[str, np.ndarray]) -> str | None:
         """Send ``deltas`` to the server; the upload's id for the push call, or None if it cannot be reached."""
+
         def exchange(conn: socket.socket) -> str:
             arrays = {k: np.ascontiguousarray(d, dtype=np.float32) for k, d in deltas.items()}
             header = [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]
@@ -173,8 +175,13 @@ class TensorLink:
             except (OSError, ValueError, ConnectionError) as err:
                 self._drop(address)
                 self._unreachable[address] = time.monotonic() + RETRY_AFTER_S
-                log.warning("the weight store's socket %s:%d failed (%s); moving tensors through Ray's object "
-                            "transfer for %.0f s", *address, err, RETRY_AFTER_S)
+                log.warning(
+                    "the weight store's socket %s:%d failed (%s); moving tensors through Ray's object "
+                    "transfer for %.0f s",
+                    *address,
+                    err,
+                    RETRY_AFTER_S,
+                )
                 return None
 
     def _connection(self, address: tuple[str, int], token: str) -> socket.socket:
@@ -199,7 +206,7 @@ def _receive_tensors(conn: socket.socket, header: Sequence) -> dict[str, np.ndar
     _receive_into(conn, memoryview(buffer))
     out, offset = {}, 0
     for (key, dtype, shape), nbytes in zip(header, sizes):
-        out[key] = buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+        out[key] = buffer[offset : offset + nbytes].view(dtype).reshape(shape)
         offset += nbytes
     return out
 

@@ -46,6 +46,15 @@ def build_supernet(space: SearchSpace, num_classes: int | None = None, skeleton:
 
 
 __all__ = [
-    "MobileNetSupernet", "MultiBranchSupernet", "NASBench201FitnessSupernet", "NASBench201Supernet", "Supernet", "build_op", "build_supernet", "recalibrate_batchnorm",
-    "register_op", "register_op_pattern", "register_supernet",
+    "MobileNetSupernet",
+    "MultiBranchSupernet",
+    "NASBench201FitnessSupernet",
+    "NASBench201Supernet",
+    "Supernet",
+    "build_op",
+    "build_supernet",
+    "recalibrate_batchnorm",
+    "register_op",
+    "register_op_pattern",
+    "register_supernet",
 ]

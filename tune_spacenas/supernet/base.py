@@ -75,8 +75,13 @@ class Supernet(nn.Module):
         overrides it where its own state decides (AutoSpace's generations)."""
         return subspace.sample(rng) if self.gates is None else self.gates.sample_path(rng)
 
-    def gated_layer(self, slots: Sequence[int], x: torch.Tensor, arch: Sequence[int],
-                    run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]) -> torch.Tensor:
+    def gated_layer(
+        self,
+        slots: Sequence[int],
+        x: torch.Tensor,
+        arch: Sequence[int],
+        run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+    ) -> torch.Tensor:
         """``run(x, arch)``: one searchable layer deciding ``slots``; during an architecture step of installed
         binary gates, the gated mixture of the slots' sampled candidates (``SlotGates.mix_layer``)."""
         if self.gates is None:

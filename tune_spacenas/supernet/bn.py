@@ -10,8 +10,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                          batches: Iterable[torch.Tensor]) -> None:
+def recalibrate_batchnorm(
+    net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor]
+) -> None:
     """Reset every BatchNorm's running statistics and re-estimate them with ``forward`` on ``batches``.
 
     Statistics are a cumulative average over the batches (momentum ``None``), so the result does not

@@ -86,7 +86,7 @@ class SlicedConvBN(nn.Module):
         if self.depthwise:
             out = F.conv2d(x, self.weight[:cin], padding=self.padding, groups=cin)
         else:
-            out = F.conv2d(x, self.weight[:cout or cin, :cin], padding=self.padding)
+            out = F.conv2d(x, self.weight[: cout or cin, :cin], padding=self.padding)
         out = self.bn(out)
         return F.relu6(out) if self.act else out
 
@@ -106,9 +106,15 @@ class CellLayer(nn.Module):
         self.cin, self.cout, self.stride = cin, cout, stride
         self.residual = stride == 1 and cin == cout
         self.expand = SlicedConvBN(cin, mid, 1)
-        self.edges = nn.ModuleList(nn.ModuleDict({
-            op: SlicedConvBN(mid, mid, kernel, depthwise=depthwise) for op, (kernel, depthwise) in EDGE_CONVS.items()
-        }) for _ in CELL_EDGES)
+        self.edges = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    op: SlicedConvBN(mid, mid, kernel, depthwise=depthwise)
+                    for op, (kernel, depthwise) in EDGE_CONVS.items()
+                }
+            )
+            for _ in CELL_EDGES
+        )
         self.project = SlicedConvBN(mid, cout, 1, act=False)
 
     def forward(self, x: torch.Tensor, cell: Cell) -> torch.Tensor:
@@ -148,8 +154,11 @@ class CellNetworkSupernet(Supernet):
 
     def __init__(self, space: CellNetworkSpace, num_classes: int | None = None):
         super().__init__(space)
-        self.stem = nn.Sequential(nn.Conv2d(3, space.stem_channels, 3, space.stem_stride, 1, bias=False),
-                                  nn.BatchNorm2d(space.stem_channels), nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, space.stem_channels, 3, space.stem_stride, 1, bias=False),
+            nn.BatchNorm2d(space.stem_channels),
+            nn.ReLU6(inplace=True),
+        )
         self.layers = nn.ModuleList()
         self.classifier = nn.Linear(space.widths[-1], num_classes or space.num_classes)
 
@@ -228,15 +237,24 @@ class FitnessWeightedLayer(BinaryGates):
         madds: MAdds per candidate, for Eq. (6)'s term.
     """
 
-    def __init__(self, candidates: Sequence[Callable[[torch.Tensor], torch.Tensor]], alpha: Sequence[float],
-                 compensation: Sequence[float] | None = None, madds: Sequence[float] | None = None,
-                 gate_paths: int = 2, alpha_lr: float = 0.05, madds_penalty: float = 0.0):
+    def __init__(
+        self,
+        candidates: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        alpha: Sequence[float],
+        compensation: Sequence[float] | None = None,
+        madds: Sequence[float] | None = None,
+        gate_paths: int = 2,
+        alpha_lr: float = 0.05,
+        madds_penalty: float = 0.0,
+    ):
         if len(candidates) != len(alpha) or not candidates:
             raise ValueError(f"need one fitness score per candidate, got {len(alpha)} for {len(candidates)}")
         super().__init__(alpha, gate_paths)
         k = len(candidates)
         self.candidates = list(candidates)
-        self.compensation = torch.tensor(list(compensation) if compensation is not None else [1.0] * k, dtype=torch.float64)
+        self.compensation = torch.tensor(
+            list(compensation) if compensation is not None else [1.0] * k, dtype=torch.float64
+        )
         self.madds = torch.tensor(list(madds) if madds is not None else [0.0] * k, dtype=torch.float64)
         self.alpha_lr, self.madds_penalty = alpha_lr, madds_penalty
 
@@ -290,9 +308,15 @@ class OpenCellSupernet(_CellSupernet):
         n = len(CELL_SLOTS)
         return range(n * layer, n * (layer + 1))
 
-    def begin_generation(self, cells: Sequence[Sequence[str]], alpha: Sequence[Sequence[float]],
-                         compensation: Sequence[Sequence[float]] | None = None, gate_paths: int = 2,
-                         alpha_lr: float = 0.05, madds_penalty: float = 0.0) -> list[FitnessWeightedLayer]:
+    def begin_generation(
+        self,
+        cells: Sequence[Sequence[str]],
+        alpha: Sequence[Sequence[float]],
+        compensation: Sequence[Sequence[float]] | None = None,
+        gate_paths: int = 2,
+        alpha_lr: float = 0.05,
+        madds_penalty: float = 0.0,
+    ) -> list[FitnessWeightedLayer]:
         """Make layer l the fitness-weighted layer over ``cells[l]`` (Eq. 3) until ``end_generation``."""
         if len(cells) != len(self.layers):
             raise ValueError(f"generation names cells for {len(cells)} layers; the supernet has {len(self.layers)}")
@@ -300,11 +324,17 @@ class OpenCellSupernet(_CellSupernet):
         for layer, (texts, scores) in enumerate(zip(cells, alpha)):
             parsed = [parse_cell(t) for t in texts]
             cin, cout, stride, size = self.space.layer_plan()[layer]
-            generation.append(FitnessWeightedLayer(
-                [functools.partial(self.layers[layer], cell=c) for c in parsed], scores,
-                compensation=(compensation or [None] * len(self.layers))[layer],
-                madds=[cell_cost(c, cin, cout, stride, size).madds for c in parsed],
-                gate_paths=int(gate_paths), alpha_lr=float(alpha_lr), madds_penalty=float(madds_penalty)))
+            generation.append(
+                FitnessWeightedLayer(
+                    [functools.partial(self.layers[layer], cell=c) for c in parsed],
+                    scores,
+                    compensation=(compensation or [None] * len(self.layers))[layer],
+                    madds=[cell_cost(c, cin, cout, stride, size).madds for c in parsed],
+                    gate_paths=int(gate_paths),
+                    alpha_lr=float(alpha_lr),
+                    madds_penalty=float(madds_penalty),
+                )
+            )
             self._generation_cells.append(parsed)
         self.generation = generation
         return generation

@@ -32,8 +32,9 @@ def fitness_probabilities(alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(alpha, dim=0)
 
 
-def fitness_gradient(gate_grads: torch.Tensor, alpha: torch.Tensor,
-                     compensation: torch.Tensor | None = None) -> torch.Tensor:
+def fitness_gradient(
+    gate_grads: torch.Tensor, alpha: torch.Tensor, compensation: torch.Tensor | None = None
+) -> torch.Tensor:
     """``dL/dalpha_i = sum_k dL/dg_k p_k (delta_ik - p_i)`` over the candidates given (``p`` = softmax of their
     alphas), times AutoSpace Eq. (4)'s compensation factors ``n(d_i) / n'(d_i)`` where given."""
     p = fitness_probabilities(alpha)
@@ -107,8 +108,11 @@ class BinaryGates:
         if self.gates is None or self.gates.grad is None:
             return grad
         idx = torch.tensor(self.paths)
-        grad[idx] = fitness_gradient(self.gates.grad.to("cpu", torch.float64), self.alpha.detach()[idx],
-                                     None if compensation is None else compensation[idx])
+        grad[idx] = fitness_gradient(
+            self.gates.grad.to("cpu", torch.float64),
+            self.alpha.detach()[idx],
+            None if compensation is None else compensation[idx],
+        )
         return grad
 
     @torch.no_grad()
@@ -137,8 +141,10 @@ class SlotGates:
 
     def __init__(self, choices: Sequence[Sequence[int]], alpha: Sequence[Sequence[float]], gate_paths: int = 2):
         if [len(c) for c in choices] != [len(a) for a in alpha]:
-            raise ValueError(f"architecture parameters {[len(a) for a in alpha]} per slot do not match the space's "
-                             f"{[len(c) for c in choices]} allowed operations per slot")
+            raise ValueError(
+                f"architecture parameters {[len(a) for a in alpha]} per slot do not match the space's "
+                f"{[len(c) for c in choices]} allowed operations per slot"
+            )
         self.choices = [tuple(int(o) for o in c) for c in choices]
         self.slots = [BinaryGates(a, gate_paths) for a in alpha]
         for gates in self.slots:
@@ -165,8 +171,13 @@ class SlotGates:
         self.mixing = True
         return tuple(choices[gates.sample(rng)] for choices, gates in zip(self.choices, self.slots))
 
-    def mix_layer(self, slots: Sequence[int], x: torch.Tensor, arch: Sequence[int],
-                  run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]) -> torch.Tensor:
+    def mix_layer(
+        self,
+        slots: Sequence[int],
+        x: torch.Tensor,
+        arch: Sequence[int],
+        run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+    ) -> torch.Tensor:
         """One searchable layer deciding ``slots``, run on ``arch`` by ``run(x, arch)``: the active output, plus
         for each gated slot its gates' mixture with the layer's output under the slot's other sampled
         candidates (computed without gradients). Every slot's gate s has ``dL/dg_k = <dL/dy, y(arch with
@@ -189,8 +200,12 @@ class SlotGates:
         """The gate tensors of the current architecture step (slots with two or more sampled candidates)."""
         return [g.gates for g in self.slots if g.gates is not None]
 
-    def step(self, optimizer: torch.optim.Optimizer, madds_penalty: float = 0.0,
-             madds: Sequence[Sequence[float]] | None = None) -> None:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        madds_penalty: float = 0.0,
+        madds: Sequence[Sequence[float]] | None = None,
+    ) -> None:
         """One update of alpha after the architecture step's backward pass (the gates hold gradients):
         the binary gates' gradient plus ``madds_penalty`` times the expected-MAdds gradient over all of a
         slot's candidates (``madds[s][k]``: the network's MAdds with slot s on candidate k, Eq. 6), one
@@ -199,7 +214,9 @@ class SlotGates:
         for s, gates in enumerate(self.slots):
             grad = gates.gradient()
             if madds_penalty and madds is not None:
-                grad = grad + madds_penalty * madds_gradient(gates.alpha.detach(), torch.tensor(madds[s], dtype=torch.float64))
+                grad = grad + madds_penalty * madds_gradient(
+                    gates.alpha.detach(), torch.tensor(madds[s], dtype=torch.float64)
+                )
             gates.alpha.grad = grad
         optimizer.step()
         for gates, old in zip(self.slots, before):
@@ -214,5 +231,4 @@ class SlotGates:
 
 
 def _with(arch: Sequence[int], slot: int, op: int) -> Architecture:
-    return tuple(arch[:slot]) + (int(op),) + tuple(arch[slot + 1:])
-
+    return tuple(arch[:slot]) + (int(op),) + tuple(arch[slot + 1 :])

@@ -26,8 +26,9 @@ class MobileNetSupernet(Supernet):
         w = space.width_mult
         stem, first = scaled(STEM_CHANNELS, w), scaled(FIRST_BLOCK_CHANNELS, w)
         stem_stride = costs.stem_stride(space.input_size)
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem),
-                                  nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6(inplace=True)
+        )
         self.first = MBConv(stem, first, 1, 3, 1, affine=True)
         self.choices = nn.ModuleList()
         for slot_index, (slot, (cin, cout, stride)) in enumerate(zip(space.slots, space.layer_plan())):

@@ -54,28 +54,48 @@ class CroppedConv2d(nn.Conv2d):
         rh, rw = effective_kernel(kh, x.shape[2], dh) // 2, effective_kernel(kw, x.shape[3], dw) // 2
         if (rh, rw) == (kh // 2, kw // 2):
             return super().forward(x)
-        weight = self.weight[:, :, kh // 2 - rh:kh // 2 + rh + 1, kw // 2 - rw:kw // 2 + rw + 1]
+        weight = self.weight[:, :, kh // 2 - rh : kh // 2 + rh + 1, kw // 2 - rw : kw // 2 + rw + 1]
         return nn.functional.conv2d(x, weight, None, self.stride, (rh * dh, rw * dw), self.dilation, self.groups)
 
 
-def _conv_bn(cin: int, cout: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
-             groups: int = 1, dilation: int = 1, relu: bool = True) -> list[nn.Module]:
+def _conv_bn(
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    groups: int = 1,
+    dilation: int = 1,
+    relu: bool = True,
+) -> list[nn.Module]:
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
-    layers = [CroppedConv2d(cin, cout, (kh, kw), stride, padding, dilation=dilation, groups=groups, bias=False),
-              nn.BatchNorm2d(cout, affine=False)]
+    layers = [
+        CroppedConv2d(cin, cout, (kh, kw), stride, padding, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, affine=False),
+    ]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
 class DepthwiseBranch(nn.Sequential):
     """1x1 expansion (``groups_in``), k x k depthwise (``dilation``), 1x1 projection (``groups_out``)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, kernel: int, expand: int, dilation: int = 1,
-                 groups_in: int = 1, groups_out: int = 1):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        kernel: int,
+        expand: int,
+        dilation: int = 1,
+        groups_in: int = 1,
+        groups_out: int = 1,
+    ):
         mid = cin * expand
-        super().__init__(*_conv_bn(cin, mid, 1, groups=groups_in),
-                         *_conv_bn(mid, mid, kernel, stride, groups=mid, dilation=dilation),
-                         *_conv_bn(mid, cout, 1, groups=groups_out, relu=False))
+        super().__init__(
+            *_conv_bn(cin, mid, 1, groups=groups_in),
+            *_conv_bn(mid, mid, kernel, stride, groups=mid, dilation=dilation),
+            *_conv_bn(mid, cout, 1, groups=groups_out, relu=False),
+        )
 
 
 class Conv1xKBranch(nn.Sequential):
@@ -83,8 +103,12 @@ class Conv1xKBranch(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, stride: int, kernel: int, expand: int):
         mid = cin * expand
-        super().__init__(*_conv_bn(cin, mid, 1), *_conv_bn(mid, mid, (1, kernel), (1, stride)),
-                         *_conv_bn(mid, mid, (kernel, 1), (stride, 1)), *_conv_bn(mid, cout, 1, relu=False))
+        super().__init__(
+            *_conv_bn(cin, mid, 1),
+            *_conv_bn(mid, mid, (1, kernel), (1, stride)),
+            *_conv_bn(mid, mid, (kernel, 1), (stride, 1)),
+            *_conv_bn(mid, cout, 1, relu=False),
+        )
 
 
 @register_op_pattern(r"dw_k(\d+)_e(\d+)")
@@ -174,9 +198,19 @@ class FitnessIndicators:
             return [n for n, _ in self.named_parameters()]
         return [n for slot, op in ops for n in self.choice_parameter_names(int(slot), int(op))] + [FITNESS_PARAM]
 
-    def fitness_loss(self, x: torch.Tensor, y: torch.Tensor, space: SearchSpace, rng: np.random.Generator, *,
-                     alpha: float = 0.0, beta: float = 2.0, tau: float = 0.0,
-                     costs: Sequence[Sequence[float]] | None = None, fixed_cost: float = 0.0) -> torch.Tensor:
+    def fitness_loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        *,
+        alpha: float = 0.0,
+        beta: float = 2.0,
+        tau: float = 0.0,
+        costs: Sequence[Sequence[float]] | None = None,
+        fixed_cost: float = 0.0,
+    ) -> torch.Tensor:
         """Eq. (5) on one validation batch: cross-entropy through the simulated gradient of Eq. (7) plus
         ``alpha * |R(a, tau)|^beta`` with ``R`` the rescaled expected cost of Eq. (8) minus ``tau``."""
         pairs = self.sample_pairs(space, rng)
@@ -209,8 +243,10 @@ class FitnessIndicators:
                 pairs.append(_Pair(names[0]))
                 continue
             if len(subset) > MAX_ENUMERATED_BRANCHES:
-                raise ValueError(f"slot {slot}: {len(subset)} operations; Eq. (4) is enumerated over a subset's "
-                                 f"configurations, so keep K <= {MAX_ENUMERATED_BRANCHES}")
+                raise ValueError(
+                    f"slot {slot}: {len(subset)} operations; Eq. (4) is enumerated over a subset's "
+                    f"configurations, so keep K <= {MAX_ENUMERATED_BRANCHES}"
+                )
             probs = layer_probability(p[slot, list(subset)], torch.tensor(selectors, dtype=p.dtype, device=p.device))
             weights = probs.detach().cpu().double().numpy()
             a, b = rng.choice(len(configs), size=2, replace=False, p=weights / weights.sum())
@@ -231,8 +267,9 @@ class MultiBranchSupernet(FitnessIndicators, Supernet):
     def __init__(self, space: MultiBranchSpace, num_classes: int | None = None):
         super().__init__(space)
         stem, head = scaled(STEM_CHANNELS, space.width_mult), scaled(HEAD_CHANNELS, space.width_mult)
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, space.stem_stride, 1, bias=False), nn.BatchNorm2d(stem),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem, 3, space.stem_stride, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
         self.layers = nn.ModuleList()
         for i, (slot, (cin, cout, stride, _)) in enumerate(zip(space.slots, space.layer_plan())):
             layer = MultiBranchLayer(slot.ops, cin, cout, stride, space.reduction[i])

@@ -75,8 +75,10 @@ class SupernetSpec:
     def from_store_meta(cls, meta: Mapping[str, Any], where: str) -> SupernetSpec:
         """The spec a store's meta holds; ValueError saying how to create a store that has one."""
         if STORE_META not in meta:
-            raise ValueError(f"{where} holds no SupernetSpec (it was created from raw arrays); create it with "
-                             "SupernetStore.create(name, spec)")
+            raise ValueError(
+                f"{where} holds no SupernetSpec (it was created from raw arrays); create it with "
+                "SupernetStore.create(name, spec)"
+            )
         return cls.from_dict(meta[STORE_META])
 
     def build(self) -> Supernet:
@@ -85,8 +87,9 @@ class SupernetSpec:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
-            return build_supernet(self.space, num_classes=10 if self.data.name in ("cifar10", "digits") else None,
-                                  skeleton=self.skeleton)
+            return build_supernet(
+                self.space, num_classes=10 if self.data.name in ("cifar10", "digits") else None, skeleton=self.skeleton
+            )
 
     def initial_weights(self) -> dict[str, np.ndarray]:
         return {name: p.detach().cpu().numpy().copy() for name, p in self.build().named_parameters()}

@@ -39,8 +39,10 @@ def verify(csv_path: Path, parquet_path: Path) -> int:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     if list(parquet) != list(rows[0]) or any(len(v) != len(rows) for v in parquet.values()):
-        raise ValueError(f"{parquet_path} has columns {list(parquet)} x {len(next(iter(parquet.values())))} rows; "
-                         f"{csv_path} has {list(rows[0])} x {len(rows)}")
+        raise ValueError(
+            f"{parquet_path} has columns {list(parquet)} x {len(next(iter(parquet.values())))} rows; "
+            f"{csv_path} has {list(rows[0])} x {len(rows)}"
+        )
     compared = 0
     for column, values in parquet.items():
         for i, (value, row) in enumerate(zip(values, rows)):

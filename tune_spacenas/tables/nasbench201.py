@@ -49,7 +49,8 @@ MISSING_METRICS = {
 }
 HOW_TO_GET = (
     "The table ships with tune_spacenas (tables/nasbench201.parquet); a replacement is NATS-Bench's topology "
-    "space exported to CSV or Parquet with the columns " + ", ".join(DATASET_COLUMNS.values())
+    "space exported to CSV or Parquet with the columns "
+    + ", ".join(DATASET_COLUMNS.values())
     + ", ArchitectureString (see the docstring of tune_spacenas.tables.nasbench201)."
 )
 
@@ -169,4 +170,3 @@ def arch_of_index(index: int) -> tuple[int, ...]:
         index, d = divmod(index, 5)
         digits.append(d)
     return tuple(reversed(digits))
-

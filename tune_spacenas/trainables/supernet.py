@@ -54,8 +54,10 @@ def supernet_trainable(config: dict[str, Any]) -> None:
         raise ValueError("trial config names no weight store: pass config=store.param_space() (or add 'store': NAME)")
     worker = worker_for(config[STORE_KEY])
     if SPACE_KEY in config and space_from_spec(config[SPACE_KEY]).full_space() != worker.space:
-        raise ValueError(f"the trial's space does not match weight store {config[STORE_KEY]!r}'s supernet "
-                         f"({worker.space!r}); use the store's own store.param_space()")
+        raise ValueError(
+            f"the trial's space does not match weight store {config[STORE_KEY]!r}'s supernet "
+            f"({worker.space!r}); use the store's own store.param_space()"
+        )
     check_job(config, worker.space)
     start = 0
     checkpoint = tune.get_checkpoint()

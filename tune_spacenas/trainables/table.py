@@ -37,21 +37,31 @@ def evaluate_on_table(config: Mapping[str, Any]) -> dict[str, Any]:
             f"the NAS-Bench-201 table trainable only evaluates architectures, but this trial asks it to train a "
             f"supernet ({config.get(STEPS_KEY)} steps): a searcher that trains (SPOS, SE-NAS, NSE, AutoSpace, "
             "ASE with train_steps > 0) runs on supernet_trainable with config=store.param_space() (a SupernetStore); "
-            "on the table, pass train_steps=0 (SPOSSearcher, ASESearcher) to search it without training")
+            "on the table, pass train_steps=0 (SPOSSearcher, ASESearcher) to search it without training"
+        )
     table = NASBench201Table.load(config.get(TABLE_PATH_KEY))
     dataset = canonical_dataset(config.get(DATASET_KEY, "cifar10"))
     per_arch = [_lookup(table, arch, dataset) for arch in archs_of(table.space, config)]
     if ARCHS_KEY not in config:
         return per_arch[0]
     numeric = [k for k, v in per_arch[0].items() if isinstance(v, float)]
-    return {ACCURACY: sum(r[ACCURACY] for r in per_arch) / len(per_arch), EVALUATED: len(per_arch),
-            REWARD: per_arch[0][REWARD], PER_ARCH_KEY: {k: [r[k] for r in per_arch] for k in numeric}}
+    return {
+        ACCURACY: sum(r[ACCURACY] for r in per_arch) / len(per_arch),
+        EVALUATED: len(per_arch),
+        REWARD: per_arch[0][REWARD],
+        PER_ARCH_KEY: {k: [r[k] for r in per_arch] for k in numeric},
+    }
 
 
 def _lookup(table: NASBench201Table, arch: Any, dataset: str) -> dict[str, Any]:
     result: dict[str, Any] = {test_accuracy_key(name): table.query(arch, name) for name in DATASET_COLUMNS}
-    result.update({ACCURACY: result[test_accuracy_key(dataset)], REWARD: f"{TEST_ACCURACY}:{dataset}",
-                   ARCH_KEY: table.space.to_string(arch)})
+    result.update(
+        {
+            ACCURACY: result[test_accuracy_key(dataset)],
+            REWARD: f"{TEST_ACCURACY}:{dataset}",
+            ARCH_KEY: table.space.to_string(arch),
+        }
+    )
     return result
 
 

@@ -64,8 +64,14 @@ Reporter = Callable[[dict[str, Any], int | None], None]
 
 
 class StoreLike(ExtensionStore, Protocol):
-    def push(self, deltas: Mapping[str, np.ndarray], writer: str, step: int, known: Mapping[str, int] | None = None,
-             incarnation: str | None = None) -> PushReceipt: ...
+    def push(
+        self,
+        deltas: Mapping[str, np.ndarray],
+        writer: str,
+        step: int,
+        known: Mapping[str, int] | None = None,
+        incarnation: str | None = None,
+    ) -> PushReceipt: ...
     def progress(self, writer: str) -> tuple[int, dict[str, Any] | None]: ...
     def record_result(self, writer: str, result: Mapping[str, Any]) -> None: ...
 
@@ -119,8 +125,9 @@ class SupernetWorker:
             self.versions.pop(name, None)
 
     @torch.no_grad()
-    def deltas(self, base: Mapping[str, torch.Tensor], keys: Iterable[str]) -> tuple[dict[str, torch.Tensor],
-                                                                                     dict[str, np.ndarray]]:
+    def deltas(
+        self, base: Mapping[str, torch.Tensor], keys: Iterable[str]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """``params - base`` for ``keys``: on the device (what ``keep_pushed`` adds to the base) and as numpy
         (what a push carries; on the CPU the same memory). Both live in buffers reused from sync to sync, so a
         sync allocates nothing (fresh large buffers cost page faults); on a GPU the host side is pinned.
@@ -141,23 +148,39 @@ class SupernetWorker:
         if key not in self._delta_buffers:
             param = self.params[key]
             device_buffer = torch.empty_like(param, requires_grad=False)
-            host_buffer = device_buffer if param.device.type == "cpu" else torch.empty(
-                param.shape, dtype=param.dtype, pin_memory=torch.cuda.is_available())
+            host_buffer = (
+                device_buffer
+                if param.device.type == "cpu"
+                else torch.empty(param.shape, dtype=param.dtype, pin_memory=torch.cuda.is_available())
+            )
             self._delta_buffers[key] = (device_buffer, host_buffer)
         return self._delta_buffers[key]
 
-    def context(self, task: str, seed: int, steps: int, subspace: SearchSpace,
-                optimizer: torch.optim.Optimizer | None = None) -> JobContext:
+    def context(
+        self, task: str, seed: int, steps: int, subspace: SearchSpace, optimizer: torch.optim.Optimizer | None = None
+    ) -> JobContext:
         """What this job offers its extensions (never the worker itself)."""
-        return JobContext(task=task, spec=self.spec, net=self.net, params=self.params, data=self.data,
-                          device=self.device, store=self.store, seed=seed, steps=steps, subspace=subspace,
-                          release=self.release, optimizer=optimizer)
+        return JobContext(
+            task=task,
+            spec=self.spec,
+            net=self.net,
+            params=self.params,
+            data=self.data,
+            device=self.device,
+            store=self.store,
+            seed=seed,
+            steps=steps,
+            subspace=subspace,
+            release=self.release,
+            optimizer=optimizer,
+        )
 
     # ------------------------------------------------------------------------------------------
     # Jobs
     # ------------------------------------------------------------------------------------------
-    def run(self, job: Mapping[str, Any], trial_id: str = "local", report: Reporter | None = None,
-            start_step: int = 0) -> dict[str, Any]:
+    def run(
+        self, job: Mapping[str, Any], trial_id: str = "local", report: Reporter | None = None, start_step: int = 0
+    ) -> dict[str, Any]:
         """Do ``job``; ``report(metrics, synced_step)`` is called along the way, the final result returned."""
         report = report or (lambda metrics, step: None)
         if task_of(job) == TRAIN:
@@ -210,8 +233,13 @@ class SupernetWorker:
     def _diverged(self, writer: str, diverged: _Diverged, pushed: int, report: Reporter) -> dict[str, Any]:
         """Training went non-finite: push nothing more and forget the unpushed local weights."""
         self.versions.clear()  # the next job pulls every tensor again instead of training on these
-        result = {LOSS: math.nan, ACCURACY: math.nan, DIVERGED_KEY: diverged.step, STEPS_DONE: pushed,
-                  DIVERGED_LOSS: diverged.loss}
+        result = {
+            LOSS: math.nan,
+            ACCURACY: math.nan,
+            DIVERGED_KEY: diverged.step,
+            STEPS_DONE: pushed,
+            DIVERGED_LOSS: diverged.loss,
+        }
         self.store.record_result(writer, result)
         report(result, None)
         return result
@@ -235,8 +263,11 @@ class SupernetWorker:
                     scores |= extension.arch_metrics(ctx, arch, scores)
                 per_arch.append(scores)
         elapsed = time.perf_counter() - start
-        result = {ACCURACY: float(np.mean([r[ACCURACY] for r in per_arch])), EVALUATED: len(archs),
-                  SECONDS_PER_ARCH: elapsed / len(archs)}
+        result = {
+            ACCURACY: float(np.mean([r[ACCURACY] for r in per_arch])),
+            EVALUATED: len(archs),
+            SECONDS_PER_ARCH: elapsed / len(archs),
+        }
         if ARCHS_KEY in job:
             result[PER_ARCH_KEY] = {key: [r[key] for r in per_arch] for key in per_arch[0]}
         else:
@@ -250,8 +281,13 @@ class SupernetWorker:
         return [x for x, _ in batches]
 
     @torch.no_grad()
-    def score(self, arch: Architecture, split: str = "val", images: int | None = None,
-              recal: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
+    def score(
+        self,
+        arch: Architecture,
+        split: str = "val",
+        images: int | None = None,
+        recal: Sequence[torch.Tensor] | None = None,
+    ) -> dict[str, float]:
         """Accuracy (percent) and loss of one path after BatchNorm recalibration on fixed train batches."""
         spec = self.spec
         recalibrate_batchnorm(self.net, lambda x: self.net(x, arch), recal or self.recalibration_batches())
@@ -284,8 +320,13 @@ class _TrainingJob:
         self.stream = worker.data.train_stream(spec.batch_size, seed=seed * 100_003 + start_step)
         architecture = set(net.architecture_parameter_names())
         self.weights = [p for n, p in net.named_parameters() if n not in architecture]
-        self.optimizer = torch.optim.SGD(self.weights, lr=float(job.get(LR_KEY, spec.lr)), momentum=spec.momentum,
-                                         nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.weights,
+            lr=float(job.get(LR_KEY, spec.lr)),
+            momentum=spec.momentum,
+            nesterov=spec.nesterov and spec.momentum > 0,
+            weight_decay=spec.weight_decay,
+        )
         self.ctx = worker.context(TRAIN, seed, self.steps, self.subspace, self.optimizer)
         self.extensions: list[WorkerExtension] = extensions_for(job)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -369,12 +410,15 @@ class _TrainingJob:
         """The metrics of the steps since the last report."""
         elapsed = time.perf_counter() - self.window_start
         syncs = len(self.push_ms)
-        self.result = {LOSS: self.window_loss / self.window_images,
-                       ACCURACY: 100.0 * self.window_correct / self.window_images,
-                       IMAGES_PER_S: self.window_images / elapsed, STEPS_DONE: step,
-                       STORE_PUSH_MS: float(np.mean(self.push_ms)) if syncs else 0.0,
-                       STORE_PULL_MS: float(np.mean(self.pull_ms)) if syncs else 0.0,
-                       STORE_MB_PER_SYNC: self.moved_bytes / 2**20 / syncs if syncs else 0.0}
+        self.result = {
+            LOSS: self.window_loss / self.window_images,
+            ACCURACY: 100.0 * self.window_correct / self.window_images,
+            IMAGES_PER_S: self.window_images / elapsed,
+            STEPS_DONE: step,
+            STORE_PUSH_MS: float(np.mean(self.push_ms)) if syncs else 0.0,
+            STORE_PULL_MS: float(np.mean(self.pull_ms)) if syncs else 0.0,
+            STORE_MB_PER_SYNC: self.moved_bytes / 2**20 / syncs if syncs else 0.0,
+        }
         for extension in self.extensions:
             self.result |= extension.metrics(self.ctx)
         self._open_window()

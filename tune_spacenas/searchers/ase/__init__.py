@@ -5,14 +5,23 @@
 """
 
 from tune_spacenas.searchers.ase.controller import (
-                                                   ASEController,
-                                                   ControllerSettings,
-                                                   Decision,
-                                                   EdgeSAGEConv,
-                                                   GraphEncoder,
-                                                   PointEncoder,
+    ASEController,
+    ControllerSettings,
+    Decision,
+    EdgeSAGEConv,
+    GraphEncoder,
+    PointEncoder,
 )
 from tune_spacenas.searchers.ase.graph import SubspaceGraph
 from tune_spacenas.searchers.ase.searcher import ASESearcher
 
-__all__ = ["ASEController", "ASESearcher", "ControllerSettings", "Decision", "EdgeSAGEConv", "GraphEncoder", "PointEncoder", "SubspaceGraph"]
+__all__ = [
+    "ASEController",
+    "ASESearcher",
+    "ControllerSettings",
+    "Decision",
+    "EdgeSAGEConv",
+    "GraphEncoder",
+    "PointEncoder",
+    "SubspaceGraph",
+]

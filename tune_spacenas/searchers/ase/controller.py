@@ -93,9 +93,12 @@ class GraphTensors:
         scores = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
         pairs = ordered_pairs(len(graph))
         mask = graph.edge_mask()[pairs.src_np, pairs.dst_np]
-        return cls(torch.from_numpy(np.asarray(graph.centers, dtype=np.int64) + offsets),
-                   torch.tensor(scores, dtype=torch.float32).unsqueeze(1),
-                   torch.from_numpy(mask).unsqueeze(1), pairs)
+        return cls(
+            torch.from_numpy(np.asarray(graph.centers, dtype=np.int64) + offsets),
+            torch.tensor(scores, dtype=torch.float32).unsqueeze(1),
+            torch.from_numpy(mask).unsqueeze(1),
+            pairs,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,11 @@ class Pairs:
 
 @lru_cache(maxsize=64)
 def ordered_pairs(K: int) -> Pairs:
-    src, dst = map(np.array, zip(*[(i, j) for i in range(K) for j in range(K) if i != j])) if K > 1 else \
-        (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    src, dst = (
+        map(np.array, zip(*[(i, j) for i in range(K) for j in range(K) if i != j]))
+        if K > 1
+        else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    )
     position = {(i, j): p for p, (i, j) in enumerate(zip(src, dst))}
     reverse = np.array([position[(j, i)] for i, j in zip(src, dst)], dtype=np.int64)
     src_t, dst_t = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
@@ -159,8 +165,9 @@ class GraphEncoder(nn.Module):
     def __init__(self, in_features: int, hidden_size: int, layers: int = 2):
         super().__init__()
         sizes = [in_features] + [hidden_size] * layers
-        self.layers = nn.ModuleList(EdgeSAGEConv(a, a, b, update_edges=i < layers - 1)
-                                    for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
+        self.layers = nn.ModuleList(
+            EdgeSAGEConv(a, a, b, update_edges=i < layers - 1) for i, (a, b) in enumerate(zip(sizes, sizes[1:]))
+        )
 
     def forward(self, h: Tensor, graph: GraphTensors) -> Tensor:
         e = edge_features(h, graph)
@@ -202,9 +209,17 @@ class ASEController(nn.Module):
         seed: seeds the U(-0.1, 0.1) initialisation.
     """
 
-    def __init__(self, space: SearchSpace, local_distance: int, hidden_size: int = 64, embedding_size: int = 8,
-                 use_graph: bool = True, center_tanh_constant: float = 1.5, edit_tanh_constant: float = 0.6,
-                 seed: int = 0):
+    def __init__(
+        self,
+        space: SearchSpace,
+        local_distance: int,
+        hidden_size: int = 64,
+        embedding_size: int = 8,
+        use_graph: bool = True,
+        center_tanh_constant: float = 1.5,
+        edit_tanh_constant: float = 0.6,
+        seed: int = 0,
+    ):
         super().__init__()
         sizes = [len(s.ops) for s in space.slots]
         self.local_distance = local_distance
@@ -269,11 +284,13 @@ class ASEController(nn.Module):
             return _draw(torch.softmax(logits_of(state[0]), dim=-1), rng)
 
         node = step(nodes.mean(0, keepdim=True), lambda q: self._center_logits(nodes, q))
-        x, edits = nodes[node: node + 1], []
+        x, edits = nodes[node : node + 1], []
         for _ in range(self.local_distance):
             layer = step(x, self._layer_logits)
-            op = step(self.layer_inputs.weight[layer: layer + 1],
-                      lambda q, layer=layer: self._op_logits(q, torch.tensor([layer])))
+            op = step(
+                self.layer_inputs.weight[layer : layer + 1],
+                lambda q, layer=layer: self._op_logits(q, torch.tensor([layer])),
+            )
             edits.append((layer, op))
             x = self._op_input(layer, op)
         return Decision(node, tuple(edits))
@@ -286,8 +303,9 @@ class ASEController(nn.Module):
         ops = torch.tensor([o for _, o in decision.edits], dtype=torch.long)
         # Inputs: mean node, chosen node, then layer l_1, op o_1, ..., layer l_M (the last op feeds nothing).
         edit_inputs = torch.stack([self.layer_inputs(layers), self.op_inputs(ops + self._offsets_t[layers])], 1)
-        sequence = torch.cat([nodes.mean(0, keepdim=True), nodes[decision.node: decision.node + 1],
-                              edit_inputs.flatten(0, 1)[:-1]])
+        sequence = torch.cat(
+            [nodes.mean(0, keepdim=True), nodes[decision.node : decision.node + 1], edit_inputs.flatten(0, 1)[:-1]]
+        )
         hidden, _ = self.lstm(sequence.unsqueeze(1))
         hidden = hidden.squeeze(1)
         logp_c, ent_c = _choice(self._center_logits(nodes, hidden[0:1]).unsqueeze(0), torch.tensor([decision.node]))

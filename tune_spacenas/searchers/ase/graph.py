@@ -81,8 +81,11 @@ class SubspaceGraph:
 
     # --- plain data ----------------------------------------------------------------------------
     def to_dict(self, space: SearchSpace) -> dict[str, Any]:
-        return {"centers": [space.to_string(c) for c in self.centers], "scores": list(self.scores),
-                SPACE_KEY: space.to_spec()}
+        return {
+            "centers": [space.to_string(c) for c in self.centers],
+            "scores": list(self.scores),
+            SPACE_KEY: space.to_spec(),
+        }
 
     def save(self, path: str | os.PathLike, space: SearchSpace) -> None:
         """Write the graph as JSON (the centres as strings), atomically, to a path or a ``pyarrow.fs`` URI;
@@ -96,12 +99,16 @@ def load_centers(source: Sequence[Any] | str | os.PathLike, space: SearchSpace) 
     if isinstance(source, (str, os.PathLike)):
         path = str(source)
         if not storage.exists(path):
-            raise FileNotFoundError(f"initial_centers: no saved subspace graph at {path!r}; pass a list of "
-                                    "architectures or a file written by ASESearcher.save_graph")
+            raise FileNotFoundError(
+                f"initial_centers: no saved subspace graph at {path!r}; pass a list of "
+                "architectures or a file written by ASESearcher.save_graph"
+            )
         saved = storage.read_json(path)
         if SPACE_KEY in saved and space_from_spec(saved[SPACE_KEY]).full_space() != space.full_space():
-            raise ValueError(f"initial_centers: the graph at {path!r} was saved for another space "
-                             f"({saved[SPACE_KEY]['kind']}); transfer centres between searches of the same space")
+            raise ValueError(
+                f"initial_centers: the graph at {path!r} was saved for another space "
+                f"({saved[SPACE_KEY]['kind']}); transfer centres between searches of the same space"
+            )
         source = saved["centers"]
     centers = [space.validate(c) for c in source]
     if len(set(centers)) != len(centers):

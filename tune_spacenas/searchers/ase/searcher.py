@@ -56,8 +56,13 @@ _PRIOR_RESERVE = 32
 # The paper's settings (section IV): NAS-Bench-201 (IV-A) and the MobileNet-like space (IV-B).
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "nasbench201": {"num_subspaces": 4, "local_distance": 4, "learning_rate": 1e-2, "entropy_weight": 7.5e-4},
-    "mobilenet": {"num_subspaces": 10, "local_distance": 3, "learning_rate": 3e-4, "entropy_weight": 1e-3,
-                  "max_madds": 600e6},
+    "mobilenet": {
+        "num_subspaces": 10,
+        "local_distance": 3,
+        "learning_rate": 3e-4,
+        "entropy_weight": 1e-3,
+        "max_madds": 600e6,
+    },
 }
 
 
@@ -129,17 +134,37 @@ class ASESearcher(CostLimited, ArchSearcher):
     needs_one_choice_per_slot = True
     PHASES = (TRAINING, CENTERS, SEARCH, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, num_subspaces: int | None = None,
-                 local_distance: int | None = None, initial_centers: list[Any] | str | os.PathLike | None = None,
-                 prior: Prior | None = None, prior_pool: int | None = None, prior_edits: int = 1,
-                 learning_rate: float = 1e-2, entropy_weight: float = 7.5e-4, baseline_decay: float = 0.9,
-                 weight_decay: float = 2.374e-5, subspace_update: bool = True, absolute_reward: bool = False,
-                 use_graph: bool = True, controller: ControllerSettings = ControllerSettings(),
-                 max_madds: float | None = None, train_steps: int = 0, steps_per_trial: int = 200,
-                 train_lr: float = 0.05, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        num_subspaces: int | None = None,
+        local_distance: int | None = None,
+        initial_centers: list[Any] | str | os.PathLike | None = None,
+        prior: Prior | None = None,
+        prior_pool: int | None = None,
+        prior_edits: int = 1,
+        learning_rate: float = 1e-2,
+        entropy_weight: float = 7.5e-4,
+        baseline_decay: float = 0.9,
+        weight_decay: float = 2.374e-5,
+        subspace_update: bool = True,
+        absolute_reward: bool = False,
+        use_graph: bool = True,
+        controller: ControllerSettings = ControllerSettings(),
+        max_madds: float | None = None,
+        train_steps: int = 0,
+        steps_per_trial: int = 200,
+        train_lr: float = 0.05,
+        **kwargs: Any,
+    ):
         super().__init__(space, **kwargs)
-        for name, value in (("num_subspaces", num_subspaces), ("local_distance", local_distance),
-                            ("prior_pool", prior_pool), ("prior_edits", prior_edits)):
+        for name, value in (
+            ("num_subspaces", num_subspaces),
+            ("local_distance", local_distance),
+            ("prior_pool", prior_pool),
+            ("prior_edits", prior_edits),
+        ):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for the default), got {value}")
         if not 0.0 <= baseline_decay < 1.0:
@@ -192,8 +217,10 @@ class ASESearcher(CostLimited, ArchSearcher):
         self.local_distance = self.local_distance or M
         given = [] if self.initial_centers is None else load_centers(self.initial_centers, self.space)
         if len(given) > self.num_subspaces:
-            raise ValueError(f"{len(given)} initial_centers for num_subspaces={self.num_subspaces}; "
-                             "pass at most K centres or raise num_subspaces")
+            raise ValueError(
+                f"{len(given)} initial_centers for num_subspaces={self.num_subspaces}; "
+                "pass at most K centres or raise num_subspaces"
+            )
         if self.prior is not None:
             self._prior_ranking = self._rank_by_prior(exclude=given)
         self._centers = list(given)
@@ -211,8 +238,9 @@ class ASESearcher(CostLimited, ArchSearcher):
     def _rank_by_prior(self, exclude: list[Architecture]) -> list[Architecture]:
         """The prior's best architectures (inside ``max_madds``), best first: initial centres, then reseeds."""
         count = min(self.num_subspaces + _PRIOR_RESERVE, self.space.size - len(exclude))
-        ranked = select_by_prior(self.prior, self.space, count, np.random.default_rng(self.seed),
-                                 pool=self.prior_pool, exclude=exclude)
+        ranked = select_by_prior(
+            self.prior, self.space, count, np.random.default_rng(self.seed), pool=self.prior_pool, exclude=exclude
+        )
         return [a for a in ranked if self.constraint is None or self.constraint(a)]
 
     def _new_center(self) -> Architecture:
@@ -229,15 +257,23 @@ class ASESearcher(CostLimited, ArchSearcher):
             if arch not in self.seen and (self.constraint is None or self.constraint(arch)):
                 self.seen.add(arch)
                 return arch
-        raise ValueError(f"found no new centre in {_MAX_DRAWS} draws: the space is smaller than "
-                         f"num_subspaces={self.num_subspaces}, or max_madds={self.max_madds} excludes it")
+        raise ValueError(
+            f"found no new centre in {_MAX_DRAWS} draws: the space is smaller than "
+            f"num_subspaces={self.num_subspaces}, or max_madds={self.max_madds} excludes it"
+        )
 
     def _build_policy(self) -> None:
-        self.controller = ASEController(self.space, self.local_distance, use_graph=self.use_graph, seed=self.seed,
-                                        **asdict(self.controller_settings))
+        self.controller = ASEController(
+            self.space,
+            self.local_distance,
+            use_graph=self.use_graph,
+            seed=self.seed,
+            **asdict(self.controller_settings),
+        )
         # fused: one kernel for all ~25 parameter tensors (4x cheaper on CPU than the per-tensor loop)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate,
-                                          weight_decay=self.weight_decay, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.controller.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay, fused=True
+        )
 
     # ------------------------------------------------------------------------------------------
     # Suggestions
@@ -272,8 +308,11 @@ class ASESearcher(CostLimited, ArchSearcher):
             else:
                 self.resamples += 1
         if samples:
-            beta = max(samples, key=lambda b: prior_score(self.prior, self.space, b)) if len(samples) > 1 else \
-                next(iter(samples))
+            beta = (
+                max(samples, key=lambda b: prior_score(self.prior, self.space, b))
+                if len(samples) > 1
+                else next(iter(samples))
+            )
             return self._edit_job(samples[beta].node, beta, samples[beta])
         beta = self._unseen_in_ball(decision.node)
         if beta is not None:
@@ -285,9 +324,12 @@ class ASESearcher(CostLimited, ArchSearcher):
         """A suggestion of ``b`` in node's subspace; ``decision`` is the policy sample (None: not learned)."""
         self.seen.add(beta)
         self.decisions += 1
-        self.pending[self.decisions] = {"node": node, "center_score": self.graph.scores[node],
-                                        "decision": None if decision is None else decision.to_plain(),
-                                        "graph": (list(self.graph.centers), list(self.graph.scores))}
+        self.pending[self.decisions] = {
+            "node": node,
+            "center_score": self.graph.scores[node],
+            "decision": None if decision is None else decision.to_plain(),
+            "graph": (list(self.graph.centers), list(self.graph.scores)),
+        }
         return evaluate_job(self.space, beta, ase=ASEJob(decision=self.decisions))
 
     def _unseen_in_ball(self, node: int) -> Architecture | None:
@@ -331,7 +373,7 @@ class ASESearcher(CostLimited, ArchSearcher):
         else:
             record = self.pending.pop(int(ase.decision), None)
             if record is not None and result is not None:  # a failed trial teaches nothing
-                (beta, value), = self.arch_values(job, result)
+                ((beta, value),) = self.arch_values(job, result)
                 self._learn(record, beta, self.score(value))
 
     def _observe_center(self, node: int, job: dict[str, Any], result: dict[str, Any] | None) -> None:
@@ -339,7 +381,7 @@ class ASESearcher(CostLimited, ArchSearcher):
             self._centers[node] = self._new_center()
             self._center_queue.append(node)
             return
-        (arch, value), = self.arch_values(job, result)
+        ((arch, value),) = self.arch_values(job, result)
         if self.graph is not None:  # a reseed: the exhausted subspace restarts around the new centre
             self._reseeding.discard(node)
             self.retired.append((self.graph.centers[node], self.graph.scores[node]))
@@ -353,8 +395,11 @@ class ASESearcher(CostLimited, ArchSearcher):
         improvement = score - record["center_score"]  # Eq. (2): R(b|a) = R(b) - R(a)
         self.update_subspace(record["node"], beta, score)
         if record["decision"] is not None:
-            self.policy_step(SubspaceGraph(*record["graph"]), Decision.from_plain(record["decision"]),
-                             score if self.absolute_reward else improvement)
+            self.policy_step(
+                SubspaceGraph(*record["graph"]),
+                Decision.from_plain(record["decision"]),
+                score if self.absolute_reward else improvement,
+            )
 
     def update_subspace(self, node: int, beta: Architecture, score: float) -> bool:
         """Algorithm 1 lines 12-15: the evoked subspace's centre becomes ``b`` when ``b`` is better.
@@ -374,8 +419,11 @@ class ASESearcher(CostLimited, ArchSearcher):
     def policy_step(self, graph: SubspaceGraph, decision: Decision, reward: float) -> None:
         """Algorithm 1 line 16: one REINFORCE step (batch size 1) on Eq. (2), with the moving-average
         baseline and the entropy bonus, on the graph the decision was sampled from."""
-        self.baseline = reward if self.baseline is None else (
-            self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward)
+        self.baseline = (
+            reward
+            if self.baseline is None
+            else (self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward)
+        )
         log_prob, entropy = self.controller.log_prob(GraphTensors.build(graph, self.controller.offsets), decision)
         loss = -(reward - self.baseline) * log_prob - self.entropy_weight * entropy
         self.optimizer.zero_grad(set_to_none=True)
@@ -394,8 +442,13 @@ class ASESearcher(CostLimited, ArchSearcher):
         return self.space.to_string(best[0])
 
     def current_progress(self) -> SearchProgress:
-        note = "" if self.graph is None else (f"centres {', '.join(f'{self.score(v):.3g}' for v in self.graph.scores)}, "
-                                              f"{self.replacements} replaced")
+        note = (
+            ""
+            if self.graph is None
+            else (
+                f"centres {', '.join(f'{self.score(v):.3g}' for v in self.graph.scores)}, {self.replacements} replaced"
+            )
+        )
         best = None
         if self.graph is not None:
             arch, value = self.graph.best()

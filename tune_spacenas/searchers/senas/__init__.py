@@ -14,16 +14,26 @@ Where each step lives:
 
 from tune_spacenas.searchers.senas.expanding import merge_layer_spaces
 from tune_spacenas.searchers.senas.scores import (
-                                                  ground_truth_operator_scores,
-                                                  mean_normalize,
-                                                  min_max_normalize,
-                                                  operator_sample,
-                                                  operator_scores,
-                                                  selection_confidence,
-                                                  selection_importance,
+    ground_truth_operator_scores,
+    mean_normalize,
+    min_max_normalize,
+    operator_sample,
+    operator_scores,
+    selection_confidence,
+    selection_importance,
 )
 from tune_spacenas.searchers.senas.searcher import SENASSearcher
 from tune_spacenas.searchers.senas.shrinking import shrink_operators
 
-__all__ = ["SENASSearcher", "ground_truth_operator_scores", "mean_normalize", "merge_layer_spaces", "min_max_normalize",
-           "operator_sample", "operator_scores", "selection_confidence", "selection_importance", "shrink_operators"]
+__all__ = [
+    "SENASSearcher",
+    "ground_truth_operator_scores",
+    "mean_normalize",
+    "merge_layer_spaces",
+    "min_max_normalize",
+    "operator_sample",
+    "operator_scores",
+    "selection_confidence",
+    "selection_importance",
+    "shrink_operators",
+]

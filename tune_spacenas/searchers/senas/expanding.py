@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from tune_spacenas.spaces.base import SearchSpace
 
 
-def merge_layer_spaces(space: SearchSpace | Sequence[int], threshold: int = 50,
-                       original: SearchSpace | Sequence[int] | None = None) -> list[list[int]]:
+def merge_layer_spaces(
+    space: SearchSpace | Sequence[int], threshold: int = 50, original: SearchSpace | Sequence[int] | None = None
+) -> list[list[int]]:
     """Algorithm 1 line 5: groups of adjacent slots, formed greedily from the shallowest slot, each
     extended while the product of its slots' sizes stays <= ``threshold`` (T: 6 in Fig. 3's toy, 50
     for the whole space in 3.4). Only groups of two or more slots are merged child spaces (a single
@@ -47,8 +48,7 @@ def merge_layer_spaces(space: SearchSpace | Sequence[int], threshold: int = 50,
     groups, start = [], 0
     while start < len(sizes):
         end = start + 1
-        while (end < len(sizes) and eligible[start] and eligible[end]
-               and math.prod(sizes[start:end + 1]) <= threshold):
+        while end < len(sizes) and eligible[start] and eligible[end] and math.prod(sizes[start : end + 1]) <= threshold:
             end += 1
         if end - start > 1:
             groups.append(list(range(start, end)))

@@ -24,8 +24,13 @@ def operators(space: SearchSpace) -> list[Operator]:
     return [(i, o) for i, slot in enumerate(space.slots) for o in slot.allowed]
 
 
-def operator_sample(space: SearchSpace, samples_per_op: int, rng: np.random.Generator,
-                    constraint: Callable[[Architecture], bool] | None = None, max_tries: int = 1000) -> list[Architecture]:
+def operator_sample(
+    space: SearchSpace,
+    samples_per_op: int,
+    rng: np.random.Generator,
+    constraint: Callable[[Architecture], bool] | None = None,
+    max_tries: int = 1000,
+) -> list[Architecture]:
     """Child models for Eq. (5): uniform draws from ``space`` in which every operator appears at least
     ``samples_per_op`` times (the paper samples 1000 models per operator on the MobileNet-like space).
 
@@ -103,7 +108,9 @@ def min_max_normalize(values: Mapping[Operator, float]) -> dict[Operator, float]
 
 
 NORMALIZATIONS: dict[str, Callable[[Mapping[Operator, float]], dict[Operator, float]]] = {
-    "mean": mean_normalize, "min-max": min_max_normalize}
+    "mean": mean_normalize,
+    "min-max": min_max_normalize,
+}
 
 
 def normalizer(name: str) -> Callable[[Mapping[Operator, float]], dict[Operator, float]]:
@@ -113,8 +120,9 @@ def normalizer(name: str) -> Callable[[Mapping[Operator, float]], dict[Operator,
     return NORMALIZATIONS[name]
 
 
-def operator_scores(si: Mapping[Operator, float], selection_confidence_term: bool = True,
-                    normalization: str = "mean") -> dict[Operator, float]:
+def operator_scores(
+    si: Mapping[Operator, float], selection_confidence_term: bool = True, normalization: str = "mean"
+) -> dict[Operator, float]:
     """Eq. (7): ``S_o = normalize(SI_o) / normalize(SC_o)``; low importance in a confident (high
     variance) layer scores lowest and is dropped first. ``normalization`` is the paper's "mean
     normalization", read as ``"mean"`` (x / mean: S ranks as SI / SC) or ``"min-max"``
@@ -138,7 +146,9 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.inf
 
 
-def ground_truth_operator_scores(space: SearchSpace, accuracy: Callable[[Architecture], float]) -> dict[Operator, float]:
+def ground_truth_operator_scores(
+    space: SearchSpace, accuracy: Callable[[Architecture], float]
+) -> dict[Operator, float]:
     """Section 4.2's ground-truth score of an operator: the mean true accuracy of *all* models of
     ``space`` containing it (Fig. 6 ranks operators by it)."""
     return selection_importance(((a, accuracy(a)) for a in space.enumerate()), space)

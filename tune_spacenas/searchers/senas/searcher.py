@@ -89,18 +89,37 @@ class SENASSearcher(EvolutionSearcher):
     needs_one_choice_per_slot = True
     PHASES = (TRAINING, SCORING, SEARCH, DONE)
 
-    def __init__(self, space: SearchSpace | None = None, *, stages: int = 2, stage_steps: int | Sequence[int] = 2000,
-                 final_steps: int | None = None, steps_per_trial: int = 200, lr: float = 0.05,
-                 restart_lr: bool = False, snapshots: int = 5, snapshot_window: int | None = None,
-                 evaluation_stability: bool = True, samples_per_op: int = 100, selection_confidence: bool = True,
-                 normalization: str = "mean", drop_per_stage: int = 10, drop_per_slot: bool = False,
-                 expanding: bool = True, merge_threshold: int = 50, merge_only_shrunk: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        stages: int = 2,
+        stage_steps: int | Sequence[int] = 2000,
+        final_steps: int | None = None,
+        steps_per_trial: int = 200,
+        lr: float = 0.05,
+        restart_lr: bool = False,
+        snapshots: int = 5,
+        snapshot_window: int | None = None,
+        evaluation_stability: bool = True,
+        samples_per_op: int = 100,
+        selection_confidence: bool = True,
+        normalization: str = "mean",
+        drop_per_stage: int = 10,
+        drop_per_slot: bool = False,
+        expanding: bool = True,
+        merge_threshold: int = 50,
+        merge_only_shrunk: bool = True,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("eval_batch", 50)
         super().__init__(space, **kwargs)
         steps = [int(stage_steps)] * stages if np.isscalar(stage_steps) else [int(s) for s in stage_steps]
         if stages < 1 or len(steps) != stages or min(steps) < 1:
-            raise ValueError(f"need stages >= 1 and one positive step count per stage, got stages={stages}, "
-                             f"stage_steps={stage_steps}")
+            raise ValueError(
+                f"need stages >= 1 and one positive step count per stage, got stages={stages}, "
+                f"stage_steps={stage_steps}"
+            )
         if snapshots < 1 or samples_per_op < 1:
             raise ValueError("snapshots and samples_per_op must be positive")
         final_steps = steps[-1] if final_steps is None else int(final_steps)
@@ -111,7 +130,11 @@ class SENASSearcher(EvolutionSearcher):
         self.final_steps = final_steps
         self.normalization, self.merge_only_shrunk = normalization, merge_only_shrunk
         self.lr, self.restart_lr = lr, restart_lr
-        self.snapshots, self.snapshot_window, self.evaluation_stability = snapshots, snapshot_window, evaluation_stability
+        self.snapshots, self.snapshot_window, self.evaluation_stability = (
+            snapshots,
+            snapshot_window,
+            evaluation_stability,
+        )
         self.samples_per_op, self.selection_confidence = samples_per_op, selection_confidence
         self.drop_per_stage, self.drop_per_slot = drop_per_stage, drop_per_slot
         self.expanding, self.merge_threshold = expanding, merge_threshold
@@ -132,8 +155,10 @@ class SENASSearcher(EvolutionSearcher):
     # ------------------------------------------------------------------------------------------
     def setup(self) -> None:
         if self.mode != "max":
-            raise ValueError("SE-NAS scores operators by supernet accuracy (Eqs. 5-7 average a positive metric "
-                             "to maximise): use an accuracy metric with mode='max'")
+            raise ValueError(
+                "SE-NAS scores operators by supernet accuracy (Eqs. 5-7 average a positive metric "
+                "to maximise): use an accuracy metric with mode='max'"
+            )
         super().setup()
         self.shrunk_space = self.space
         self.snapshot_prefix = f"senas-{uuid.uuid4().hex[:8]}"
@@ -174,10 +199,14 @@ class SENASSearcher(EvolutionSearcher):
     def _begin_stage(self) -> None:
         """Training of stage ``self.stage``; ``self.stage == self.stages`` is the final space's training."""
         steps = self.training_steps
-        done, total = sum(steps[:self.stage]), sum(steps)
+        done, total = sum(steps[: self.stage]), sum(steps)
         self.training = TrainingPhase(
-            steps[self.stage], self.steps_per_trial, self.lr,
-            schedule_offset=0 if self.restart_lr else done, schedule_steps=None if self.restart_lr else total)
+            steps[self.stage],
+            self.steps_per_trial,
+            self.lr,
+            schedule_offset=0 if self.restart_lr else done,
+            schedule_steps=None if self.restart_lr else total,
+        )
         self.phase = TRAINING
 
     def _next_training_job(self) -> dict[str, Any] | str | None:
@@ -213,8 +242,11 @@ class SENASSearcher(EvolutionSearcher):
     def _begin_scoring(self) -> None:
         self.phase = SCORING
         nothing_to_drop = all(len(s.allowed) == 1 for s in self.shrunk_space.slots)
-        self.samples = [] if nothing_to_drop else operator_sample(
-            self.shrunk_space, self.samples_per_op, self.rng, self.constraint)
+        self.samples = (
+            []
+            if nothing_to_drop
+            else operator_sample(self.shrunk_space, self.samples_per_op, self.rng, self.constraint)
+        )
         self.scoring, self.values = EvaluationQueue(self.eval_batch), {}
         self.scoring.put(dict.fromkeys(self.samples))
 
@@ -235,16 +267,25 @@ class SENASSearcher(EvolutionSearcher):
         feasible = None if self.constraint is None else self.constraint.admits_some
         self.shrunk_space, dropped = shrink_operators(space, scores, self.drop_per_stage, self.drop_per_slot, feasible)
         if self.expanding:
-            merged = merge_layer_spaces(self.shrunk_space, self.merge_threshold,
-                                        self.space if self.merge_only_shrunk else None)
+            merged = merge_layer_spaces(
+                self.shrunk_space, self.merge_threshold, self.space if self.merge_only_shrunk else None
+            )
             if merged != self.merged_spaces:
                 self.earlier_merges = ([self.merged_spaces] if self.merged_spaces else []) + self.earlier_merges
                 self.merged_spaces = merged
-        self.stage_log.append({
-            "stage": self.stage, "scored": len(self.values), "selection_importance": as_table(space, si),
-            "selection_confidence": as_table(space, selection_confidence(si)), "scores": as_table(space, scores),
-            "dropped": labels(space, dropped), "allowed": [list(s.allowed) for s in self.shrunk_space.slots],
-            "size": self.shrunk_space.size, "merged_spaces": [list(g) for g in self.merged_spaces]})
+        self.stage_log.append(
+            {
+                "stage": self.stage,
+                "scored": len(self.values),
+                "selection_importance": as_table(space, si),
+                "selection_confidence": as_table(space, selection_confidence(si)),
+                "scores": as_table(space, scores),
+                "dropped": labels(space, dropped),
+                "allowed": [list(s.allowed) for s in self.shrunk_space.slots],
+                "size": self.shrunk_space.size,
+                "merged_spaces": [list(g) for g in self.merged_spaces],
+            }
+        )
         self.stage += 1
         if self.stage < self.stages or self.final_steps:
             self._begin_stage()
@@ -262,8 +303,10 @@ class SENASSearcher(EvolutionSearcher):
         """The expanded supernet (3.4): merged slot groups and the earlier groupings."""
         if not self.merged_spaces:
             return SENASJob()
-        return SENASJob(expanded=[list(g) for g in self.merged_spaces],
-                        expanded_from=[[list(g) for g in m] for m in self.earlier_merges])
+        return SENASJob(
+            expanded=[list(g) for g in self.merged_spaces],
+            expanded_from=[[list(g) for g in m] for m in self.earlier_merges],
+        )
 
     def evaluation_job(self, archs: Sequence[Architecture]) -> dict[str, Any]:
         """An evaluation job scoring ``archs`` as SE-NAS does now: ``P(a)`` of Eq. (4) (the averaged
@@ -273,9 +316,9 @@ class SENASSearcher(EvolutionSearcher):
     def current_progress(self) -> SearchProgress:
         steps = self.training_steps
         if self.phase == TRAINING:
-            done = sum(steps[:self.stage]) + self.training.done
+            done = sum(steps[: self.stage]) + self.training.done
         else:  # scoring follows the stage's training; the search (and the end) follows all of it
-            done = sum(steps[:self.stage + 1]) if self.phase == SCORING else sum(steps)
+            done = sum(steps[: self.stage + 1]) if self.phase == SCORING else sum(steps)
         if self.phase == SCORING:
             evaluations, best = (len(self.values), len(dict.fromkeys(self.samples))), None
         else:
@@ -284,25 +327,38 @@ class SENASSearcher(EvolutionSearcher):
         stage = f"stage {self.stage + 1}/{self.stages}" if self.stage < self.stages else "final space"
         return self.make_progress((done, sum(steps)), evaluations, best, note=f"{stage}{size}")
 
-    def rank_correlation(self, evaluate: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-                         ground_truth: Callable[[Architecture], float], archs: Sequence[Architecture] | None = None,
-                         max_archs: int = 200, seed: int = 0) -> dict[str, Any]:
+    def rank_correlation(
+        self,
+        evaluate: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        ground_truth: Callable[[Architecture], float],
+        archs: Sequence[Architecture] | None = None,
+        max_archs: int = 200,
+        seed: int = 0,
+    ) -> dict[str, Any]:
         """Kendall's tau between the supernet's ``P(a)`` and ``ground_truth`` (section 4.2) over every child
         model of the current shrunk space, a seeded sample of ``max_archs`` of them, or the given ``archs``
         (e.g. a fixed sample of the full space). ``evaluate`` runs one evaluation job in this process and
         returns its result (``tune_spacenas.runner.InProcessSupernet``)."""
         space = self.shrunk_space
         if archs is None:
-            archs = list(space.enumerate()) if space.size <= max_archs else space.sample_many(
-                np.random.default_rng(seed), max_archs, distinct=True)
+            archs = (
+                list(space.enumerate())
+                if space.size <= max_archs
+                else space.sample_many(np.random.default_rng(seed), max_archs, distinct=True)
+            )
         scores: list[float] = []
         for start in range(0, len(archs), self.eval_batch):
-            result = evaluate(self.evaluation_job(archs[start:start + self.eval_batch]))
+            result = evaluate(self.evaluation_job(archs[start : start + self.eval_batch]))
             scores += [float(v) for v in result[PER_ARCH_KEY][self.metric]]
         truth = [float(ground_truth(a)) for a in archs]
         tau = kendall_tau(scores, truth) if len(archs) > 1 else float("nan")
-        return {"kendall_tau": tau, "architectures": len(archs), "sample": [self.space.to_string(a) for a in archs],
-                "scores": scores, "truth": truth}
+        return {
+            "kendall_tau": tau,
+            "architectures": len(archs),
+            "sample": [self.space.to_string(a) for a in archs],
+            "scores": scores,
+            "truth": truth,
+        }
 
     # ------------------------------------------------------------------------------------------
     # State

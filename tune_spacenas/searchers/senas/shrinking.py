@@ -9,8 +9,13 @@ from tune_spacenas.searchers.senas.scores import Operator
 from tune_spacenas.spaces.base import SearchSpace
 
 
-def shrink_operators(space: SearchSpace, scores: Mapping[Operator, float], k: int = 10, per_slot: bool = False,
-                     feasible: Callable[[SearchSpace], bool] | None = None) -> tuple[SearchSpace, list[Operator]]:
+def shrink_operators(
+    space: SearchSpace,
+    scores: Mapping[Operator, float],
+    k: int = 10,
+    per_slot: bool = False,
+    feasible: Callable[[SearchSpace], bool] | None = None,
+) -> tuple[SearchSpace, list[Operator]]:
     """Remove the ``k`` operators with the lowest scores (Eq. 7) from ``space``; returns the shrunk space
     and the dropped operators, lowest score first.
 

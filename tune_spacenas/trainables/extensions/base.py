@@ -54,8 +54,13 @@ def as_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def keep_pushed(kept: Mapping[str, int], deltas: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor],
-                current: Mapping[str, torch.Tensor], versions: dict[str, int]) -> list[str]:
+def keep_pushed(
+    kept: Mapping[str, int],
+    deltas: Mapping[str, torch.Tensor],
+    base: Mapping[str, torch.Tensor],
+    current: Mapping[str, torch.Tensor],
+    versions: dict[str, int],
+) -> list[str]:
     """After a push of ``deltas`` (``current - base``): each tensor the store kept (``PushReceipt.kept``)
     becomes ``base + delta``, by the store's own float32 addition, so bitwise the store's tensor, at the
     store's version (``current`` moves by at most a rounding step, as if it had been pulled back); every

@@ -69,4 +69,4 @@ class ProxylessExtension(WorkerExtension):
 def _slot_madds(space: SearchSpace, arch: Architecture, choices: list[tuple[int, ...]]) -> list[list[float]]:
     """Per slot and candidate, the network's MAdds with that slot switched to the candidate: where the cost model
     adds up over slots, the exact gradient of the expected MAdds; otherwise its linearisation at ``arch``."""
-    return [[space.cost(arch[:s] + (op,) + arch[s + 1:]).madds for op in ops] for s, ops in enumerate(choices)]
+    return [[space.cost(arch[:s] + (op,) + arch[s + 1 :]).madds for op in ops] for s, ops in enumerate(choices)]
