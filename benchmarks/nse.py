@@ -190,16 +190,21 @@ def round_diagnostics(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, Any]:
-    """SPOS on the full 27-operation pool: single-path uniform sampling (N_l = 1), then evolution inside
-    the same MAdds window as NSE's (``min_madds``/``max_madds``)."""
-    from tune_spacenas.runner import InProcessSupernet, run_in_process
+def spos_searcher(
+    args: argparse.Namespace,
+    space: Any,
+    seed: int,
+    steps: int,
+    window_m: tuple[float, float],
+    population: int,
+    generations: int,
+) -> Any:
+    """SPOS + evolution as every comparison here runs it: ``steps`` of uniform single-path training, then
+    evolution of ``population`` x ``generations`` inside the MAdds window ``window_m`` (millions)."""
     from tune_spacenas.searchers import EvolutionSettings, SPOSSearcher
 
-    space = space_for(args, max_branches=1)
-    runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
-    low, high = window(args)
-    searcher = SPOSSearcher(
+    low, high = window_m
+    return SPOSSearcher(
         space=space,
         train_steps=steps,
         steps_per_trial=args.steps_per_trial,
@@ -211,13 +216,24 @@ def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
         mode="max",
         seed=seed,
         evolution=EvolutionSettings(
-            population=args.population,
-            generations=args.generations,
+            population=population,
+            generations=generations,
             parents=5,
-            mutations=args.population // 2,
-            crossovers=args.population // 2,
+            mutations=population // 2,
+            crossovers=population // 2,
         ),
     )
+
+
+def spos_search(args: argparse.Namespace, seed: int, steps: int) -> dict[str, Any]:
+    """SPOS on the full 27-operation pool: single-path uniform sampling (N_l = 1), then evolution inside
+    the same MAdds window as NSE's (``min_madds``/``max_madds``)."""
+    from tune_spacenas.runner import InProcessSupernet, run_in_process
+
+    space = space_for(args, max_branches=1)
+    runner = InProcessSupernet(spec_for(args, space, seed, args.lr, eval_images=args.val_images), "cpu")
+    low, high = window(args)
+    searcher = spos_searcher(args, space, seed, steps, (low, high), args.population, args.generations)
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
@@ -246,7 +262,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int, theta_lr: flo
     evaluations; the returned cell is scored by the table's CIFAR-10 test accuracy. NSE runs at every
     ``theta_lr`` of (f): 0 learns no fitness, so only the non-zero ones test the fitness estimator."""
     from tune_spacenas.runner import InProcessSupernet, run_in_process
-    from tune_spacenas.searchers import EvolutionSettings, NSESearcher, SPOSSearcher
+    from tune_spacenas.searchers import NSESearcher
     from tune_spacenas.tables import NASBench201Table
 
     space, tau = nb201_setting(args)
@@ -277,26 +293,7 @@ def nb201_search(args: argparse.Namespace, method: str, seed: int, theta_lr: flo
             seed=seed,
         )
     else:
-        generations, population = 2, evaluations // 2
-        searcher = SPOSSearcher(
-            space=space,
-            train_steps=steps,
-            steps_per_trial=args.steps_per_trial,
-            lr=args.lr,
-            min_madds=low * 1e6,
-            max_madds=high * 1e6,
-            eval_batch=25,
-            metric="accuracy",
-            mode="max",
-            seed=seed,
-            evolution=EvolutionSettings(
-                population=population,
-                generations=generations,
-                parents=5,
-                mutations=population // 2,
-                crossovers=population // 2,
-            ),
-        )
+        searcher = spos_searcher(args, space, seed, steps, (low, high), evaluations // 2, 2)
     start = time.perf_counter()
     run_in_process(searcher, runner)
     best = searcher.best_architecture()
