@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import RESULTS, write_json, write_markdown
+from benchmarks.harness import RESULTS, tcp_round_trips, tcp_sink, write_json, write_markdown
 
 PORT_TIMEOUT_S = 30
 
@@ -99,37 +97,11 @@ class Probe:
         return times
 
     def tcp_serve(self, nbytes: int) -> int:
-        """Listen on loopback; each message of ``nbytes`` is read whole and answered with one byte."""
-        server = socket.create_server(("127.0.0.1", 0))
-        server.settimeout(PORT_TIMEOUT_S)
-
-        def serve():
-            conn, _ = server.accept()
-            buffer = bytearray(nbytes)
-            view = memoryview(buffer)
-            with conn:
-                while True:
-                    got = 0
-                    while got < nbytes:
-                        n = conn.recv_into(view[got:])
-                        if n == 0:
-                            return
-                        got += n
-                    conn.sendall(b"k")
-
-        threading.Thread(target=serve, daemon=True).start()
-        return server.getsockname()[1]
+        return tcp_sink(nbytes, timeout_s=PORT_TIMEOUT_S)
 
     def tcp_send(self, port: int, repeats: int) -> list[float]:
         payload = b"".join(np.ascontiguousarray(a).tobytes() for a in self.arrays.values())
-        times = []
-        with socket.create_connection(("127.0.0.1", port)) as conn:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                conn.sendall(payload)
-                conn.recv(1)
-                times.append(1000 * (time.perf_counter() - start))
-        return times
+        return tcp_round_trips(port, payload, repeats)
 
 
 def path_of_mobilenet() -> tuple[object, list[str], int]:

@@ -5,6 +5,7 @@
   scratch and scored on the test split);
 * processes: ``process_pool`` (spawned single-threaded workers) and ``Scheduler`` (named tasks on it,
   started as their inputs arrive);
+* baselines: ``tcp_sink`` / ``tcp_round_trips`` (raw loopback TCP, what a store transfer is compared with);
 * output: ``write_json`` / ``write_markdown`` (with the command line and environment), ``new_figure`` /
   ``save_figure`` (PNG beside the numbers), ``mean_std``, ``welch_p``, ``paired_p``, ``ci95``.
 """
@@ -15,7 +16,9 @@ import json
 import multiprocessing as mp
 import platform
 import shlex
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +30,41 @@ import numpy as np
 from tune_spacenas import storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def tcp_sink(nbytes: int, timeout_s: float = 30.0) -> int:
+    """Listen on loopback (port returned); each message of ``nbytes`` is read whole and answered with one
+    byte, so a round trip is the raw TCP cost of moving those bytes between two processes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(timeout_s)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        view = memoryview(bytearray(nbytes))
+        with conn:
+            while True:
+                got = 0
+                while got < nbytes:
+                    n = conn.recv_into(view[got:])
+                    if n == 0:
+                        return
+                    got += n
+                conn.sendall(b"k")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def tcp_round_trips(port: int, payload: bytes, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` sends of ``payload`` to a ``tcp_sink`` and its one-byte answer."""
+    times = []
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            conn.sendall(payload)
+            conn.recv(1)
+            times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
 def command_line() -> str:

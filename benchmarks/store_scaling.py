@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import RESULTS, new_figure, save_figure, write_json, write_markdown
+from benchmarks.harness import RESULTS, new_figure, save_figure, tcp_round_trips, tcp_sink, write_json, write_markdown
 
 OUT = RESULTS / "store" / "store_scaling.json"
 
@@ -100,35 +98,10 @@ class SimulatedTrial:
         return 1e3 * float(np.median(times))
 
     def tcp_serve(self, nbytes: int) -> int:
-        server = socket.create_server(("127.0.0.1", 0))
-        server.settimeout(60)
-
-        def serve():
-            conn, _ = server.accept()
-            view = memoryview(bytearray(nbytes))
-            with conn:
-                while True:
-                    got = 0
-                    while got < nbytes:
-                        n = conn.recv_into(view[got:])
-                        if n == 0:
-                            return
-                        got += n
-                    conn.sendall(b"k")
-
-        threading.Thread(target=serve, daemon=True).start()
-        return server.getsockname()[1]
+        return tcp_sink(nbytes, timeout_s=60)
 
     def tcp_send_ms(self, port: int, nbytes: int, repeats: int) -> float:
-        payload = bytes(nbytes)
-        times = []
-        with socket.create_connection(("127.0.0.1", port)) as conn:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                conn.sendall(payload)
-                conn.recv(1)
-                times.append(time.perf_counter() - start)
-        return 1e3 * float(np.median(times))
+        return float(np.median(tcp_round_trips(port, bytes(nbytes), repeats)))
 
 
 def supernet_paths(count: int) -> tuple[dict, list[list[str]]]:
